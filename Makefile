@@ -1,0 +1,65 @@
+# DeepField: one-command environment, tests, demo, benchmarks and packaging.
+# `make setup` is idempotent; every other target calls it first.
+
+SHELL := /bin/bash
+PLUGIN := deepfield
+VENV := .venv
+PY := $(VENV)/bin/python
+SYS_PYTHON := /usr/bin/python3
+# CPU by default; `make setup TF_PACKAGE='tensorflow[and-cuda]==2.21.*'` for NVIDIA GPUs.
+TF_PACKAGE ?= tensorflow-cpu==2.21.*
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv
+# A folder that holds the plugin as deepfield/ (a link to this checkout), for QGIS_PLUGINPATH.
+BUILD := .build
+PLUGINPATH := $(abspath $(BUILD)/plugins)
+STAMP := $(VENV)/.deepfield-setup-$(shell echo "$(TF_PACKAGE)" | cat - requirements.txt requirements-dev.txt | md5sum | cut -c1-8)
+
+export QT_QPA_PLATFORM ?= offscreen
+export QGIS_PLUGINPATH := $(PLUGINPATH)
+export DEEPFIELD_SHARED_DATA ?= $(abspath ../shared/data)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup apt venv test demo demo-quick bench package clean
+
+setup: $(STAMP) $(PLUGINPATH)/$(PLUGIN)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "Missing Debian packages:$$missing"; \
+	    echo "Run: sudo apt-get update && sudo apt-get install -y$$missing   (then run make again)"; exit 1; \
+	  fi; \
+	  echo "Installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt | apt
+	@test -x $(PY) || $(SYS_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TF_PACKAGE)" -r requirements.txt -r requirements-dev.txt
+	@rm -f $(VENV)/.deepfield-setup-*; touch $@
+
+$(PLUGINPATH)/$(PLUGIN):
+	@mkdir -p $(PLUGINPATH) && ln -sfn $(CURDIR) $@
+
+# Engine tests and QGIS tests run in two processes: TensorFlow and PyQGIS never share one.
+test: setup
+	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/engine -q $(PYTEST_ARGS)
+	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/qgis -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m deepfield_demo 2>/dev/null || $(PY) tests/demo.py
+
+bench: setup
+	PYTHONPATH=$(PLUGINPATH) $(PY) bench/run.py
+
+package:
+	@rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
+	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(tests|bench|docs/dev|\.ci|\.build)/|^\.git' \
+	  | xargs -0 -I{} cp --parents {} $(BUILD)/package/$(PLUGIN)/
+	cd $(BUILD)/package && rm -f ../$(PLUGIN).zip && zip -qr ../$(PLUGIN).zip $(PLUGIN)
+	@echo "Built $(BUILD)/$(PLUGIN).zip"
+
+clean:
+	rm -rf $(BUILD) .pytest_cache bench/results/*.json

@@ -1,0 +1,1 @@
+"""Thin QgsProcessingAlgorithm adapters over the engine, which runs in a worker process."""

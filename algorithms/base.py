@@ -1,0 +1,88 @@
+"""The base class of DeepField algorithms: translate parameters to a job spec, run it in the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.PyQt.QtGui import QIcon
+
+from .runner import EngineJobCancelled, EngineJobError, default_python, run_job
+
+ICONS = Path(__file__).parent.parent / "icons"
+README_URL = "https://github.com/deepfield-gis/deepfield#readme"
+ENGINE_PYTHON_SETTING = "DEEPFIELD_ENGINE_PYTHON"
+
+
+def engine_python() -> str:
+    """The engine interpreter from Processing options, or the default (see runner.default_python)."""
+    try:
+        from processing.core.ProcessingConfig import ProcessingConfig
+
+        configured = ProcessingConfig.getSetting(ENGINE_PYTHON_SETTING)
+    except ImportError:  # Processing's Python plugin is not loaded
+        configured = None
+    return configured or default_python()
+
+
+class EngineAlgorithm(QgsProcessingAlgorithm):
+    """A Processing algorithm whose work is one engine job.
+
+    Subclasses define ``ALG_ID``, ``DISPLAY_NAME``, ``GROUP_ID``, ``HELP``,
+    ``initAlgorithm`` and ``build_job(parameters, context, feedback) -> (spec, outputs)``
+    where ``outputs`` are the paths the job writes, and optionally
+    ``make_results(result, parameters, context, feedback) -> dict``.
+    """
+
+    ALG_ID = ""
+    DISPLAY_NAME = ""
+    GROUP_ID = "tools"
+    GROUPS = {"tools": "Tools", "sampling": "Sampling", "training": "Training",
+              "serving": "Serving", "evaluation": "Evaluation"}
+    HELP = ""
+    ICON = "deepfield.svg"
+
+    def name(self):
+        return self.ALG_ID
+
+    def displayName(self):  # noqa: N802
+        return self.DISPLAY_NAME
+
+    def group(self):
+        return self.GROUPS[self.GROUP_ID]
+
+    def groupId(self):  # noqa: N802
+        return self.GROUP_ID
+
+    def shortHelpString(self):  # noqa: N802
+        return f"{self.HELP}\n\nFull documentation: {README_URL}"
+
+    def helpUrl(self):  # noqa: N802
+        return README_URL
+
+    def icon(self):
+        return QIcon(str(ICONS / self.ICON))
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def build_job(self, parameters, context, feedback):
+        raise NotImplementedError
+
+    def make_results(self, result, parameters, context, feedback):
+        return result
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        spec, outputs = self.build_job(parameters, context, feedback)
+        python = engine_python()
+        feedback.pushDebugInfo(f"DeepField engine: {python}, job {spec.get('job')}")
+        try:
+            result = run_job(spec, feedback, python=python, outputs=outputs)
+        except EngineJobCancelled as cancelled:
+            feedback.reportError(str(cancelled))
+            return {}
+        except EngineJobError as error:
+            if error.details:
+                feedback.pushDebugInfo(error.details)
+            raise QgsProcessingException(str(error)) from None
+        return self.make_results(result, parameters, context, feedback)

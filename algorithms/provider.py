@@ -1,0 +1,50 @@
+"""The DeepField Processing provider: its algorithms and its settings."""
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .base import ENGINE_PYTHON_SETTING, ICONS
+from .check_environment import CheckEnvironment
+from .runner import default_python
+
+ALGORITHMS = (CheckEnvironment,)
+
+
+class DeepFieldProvider(QgsProcessingProvider):
+    def id(self):
+        return "deepfield"
+
+    def name(self):
+        return "DeepField"
+
+    def longName(self):  # noqa: N802
+        return "DeepField: deep learning for remote-sensing rasters"
+
+    def icon(self):
+        return QIcon(str(ICONS / "deepfield.svg"))
+
+    def load(self):
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig, Setting
+        except ImportError:  # no Processing Python plugin: run with the default interpreter
+            return super().load()
+        ProcessingConfig.settingIcons[self.name()] = self.icon()
+        ProcessingConfig.addSetting(
+            Setting(self.name(), ENGINE_PYTHON_SETTING, "Engine Python interpreter (has TensorFlow, GDAL)",
+                    default_python(), valuetype=Setting.FILE)
+        )
+        ProcessingConfig.readSettings()
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig
+
+            ProcessingConfig.removeSetting(ENGINE_PYTHON_SETTING)
+        except ImportError:
+            pass
+
+    def loadAlgorithms(self):  # noqa: N802
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())

@@ -1,0 +1,101 @@
+"""The worker protocol: a job spec (JSON) in, JSON lines out.
+
+Every line the engine prints on standard output is one JSON object with a ``type``:
+
+``{"type": "progress", "percent": 0..100}``
+``{"type": "log", "level": "info"|"warning"|"error", "message": str}``
+``{"type": "result", "result": {...}}``       the job's return value, once, at the end
+``{"type": "error", "kind": str, "message": str, "traceback": str}``
+``{"type": "cancelled"}``
+
+A job is a function ``job(spec: dict, reporter: Reporter) -> dict``. It raises
+:class:`EngineError` for a problem the user can act on (bad input, broken model
+folder); its message is shown as it is. It calls :meth:`Reporter.check_cancelled`
+between units of work; SIGTERM (sent by QGIS on cancel) makes that raise
+:class:`JobCancelled`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from typing import IO, Any
+
+
+class EngineError(Exception):
+    """A clear, specific error for the user: the message is shown without a traceback."""
+
+
+class JobCancelled(Exception):
+    """Raised at the next cancellation check after the job was asked to stop."""
+
+
+class Reporter:
+    """Writes protocol lines; thread-safe; rate-limits progress lines."""
+
+    def __init__(self, stream: IO[str] | None = None, min_interval_s: float = 0.1):
+        self._stream = stream if stream is not None else sys.stdout
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._min_interval_s = min_interval_s
+        self._last_progress = (-1.0, 0.0)  # (percent, time)
+
+    # -- output -----------------------------------------------------------
+    def emit(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, default=_jsonable)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def progress(self, percent: float) -> None:
+        """Report progress in percent (0..100); repeated or too frequent values are dropped."""
+        percent = max(0.0, min(100.0, float(percent)))
+        last, when = self._last_progress
+        now = time.monotonic()
+        if percent == last or (percent < 100.0 and now - when < self._min_interval_s):
+            return
+        self._last_progress = (percent, now)
+        self.emit({"type": "progress", "percent": round(percent, 2)})
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit({"type": "log", "level": level, "message": str(message)})
+
+    def warning(self, message: str) -> None:
+        self.log(message, "warning")
+
+    def result(self, result: dict[str, Any]) -> None:
+        self.emit({"type": "result", "result": result})
+
+    # -- cancellation -----------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if the job was asked to stop."""
+        if self._cancel.is_set():
+            raise JobCancelled("cancelled")
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT ask the job to stop at its next check."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.cancel())
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays, paths and dataclasses."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,1 @@
+"""Engine tests run with the plugin importable as ``deepfield`` (see Makefile: PYTHONPATH)."""

@@ -1,0 +1,60 @@
+"""The engine command line, the JSON-lines protocol, and atomic outputs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deepfield.engine.outputs import atomic_output, part_path
+
+from ..conftest import PLUGINPATH
+
+
+def run_engine(spec: dict) -> tuple[int, list[dict]]:
+    done = subprocess.run([sys.executable, "-m", "deepfield.engine", json.dumps(spec)], cwd=PLUGINPATH,
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_command_line_runs_a_job_spec_without_qgis():
+    code, messages = run_engine({"job": "check_environment"})
+    assert code == 0
+    result = [m for m in messages if m["type"] == "result"][0]["result"]
+    assert result["tensorflow"].startswith("2.21") and result["gdal"].startswith("3.")
+
+
+def test_unknown_job_is_a_structured_error():
+    code, messages = run_engine({"job": "frobnicate"})
+    assert code == 1
+    error = messages[-1]
+    assert error["type"] == "error" and error["kind"] == "EngineError"
+    assert "frobnicate" in error["message"] and "check_environment" in error["message"]
+
+
+def test_atomic_output_moves_into_place_only_on_success(tmp_path):
+    target = tmp_path / "map.tif"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as temp:
+            temp.write_text("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old" and not part_path(target).exists()
+    with atomic_output(target) as temp:
+        temp.write_text("new")
+        temp.with_name(temp.name + ".aux.xml").write_text("<aux/>")
+    assert target.read_text() == "new"
+    assert (tmp_path / "map.tif.aux.xml").read_text() == "<aux/>"
+    assert not part_path(target).exists()
+
+
+def test_atomic_folder_output(tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(ValueError):
+        with atomic_output(target, folder=True) as temp:
+            (temp / "a.txt").write_text("x")
+            raise ValueError
+    assert not target.exists() and not part_path(target).exists()
+    with atomic_output(target, folder=True) as temp:
+        (temp / "a.txt").write_text("x")
+    assert (target / "a.txt").read_text() == "x"
