@@ -83,3 +83,12 @@ def _alive(pid: int) -> bool:
     # A zombie is dead for our purpose (reaped later by init).
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+def test_an_interpreter_without_tensorflow_says_so():
+    """Debian's own python3 has GDAL but no TensorFlow: the message names both and the fix."""
+    with pytest.raises(EngineJobError) as caught:
+        run_job({"job": "check_environment"}, RecordingFeedback(), python="/usr/bin/python3")
+    message = str(caught.value)
+    assert "TensorFlow cannot be imported by the engine interpreter /usr/bin/python3" in message
+    assert "Engine Python interpreter" in message
