@@ -12,6 +12,8 @@ from .runner import EngineJobCancelled, EngineJobError, default_python, run_job
 ICONS = Path(__file__).parent.parent / "icons"
 README_URL = "https://github.com/deepfield-gis/deepfield#readme"
 ENGINE_PYTHON_SETTING = "DEEPFIELD_ENGINE_PYTHON"
+#: Vector formats the engine (OGR) reads as they are; other layers are exported to a GeoPackage.
+VECTOR_FORMATS = ["shp", "gpkg", "geojson", "json", "fgb", "sqlite", "gml", "kml", "tab", "mif", "csv"]
 
 
 def engine_python() -> str:
@@ -23,6 +25,14 @@ def engine_python() -> str:
     except ImportError:  # Processing's Python plugin is not loaded
         configured = None
     return configured or default_python()
+
+
+def raster_path(layer, what: str) -> str:
+    """The file a raster layer reads (the engine opens it with GDAL); a clear error otherwise."""
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(f"The {what} {layer.name()} is not a file raster "
+                                     f"(provider {layer.providerType()}); save it as a GeoTIFF first.")
+    return layer.source()
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -68,6 +78,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def build_job(self, parameters, context, feedback):
         raise NotImplementedError
+
+    def vector_path(self, parameters, name, context, feedback) -> tuple[str, str | None]:
+        """(path, layer name) of a vector input; memory and database layers become a GeoPackage."""
+        path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, name, context, VECTOR_FORMATS, "gpkg", feedback)
+        return path, layer or None
 
     def make_results(self, result, parameters, context, feedback):
         return result

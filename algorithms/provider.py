@@ -3,11 +3,14 @@
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .apply_model import ApplyModel
 from .base import ENGINE_PYTHON_SETTING, ICONS
 from .check_environment import CheckEnvironment
+from .describe_model import DescribeModel
 from .runner import default_python
 
-ALGORITHMS = (CheckEnvironment,)
+ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel)
+
 
 
 class DeepFieldProvider(QgsProcessingProvider):

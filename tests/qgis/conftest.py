@@ -21,6 +21,7 @@ ENGINE_PYTHON = str(REPO / ".venv" / "bin" / "python")
 def qgis_env(home: Path, pluginpath: Path = PLUGINPATH) -> dict[str, str]:
     """Environment for qgis_process.bin: offscreen, our plugin path, a private profile (HOME)."""
     env = dict(os.environ)
+    env.pop("QGIS_CUSTOM_CONFIG_PATH", None)  # set by qgis_app's start_app(); it would override HOME
     env.update(
         QT_QPA_PLATFORM="offscreen",
         QGIS_PLUGINPATH=str(pluginpath),

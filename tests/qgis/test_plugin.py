@@ -84,3 +84,20 @@ def test_package_zip_installs_into_an_empty_plugin_folder(tmp_path):
     assert "deepfield:checkenvironment" in listed.stdout
     results = fresh.run("deepfield:checkenvironment", {})
     assert results["TENSORFLOW"].startswith("2.21")
+
+
+def test_loading_every_algorithm_imports_no_tensorflow():
+    """TensorFlow in the QGIS process aborts qgis_process (libprotobuf clash): never import it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from qgis.testing import start_app; start_app();"
+        "from deepfield.algorithms.provider import DeepFieldProvider, ALGORITHMS;"
+        "[cls().initAlgorithm() for cls in ALGORITHMS];"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

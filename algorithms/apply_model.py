@@ -1,0 +1,108 @@
+"""Apply model: serve a trained model over whole images, tile by tile, exactly."""
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+)
+
+from .base import EngineAlgorithm, raster_path
+from .styles import CLASS_MAP, CONFIDENCE, PROBABILITIES, style_output
+
+BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
+BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
+                 "Edge (repeat the edge pixel)", "Constant (zeros)",
+                 "Shrink (no padding: keep only pixels whose whole receptive field is inside the image)")
+OUTPUTS = ("class_map", "confidence", "probabilities")
+OUTPUT_LABELS = ("Class map", "Confidence (highest probability)", "Probabilities (one band per class)")
+STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PROBABILITIES}
+
+
+class ApplyModel(EngineAlgorithm):
+    ALG_ID = "applymodel"
+    DISPLAY_NAME = "Apply model"
+    GROUP_ID = "serving"
+    HELP = (
+        "Runs a trained DeepField model folder over whole images and writes a GeoTIFF. Give the "
+        "sources in the model's input order (Describe model lists them); the first one is the "
+        "reference: the output uses its CRS and its pixel grid (times the model's output scale). "
+        "Sources in another CRS or on another grid are warped on the fly.\n\n"
+        "How it works: to compute one output pixel the network looks at a square of input pixels "
+        "around it, its receptive field (RF). Networks with pooling or strides only repeat themselves "
+        "every few pixels, the expression field (EF). The image is processed in square tiles of "
+        "TILE SIZE output pixels (rounded up to a multiple of EF); each tile also reads the "
+        "receptive-field margin around it, so the result is exactly the same as running the model "
+        "once on the whole image: no seams. Larger tiles waste less time on margins but need more "
+        "memory; 0 picks the largest that fits about 1 GB.\n\n"
+        "At the image edges the missing margin is filled by the border mode (reflect by default), "
+        "or, with Shrink, the output is cropped to the pixels that need no padding.\n\n"
+        "Classifiers write a class map (coloured, with class names), and on request a confidence "
+        "raster and the class probabilities, next to the output (name_confidence.tif, "
+        "name_probabilities.tif). Other models write their outputs as float bands. Tiles that are "
+        "nodata in every source are not computed. The optional extent and mask polygons limit the "
+        "area; pixels outside the mask are nodata."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model folder", behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "SOURCES", "Source images (in the model's input order)", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterEnum(
+            "OUTPUTS", "Outputs (classifiers)", OUTPUT_LABELS, allowMultiple=True, defaultValue=[0]))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (default: all sources)", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "MASK", "Mask polygons (outside: nodata)", [QgsProcessing.TypeVectorPolygon], optional=True))
+        advanced = [
+            QgsProcessingParameterNumber("TILE_SIZE", "Tile size (output pixels, 0 = automatic)",
+                                         defaultValue=0, minValue=0),
+            QgsProcessingParameterEnum("BORDER", "Border mode", BORDER_LABELS, defaultValue=0),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
+
+    def build_job(self, parameters, context, feedback):
+        layers = self.parameterAsLayerList(parameters, "SOURCES", context)
+        if not layers:
+            raise QgsProcessingException("Give at least one source image.")
+        sources = [raster_path(layer, f"source {k + 1}") for k, layer in enumerate(layers)]
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        kinds = [OUTPUTS[k] for k in self.parameterAsEnums(parameters, "OUTPUTS", context)] or ["class_map"]
+        spec = {
+            "job": "apply_model",
+            "model": self.parameterAsFile(parameters, "MODEL", context),
+            "sources": sources,
+            "output": output,
+            "outputs": kinds,
+            "tile_size": self.parameterAsInt(parameters, "TILE_SIZE", context) or None,
+            "border": BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
+            "extent": None,
+        }
+        if parameters.get("EXTENT"):
+            extent = self.parameterAsExtent(parameters, "EXTENT", context, layers[0].crs())
+            spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
+        if parameters.get("MASK"):
+            spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
+        stem = Path(output)
+        siblings = [str(stem.with_name(f"{stem.stem}_{kind}{stem.suffix or '.tif'}")) for kind in kinds[1:]]
+        return spec, [output] + siblings
+
+    def make_results(self, result, parameters, context, feedback):
+        for kind, path in result.get("outputs", {}).items():
+            if kind in STYLES:
+                load_as = "" if path == result["output"] else OUTPUT_LABELS[OUTPUTS.index(kind)]
+                style_output(context, path, STYLES[kind], load_as=load_as)
+        for name in result.get("warped_sources", []):
+            feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")
+        return {"OUTPUT": result["output"]}

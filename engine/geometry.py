@@ -1,0 +1,365 @@
+"""Pure geometry: windows, grids, model fields and region propagation.
+
+Vocabulary (see docs/architecture.md):
+
+- A **window** is a rectangle of pixels of one raster: ``col_off, row_off`` (may be negative
+  or past the raster: those pixels come from the border mode) and ``width, height``.
+- A **grid** is a north-up georeferenced pixel lattice: corner origin (map units), positive
+  pixel spacing (map units), size (pixels), CRS (WKT).
+- A model's **geometry**: per source ``i`` its spacing scale relative to the reference source,
+  receptive field ``rf`` (source-i pixels) and the derived ``r_i`` (source-i pixels per output
+  pixel); for the model the expression field ``ef`` and spacing scale ``sf`` (output spacing /
+  reference spacing) and ``crop`` (output pixels the network emits before a tile's kept block).
+
+- The **output grid** covers the sources' common extent: origin on a reference pixel corner (and
+  on a corner of every coarser source), spacing ``sf`` x the reference spacing
+  (:func:`output_grid`). **Region propagation** (:func:`source_window`) gives the source window an
+  EF-aligned output block needs; :func:`tiles` cuts the output into equal EF-aligned squares;
+  :func:`shrink_window` keeps the blocks that need no padding; :func:`border_indices` maps a
+  padded window onto source pixels (numpy.pad modes, defined on the whole image).
+
+Pixel decisions are integer or :class:`fractions.Fraction` arithmetic; map coordinates are
+converted to pixels once, snapped to whole pixels within :data:`SNAP_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle of pixels: offsets and sizes in pixels of one raster."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+    @property
+    def col_end(self) -> int:
+        return self.col_off + self.width
+
+    @property
+    def row_end(self) -> int:
+        return self.row_off + self.height
+
+
+@dataclass(frozen=True)
+class SourceGeometry:
+    """One model input.
+
+    ``scale``: this source's pixel spacing / the reference source's spacing (1 for the
+    reference, 2 for a 1 m multispectral image next to a 0.5 m panchromatic reference).
+    ``rf``: receptive field, in this source's pixels (the patch that yields ``ef`` output pixels).
+    """
+
+    name: str
+    bands: int
+    rf: int
+    scale: Fraction = Fraction(1)
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """The geometry a model is served with.
+
+    ``sf``: output spacing / reference-source spacing. ``ef``: expression field in output
+    pixels; tiles start on and measure multiples of it. ``crop``: output pixels that the
+    network emits before the kept block of a tile (the halo of "same"-padded networks).
+    """
+
+    sources: tuple[SourceGeometry, ...]
+    ef: int
+    sf: Fraction
+    crop: int = 0
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def ratio(self, i: int) -> Fraction:
+        """``r_i``: source-i pixels per output pixel."""
+        return Fraction(self.sf) / Fraction(self.sources[i].scale)
+
+    def before(self, i: int) -> int:
+        """Source-i context pixels before an EF block's footprint (patch-centre rule)."""
+        return self.sources[i].rf // 2 - self.footprint(i) // 2
+
+    def after(self, i: int) -> int:
+        """Source-i context pixels after an EF block's footprint."""
+        return self.sources[i].rf - self.footprint(i) - self.before(i)
+
+    def footprint(self, i: int) -> int:
+        """Source-i pixels covered by one EF block of output pixels (an integer)."""
+        size = self.ef * self.ratio(i)
+        if size.denominator != 1:
+            raise ValueError(f"EF {self.ef} x r_{i} {self.ratio(i)} is not a whole number of pixels")
+        return int(size)
+
+
+def center_index(u: float, size: int) -> int:
+    """The centre node of a ``size``-pixel patch around pixel coordinate ``u`` (one axis).
+
+    Odd sizes centre on the pixel holding ``u`` (``floor(u)``); even sizes on the nearest pixel
+    corner (``round(u)``, halves up). The patch then starts at ``center_index - size // 2``.
+    """
+    if size % 2:
+        return math.floor(u)
+    return math.floor(u + 0.5)
+
+
+def patch_start(u: float, size: int) -> int:
+    """First pixel of the ``size``-pixel patch centred on pixel coordinate ``u`` (one axis)."""
+    return center_index(u, size) - size // 2
+
+
+# -- grids ------------------------------------------------------------------------------------
+
+Bounds = tuple[float, float, float, float]
+"""``(xmin, ymin, xmax, ymax)`` in map units of a grid's CRS."""
+
+#: Pixel positions closer than this (in pixels) to a whole number are that number: it absorbs
+#: the float noise of map coordinates (e.g. 630534.0000000001) without moving any real grid.
+SNAP_TOLERANCE = 1e-6
+
+
+def snap(value: float) -> float:
+    """``value`` rounded to the nearest integer when it is within :data:`SNAP_TOLERANCE`."""
+    nearest = round(value)
+    return float(nearest) if abs(value - nearest) < SNAP_TOLERANCE else value
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel lattice.
+
+    ``origin_x, origin_y``: map coordinates of the top-left pixel's top-left corner.
+    ``spacing_x, spacing_y``: pixel size in map units, both positive (rows go south).
+    ``width, height``: pixels. ``crs_wkt``: the CRS (WKT, may be empty for pure arithmetic).
+    """
+
+    origin_x: float
+    origin_y: float
+    spacing_x: float
+    spacing_y: float
+    width: int
+    height: int
+    crs_wkt: str = ""
+
+    def __post_init__(self):
+        if not (self.spacing_x > 0 and self.spacing_y > 0):
+            raise ValueError(f"grid spacing must be positive, got {self.spacing_x}, {self.spacing_y}")
+
+    def geotransform(self) -> tuple[float, float, float, float, float, float]:
+        """The GDAL geotransform (corner based, north-up)."""
+        return (self.origin_x, self.spacing_x, 0.0, self.origin_y, 0.0, -self.spacing_y)
+
+    @classmethod
+    def from_geotransform(cls, gt, width: int, height: int, crs_wkt: str = "") -> "Grid":
+        """A grid from a GDAL geotransform; ``ValueError`` for rotated or south-up ones."""
+        if gt[2] != 0 or gt[4] != 0:
+            raise ValueError(f"rotated geotransform {tuple(gt)} (terms 2 and 4 must be 0)")
+        if not (gt[1] > 0 and gt[5] < 0):
+            raise ValueError(f"geotransform {tuple(gt)} is not north-up (needs gt[1] > 0 and gt[5] < 0)")
+        return cls(gt[0], gt[3], gt[1], -gt[5], int(width), int(height), crs_wkt)
+
+    @property
+    def bounds(self) -> Bounds:
+        return self.window_bounds(Window(0, 0, self.width, self.height))
+
+    def window_bounds(self, window: Window) -> Bounds:
+        """Map bounds of a window of this grid."""
+        return (
+            self.origin_x + window.col_off * self.spacing_x,
+            self.origin_y - window.row_end * self.spacing_y,
+            self.origin_x + window.col_end * self.spacing_x,
+            self.origin_y - window.row_off * self.spacing_y,
+        )
+
+    def pixel(self, x: float, y: float) -> tuple[float, float]:
+        """Pixel-edge coordinates ``(col, row)`` of map point ``(x, y)`` (snapped, see :func:`snap`)."""
+        return snap((x - self.origin_x) / self.spacing_x), snap((self.origin_y - y) / self.spacing_y)
+
+    def window_from_bounds(self, bounds: Bounds) -> Window:
+        """The smallest window covering ``bounds`` (rounded outwards to whole pixels)."""
+        col0, row1 = self.pixel(bounds[0], bounds[1])
+        col1, row0 = self.pixel(bounds[2], bounds[3])
+        c0, r0 = math.floor(col0), math.floor(row0)
+        return Window(c0, r0, math.ceil(col1) - c0, math.ceil(row1) - r0)
+
+    def subgrid(self, window: Window) -> "Grid":
+        """The grid of a window of this one (same spacing and CRS)."""
+        xmin, _, _, ymax = self.window_bounds(window)
+        return Grid(xmin, ymax, self.spacing_x, self.spacing_y, window.width, window.height, self.crs_wkt)
+
+
+def intersect_bounds(all_bounds: list[Bounds]) -> Bounds | None:
+    """The common part of several bounds, ``None`` when it is empty."""
+    xmin = max(b[0] for b in all_bounds)
+    ymin = max(b[1] for b in all_bounds)
+    xmax = min(b[2] for b in all_bounds)
+    ymax = min(b[3] for b in all_bounds)
+    if xmin >= xmax or ymin >= ymax:
+        return None
+    return (xmin, ymin, xmax, ymax)
+
+
+def output_grid(reference: Grid, extent: Bounds, sf: Fraction,
+                corners: tuple[tuple[Fraction, Fraction, Fraction], ...] = ()) -> Grid:
+    """The output grid over ``extent`` (map units of the reference CRS).
+
+    The origin is the first reference pixel corner inside ``extent`` (top-left) that is also a
+    pixel corner of every coarser aligned source, given in ``corners`` as ``(col, row, scale)``:
+    one of its corners in reference pixel coordinates and its spacing in reference pixels (so its
+    offsets stay whole numbers). Spacing is ``sf`` x the reference spacing; the size is
+    ``ceil(extent / output spacing)`` (the last row/column may stick out of ``extent``).
+    """
+    col0, row0 = reference.pixel(extent[0], extent[3])
+    col1, row1 = reference.pixel(extent[2], extent[1])
+    col = _first_common_corner(math.ceil(col0), [(c[0], c[2]) for c in corners])
+    row = _first_common_corner(math.ceil(row0), [(c[1], c[2]) for c in corners])
+    width = math.ceil(snap((col1 - col) / float(sf)))
+    height = math.ceil(snap((row1 - row) / float(sf)))
+    if width <= 0 or height <= 0:
+        raise ValueError(f"extent {extent} holds no output pixel of {float(sf)} reference pixels")
+    return Grid(
+        reference.origin_x + col * reference.spacing_x,
+        reference.origin_y - row * reference.spacing_y,
+        reference.spacing_x * float(sf), reference.spacing_y * float(sf),
+        width, height, reference.crs_wkt,
+    )
+
+
+def _first_common_corner(start: int, lattices: list[tuple[Fraction, Fraction]]) -> int:
+    """The first integer ``>= start`` on every lattice ``phase + k * period`` (``start`` if none)."""
+    span = 1
+    for _, period in lattices:
+        span = math.lcm(span, Fraction(period).numerator)
+    for candidate in range(start, start + span):
+        if all(((candidate - Fraction(phase)) / Fraction(period)).denominator == 1 for phase, period in lattices):
+            return candidate
+    return start
+
+
+# -- region propagation and tiling -------------------------------------------------------------
+
+
+def source_window(geometry: ModelGeometry, i: int, block: Window, offset_i: tuple[int, int]) -> Window:
+    """The source-i window that output block ``block`` needs (region propagation).
+
+    ``block``: output pixels, offsets and sizes multiples of EF. ``offset_i``: the output grid's
+    origin in source-i pixel coordinates ``(col, row)`` (whole numbers once sources are aligned).
+    Per axis the window starts at ``offset_i + a * r_i - before_i`` and spans
+    ``N * r_i + RF_i - EF * r_i`` source-i pixels.
+    """
+    ratio = geometry.ratio(i)
+    extra = geometry.sources[i].rf - geometry.footprint(i)
+    before = geometry.before(i)
+
+    def axis(offset: int, start: int, size: int) -> tuple[int, int]:
+        first, length = start * ratio, size * ratio
+        if first.denominator != 1 or length.denominator != 1:
+            raise ValueError(f"block {block} is not aligned on EF {geometry.ef} for source {i} (r = {ratio})")
+        return offset + int(first) - before, int(length) + extra
+
+    col, width = axis(offset_i[0], block.col_off, block.width)
+    row, height = axis(offset_i[1], block.row_off, block.height)
+    return Window(col, row, width, height)
+
+
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is ``>= value``."""
+    return -(-value // multiple) * multiple
+
+
+def tiles(grid_w: int, grid_h: int, tile: int, ef: int) -> list[Window]:
+    """Square output tiles of ``tile`` pixels (raised to a multiple of ``ef``) covering the grid.
+
+    Row-major, starting at ``(0, 0)``; the last column/row of tiles may extend past the grid
+    (the extra pixels are computed, then dropped at write time), so every tile has one size.
+    """
+    size = round_up(max(tile, 1), ef)
+    return [
+        Window(col, row, size, size)
+        for row in range(0, grid_h, size)
+        for col in range(0, grid_w, size)
+    ]
+
+
+def shrink_window(geometry: ModelGeometry, grid_w: int, grid_h: int,
+                  offsets: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> Window | None:
+    """The output pixels computable without border padding (``shrink`` mode), or ``None``.
+
+    Keeps the EF blocks whose source windows lie inside every source (``sizes``: source
+    ``(width, height)`` in its pixels; ``offsets`` as in :func:`source_window`). The result
+    starts on a multiple of EF, so tiling it keeps the network's phase.
+    """
+    ef = geometry.ef
+    spans = []
+    for axis, grid_size in ((0, grid_w), (1, grid_h)):
+        first, last = 0, round_up(grid_size, ef) // ef - 1  # EF block indices
+        for i in range(len(geometry.sources)):
+            ratio, before, rf = geometry.ratio(i), geometry.before(i), geometry.sources[i].rf
+            step = int(ef * ratio)
+            start = offsets[i][axis] - before  # window start of block k: start + k * step
+            first = max(first, -(start // step))  # ceil(-start / step): window start >= 0
+            last = min(last, (sizes[i][axis] - rf - start) // step)
+        if last < first:
+            return None
+        spans.append((first * ef, min((last + 1) * ef, grid_size) - first * ef))
+    (col, width), (row, height) = spans
+    if width <= 0 or height <= 0:
+        return None
+    return Window(col, row, width, height)
+
+
+def tile_for_memory(geometry: ModelGeometry, budget_bytes: float, bytes_per_reference_pixel: float,
+                    largest: int = 4096) -> int:
+    """The largest tile (output pixels, a multiple of EF) whose reference-source window fits.
+
+    ``bytes_per_reference_pixel``: activation memory the model holds per pixel of its reference
+    input (e.g. 4 bytes x the widest layer's channels x a few live tensors).
+    """
+    ef, ratio, extra = geometry.ef, geometry.ratio(0), geometry.sources[0].rf - geometry.footprint(0)
+    best = ef
+    size = ef
+    while size <= largest:
+        side = size * ratio + extra
+        if float(side * side) * bytes_per_reference_pixel > budget_bytes:
+            break
+        best = size
+        size += ef
+    return best
+
+
+# -- border padding ----------------------------------------------------------------------------
+
+BORDER_MODES = ("reflect", "symmetric", "edge", "constant")
+
+
+def border_indices(start: int, size: int, length: int, mode: str):
+    """Source indices for pixels ``[start, start + size)`` of an axis of ``length`` pixels.
+
+    Indices outside ``[0, length)`` come from the border mode, defined on the whole image so that
+    they never depend on the tiling: ``reflect``, ``symmetric`` and ``edge`` equal
+    ``numpy.pad(np.arange(length), (before, after), mode)`` for every pad that fits in one mirror
+    (``before, after <= length - 1`` for reflect, ``<= length`` for symmetric; beyond that numpy's
+    result depends on both pad widths, so the mirror simply repeats with period ``2 * (length - 1)``
+    resp. ``2 * length``). ``constant`` marks outside pixels with ``-1``. Returns an int64 array.
+    """
+    j = np.arange(start, start + size, dtype=np.int64)
+    if mode == "constant":
+        return np.where((j >= 0) & (j < length), j, -1)
+    if mode == "edge" or (mode == "reflect" and length == 1):
+        return np.clip(j, 0, length - 1)
+    if mode == "reflect":
+        period = 2 * (length - 1)
+        j = np.mod(j, period)
+        return np.where(j < length, j, period - j)
+    if mode == "symmetric":
+        period = 2 * length
+        j = np.mod(j, period)
+        return np.where(j < length, j, period - 1 - j)
+    raise ValueError(f"unknown border mode {mode!r}; use one of {', '.join(BORDER_MODES)}")

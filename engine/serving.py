@@ -1,0 +1,613 @@
+"""Exact streamed serving: the ``apply_model`` job.
+
+The output raster is cut into square, EF-aligned tiles of one size (:func:`.geometry.tiles`);
+each tile reads, per source, the window that region propagation gives (border-padded on the
+whole image, :func:`.rasters.read_window`), runs the network once, keeps ``[crop, crop + N)``
+and writes it. Reading runs ahead in threads (:class:`.executors.ThreadExecutor`) while
+TensorFlow computes, and a background thread writes: at most a few tiles live in memory.
+Tiled output equals the network run once on the whole border-padded image (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from osgeo import gdal
+
+from .device import compute_device, tensorflow
+from .executors import Executor, ThreadExecutor
+from .geometry import (
+    BORDER_MODES,
+    Grid,
+    ModelGeometry,
+    Window,
+    intersect_bounds,
+    output_grid,
+    shrink_window,
+    source_window,
+    tile_for_memory,
+    tiles,
+)
+from .protocol import EngineError, Reporter
+from .rasters import AlignedSource, ClassStyle, GeoTiffWriter, align_source, raster_info, read_window
+
+SERVING_BORDERS = BORDER_MODES + ("shrink",)
+NODATA_MODES = ("skip", "mask")
+#: Activation bytes per reference-input pixel and channel of the widest layer: float32 x a few
+#: live tensors (input, output, a skip connection, TensorFlow's scratch).
+BYTES_PER_CHANNEL = 4 * 4
+DEFAULT_MEMORY_MB = 1024
+
+
+# -- plan ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """One unit of work: an output block (pixels of the written grid, EF-aligned, may stick out of
+    the grid) and the window each source needs. Small and picklable: no model, no arrays."""
+
+    index: int
+    block: Window
+    windows: tuple[Window, ...]
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A polygon layer: output pixels outside its polygons become nodata."""
+
+    path: str
+    layer: str | None = None
+
+
+@dataclass
+class ServingPlan:
+    """Everything a run needs except the model: the written grid, the aligned sources, the tasks."""
+
+    geometry: ModelGeometry
+    sources: tuple[AlignedSource, ...]
+    grid: Grid
+    tile: int
+    border: str
+    tasks: list[TileTask]
+    mask: MaskSpec | None = None
+
+    @property
+    def read_mode(self) -> str:
+        """Border mode for reads: in ``shrink`` mode only the dropped overhang of the last tiles
+        is padded, so any mode does."""
+        return "reflect" if self.border == "shrink" else self.border
+
+    @property
+    def warped_sources(self) -> list[str]:
+        return [source.name for source in self.sources if source.warped]
+
+
+def plan_serving(geometry: ModelGeometry, source_paths: list[str], *, tile: int | None = None,
+                 memory_mb: float = DEFAULT_MEMORY_MB, bytes_per_reference_pixel: float = 64 * BYTES_PER_CHANNEL,
+                 border: str = "reflect", extent: tuple[float, float, float, float] | None = None,
+                 mask: MaskSpec | None = None, resampling: str = "bilinear",
+                 nodata: list[tuple | None] | None = None,
+                 log: Callable[[str], None] | None = None) -> ServingPlan:
+    """Check the sources against the model, align them, build the output grid and the tile tasks.
+
+    ``tile``: output pixels per tile side (raised to a multiple of EF); ``None`` picks the largest
+    that fits ``memory_mb``. ``extent``: ``(xmin, ymin, xmax, ymax)`` in the reference CRS.
+    ``nodata``: per source, per band nodata values used where the raster declares none.
+    """
+    if border not in SERVING_BORDERS:
+        raise EngineError(f"unknown border mode {border!r}; use one of {', '.join(SERVING_BORDERS)}")
+    aligned, reference = _align_sources(geometry, source_paths, resampling, nodata, log)
+    common = _common_extent(aligned, extent, mask, reference.crs_wkt)
+    corners = tuple((s.corner[0], s.corner[1], Fraction(g.scale)) for s, g in zip(aligned, geometry.sources))
+    try:
+        grid = output_grid(reference, common, Fraction(geometry.sf), corners)
+    except ValueError as error:
+        raise EngineError(f"no output pixel fits the common extent of the sources: {error}") from None
+    if border == "shrink":
+        window = shrink_window(geometry, grid.width, grid.height, [s.offset(grid) for s in aligned],
+                               [(s.width, s.height) for s in aligned])
+        if window is None:
+            needs = ", ".join(f"input {g.name!r} ({s.name}) {g.rf} x {g.rf} px"
+                              for s, g in zip(aligned, geometry.sources))
+            raise EngineError(f"border mode 'shrink': the image is smaller than the model's receptive field "
+                              f"(needs at least {needs}); use border mode 'reflect' to pad it")
+        grid = grid.subgrid(window)
+    if tile is None or tile <= 0:
+        tile = tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel)
+    tile = min(tile, max(grid.width, grid.height))  # one tile is enough for a small image
+    offsets = [source.offset(grid) for source in aligned]
+    blocks = tiles(grid.width, grid.height, tile, geometry.ef)
+    tasks = [
+        TileTask(k, block, tuple(source_window(geometry, i, block, offsets[i]) for i in range(len(aligned))))
+        for k, block in enumerate(blocks)
+    ]
+    return ServingPlan(geometry, aligned, grid, blocks[0].width, border, tasks, mask)
+
+
+def _align_sources(geometry: ModelGeometry, source_paths: list[str], resampling: str,
+                   nodata: list[tuple | None] | None, log) -> tuple[tuple[AlignedSource, ...], Grid]:
+    """Check the sources against the model's inputs and put them on the reference lattice."""
+    if len(source_paths) != len(geometry.sources):
+        names = ", ".join(s.name for s in geometry.sources)
+        raise EngineError(f"the model takes {len(geometry.sources)} source(s) ({names}), "
+                          f"got {len(source_paths)} raster(s)")
+    infos = [raster_info(path) for path in source_paths]
+    for info, source in zip(infos, geometry.sources):
+        if info.bands != source.bands:
+            raise EngineError(f"model input {source.name!r} takes {source.bands} band(s), but {info.path} has "
+                              f"{info.bands}; pass the sources in the model's input order")
+    reference = infos[0].grid
+    aligned = []
+    for k, (info, source) in enumerate(zip(infos, geometry.sources)):
+        one = align_source(info, reference, source.scale, resampling, log)
+        declared = nodata[k] if nodata else None
+        if declared:  # declared nodata (model metadata) for bands whose raster declares none
+            one = replace(one, nodata=tuple(own if own is not None else value
+                                            for own, value in zip(one.nodata, declared)))
+        aligned.append(one)
+    return tuple(aligned), reference
+
+
+def _common_extent(aligned, extent, mask: MaskSpec | None, crs_wkt: str):
+    """Intersection of the sources, the extent and the mask's bounds (reference CRS)."""
+    areas = [(source.name, source.bounds) for source in aligned]
+    if extent:
+        areas.append(("extent", tuple(extent)))
+    if mask is not None:
+        areas.append(("mask", _mask_bounds(mask, crs_wkt)))
+    common = intersect_bounds([bounds for _, bounds in areas])
+    if common is None:
+        listed = "; ".join(f"{name}: ({', '.join(f'{v:.2f}' for v in bounds)})" for name, bounds in areas)
+        raise EngineError(f"the sources{', extent' if extent else ''}{' and mask' if mask else ''} do not overlap "
+                          f"(bounds in the reference CRS: {listed})")
+    return common
+
+
+def _mask_bounds(mask: MaskSpec, crs_wkt: str) -> tuple[float, float, float, float]:
+    """Bounds of the mask polygons in the reference CRS."""
+    from osgeo import ogr, osr
+
+    dataset = ogr.Open(mask.path)
+    if dataset is None:
+        raise EngineError(f"cannot open mask layer {mask.path}")
+    layer = dataset.GetLayerByName(mask.layer) if mask.layer else dataset.GetLayer(0)
+    if layer is None:
+        raise EngineError(f"mask {mask.path} has no layer {mask.layer!r}")
+    xmin, xmax, ymin, ymax = layer.GetExtent()
+    source_crs = layer.GetSpatialRef()
+    if source_crs is None:
+        return (xmin, ymin, xmax, ymax)
+    target = osr.SpatialReference()
+    target.ImportFromWkt(crs_wkt)
+    for crs in (source_crs, target):
+        crs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = osr.CoordinateTransformation(source_crs, target)
+    return tuple(transform.TransformBounds(xmin, ymin, xmax, ymax, 21))
+
+
+def describe_serving(geometry: ModelGeometry, tile: int) -> list[str]:
+    """Text lines: what a tile of ``tile`` output pixels reads from each source."""
+    block = tiles(tile, tile, tile, geometry.ef)[0]
+    lines = [f"Tile of {block.width} x {block.width} output pixels (EF {geometry.ef}, SF {geometry.sf}, "
+             f"crop {geometry.crop}):"]
+    for i, source in enumerate(geometry.sources):
+        window = source_window(geometry, i, block, (0, 0))
+        lines.append(
+            f"  {source.name}: reads {window.width} x {window.height} px (RF {source.rf}, "
+            f"{geometry.ratio(i)} px per output px, {geometry.before(i)} px of context before, "
+            f"{geometry.after(i)} after)"
+        )
+    halo = 1 - (block.width * geometry.ratio(0)) ** 2 / Fraction(source_window(geometry, 0, block, (0, 0)).width) ** 2
+    lines.append(f"  {float(halo):.0%} of the reference pixels read are context shared with neighbouring tiles")
+    return lines
+
+
+# -- products: what is written from the network's outputs ----------------------------------------
+
+
+@dataclass
+class Product:
+    """One output raster: ``make(outputs)`` turns the network's cropped outputs (list of
+    ``(rows, cols, channels)`` float arrays) into its ``(rows, cols, bands)`` array."""
+
+    path: str
+    bands: int
+    dtype: str
+    nodata: float
+    make: Callable[[list[np.ndarray]], np.ndarray]
+    descriptions: tuple[str, ...] = ()
+    classes: tuple[ClassStyle, ...] = ()
+    kind: str = "raw"
+
+
+CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
+FLOAT_NODATA = -9999.0
+
+
+def classifier_products(output: str, index: int, classes: tuple[ClassStyle, ...],
+                        kinds: list[str]) -> list[Product]:
+    """Products of a probabilities output (tensor ``index``): the first kind goes to ``output``,
+    the others next to it as ``<stem>_<kind>.tif``."""
+    unknown = [kind for kind in kinds if kind not in CLASSIFIER_PRODUCTS]
+    if unknown or not kinds:
+        raise EngineError(f"unknown outputs {unknown or kinds}; a classifier writes any of {', '.join(CLASSIFIER_PRODUCTS)}")
+    values = np.array([c.value for c in classes])
+    names = tuple(c.name for c in classes)
+    products = []
+    for k, kind in enumerate(kinds):
+        path = output if k == 0 else _sibling(output, kind)
+        if kind == "class_map":
+            dtype = "uint8" if values.max() < 255 else "uint16"
+            nodata = 0 if 0 not in values else int(values.max()) + 1
+            products.append(Product(path, 1, dtype, nodata, lambda outs, i=index: values[np.argmax(outs[i], -1)][..., None],
+                                    ("class",), classes, kind))
+        elif kind == "confidence":
+            products.append(Product(path, 1, "float32", FLOAT_NODATA,
+                                    lambda outs, i=index: np.max(outs[i], -1, keepdims=True), ("confidence",), (), kind))
+        else:
+            products.append(Product(path, len(classes), "float32", FLOAT_NODATA, lambda outs, i=index: outs[i],
+                                    tuple(f"p({name})" for name in names), (), kind))
+    return products
+
+
+def raw_products(output: str, channels: list[int], names: list[str], stack: bool = True) -> list[Product]:
+    """Float32 products of the network's outputs: stacked as bands of one raster, or one each."""
+    if stack:
+        return [Product(output, sum(channels), "float32", FLOAT_NODATA,
+                        lambda outs: np.concatenate(outs, -1) if len(outs) > 1 else outs[0],
+                        tuple(f"{n}[{c}]" if ch > 1 else n for n, ch in zip(names, channels) for c in range(ch)))]
+    return [Product(output if k == 0 else _sibling(output, name), ch, "float32", FLOAT_NODATA,
+                    lambda outs, i=k: outs[i], tuple(f"{name}[{c}]" for c in range(ch)), (), name)
+            for k, (name, ch) in enumerate(zip(names, channels))]
+
+
+def _sibling(path: str, suffix: str) -> str:
+    path = Path(path)
+    return str(path.with_name(f"{path.stem}_{suffix}{path.suffix or '.tif'}"))
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tile:
+    """A read tile: model inputs, or ``fill`` ("background": every source pixel is nodata;
+    "nodata": masked out entirely) when the network need not run; ``invalid`` output pixels
+    (rows, cols) become nodata."""
+
+    task: TileTask
+    inputs: list[np.ndarray]
+    fill: str | None
+    invalid: np.ndarray | None = None
+
+
+@dataclass
+class RunStats:
+    """Counts and timings of a run (seconds: wall clock; compute: inside TensorFlow)."""
+
+    tiles: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+
+def make_infer(model, tile_shapes: list[tuple[int, ...]] | None = None):
+    """A traced ``model(inputs, training=False)`` returning a list of numpy arrays.
+
+    With ``tile_shapes`` (per source ``(rows, cols, bands)``) the input signature is fixed, so
+    TensorFlow traces once for all tiles."""
+    tf = tensorflow()
+    signature = None
+    if tile_shapes:
+        signature = [tf.TensorSpec((1,) + tuple(shape), tf.float32) for shape in tile_shapes]
+
+    def call(*inputs):
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+    traced = tf.function(call, input_signature=signature, reduce_retracing=True)
+    device = compute_device()
+
+    def infer(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with tf.device(device):
+            return [out.numpy() for out in traced(*[a[None] for a in arrays])]
+
+    return infer
+
+
+def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Reporter | None = None,
+             executor: Executor | None = None, nodata_mode: str = "skip", background: float = 0) -> RunStats:
+    """Serve ``model`` over ``plan``: read ahead, compute, write in the background."""
+    if nodata_mode not in NODATA_MODES:
+        raise EngineError(f"unknown nodata mode {nodata_mode!r}; use one of {', '.join(NODATA_MODES)}")
+    reporter = reporter or Reporter(stream=io.StringIO())
+    geometry = plan.geometry
+    shapes = [(w.height, w.width, s.bands) for w, s in zip(plan.tasks[0].windows, plan.sources)]
+    infer = make_infer(model, shapes)
+    reader = _TileReader(plan, nodata_mode)
+    stats = RunStats()
+    started = time.perf_counter()
+    own_executor = executor is None
+    executor = executor or ThreadExecutor(workers=1, lookahead=2)
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(GeoTiffWriter(p.path, plan.grid, p.bands, p.dtype, p.nodata, p.descriptions,
+                                                     p.classes)) for p in products]
+        writer = stack.enter_context(_BackgroundWriter(writers, products, background))
+        if own_executor:
+            stack.callback(executor.close)
+        n = len(plan.tasks)
+        for tile in executor.map(reader, plan.tasks):
+            reporter.check_cancelled()
+            if tile.fill:
+                stats.skipped += 1
+                writer.put(tile, None)
+            else:
+                t0 = time.perf_counter()
+                outputs = infer(tile.inputs)
+                stats.compute_seconds += time.perf_counter() - t0
+                size = tile.task.block.width
+                writer.put(tile, [_keep(out[0], geometry.crop, size, k) for k, out in enumerate(outputs)])
+            stats.tiles += 1
+            reporter.progress(100.0 * stats.tiles / n)
+        if stats.skipped == stats.tiles:  # inside the writers' scope: nothing is left behind
+            raise EngineError("every tile is nodata in every source: nothing to serve "
+                              "(check the sources' nodata values and the extent)")
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _keep(output: np.ndarray, crop: int, size: int, index: int) -> np.ndarray:
+    """``output[crop:crop+size, crop:crop+size]``; an :class:`EngineError` if the network's output
+    is too small (its geometry does not match the model)."""
+    if output.shape[0] < crop + size or output.shape[1] < crop + size:
+        raise EngineError(f"model output {index} is {output.shape[0]} x {output.shape[1]} px for a tile of {size} px "
+                          f"with crop {crop}: the model geometry (RF/EF/SF/crop) does not match the network")
+    return output[crop:crop + size, crop:crop + size]
+
+
+class _TileReader:
+    """Reads a task's source windows (thread-safe: GDAL handles are per thread); detects tiles that
+    are nodata everywhere and, in ``mask`` mode, output pixels whose receptive field touches nodata."""
+
+    def __init__(self, plan: ServingPlan, nodata_mode: str):
+        self.plan = plan
+        self.nodata_mode = nodata_mode
+
+    def __call__(self, task: TileTask) -> _Tile:
+        plan = self.plan
+        inputs, bad_masks = [], []
+        for source, window in zip(plan.sources, task.windows):
+            array = read_window(source.path, window, plan.read_mode, dtype=np.float32)
+            bad_masks.append(_nodata_pixels(array, source.nodata))
+            inputs.append(array)
+        invalid = None
+        fill = "background" if all(bad is not None and bad.all() for bad in bad_masks) else None
+        if fill and self.nodata_mode == "mask":
+            fill = "nodata"
+        if not fill and self.nodata_mode == "mask":
+            invalid = _touching(plan.geometry, bad_masks, task.block.width)
+        if not fill and plan.mask is not None:
+            outside = ~_rasterize_mask(plan.mask, plan.grid, task.block)
+            fill = "nodata" if outside.all() else None
+            invalid = outside if invalid is None else invalid | outside
+        if fill:
+            return _Tile(task, [], fill)
+        return _Tile(task, inputs, None, invalid if invalid is not None and invalid.any() else None)
+
+
+def _nodata_pixels(array: np.ndarray, nodata: tuple[float | None, ...]) -> np.ndarray | None:
+    """Pixels where any band holds its nodata value; ``None`` when no band has nodata."""
+    bad = None
+    for b, value in enumerate(nodata):
+        if value is None:
+            continue
+        band = array[:, :, b]
+        hit = np.isnan(band) if math.isnan(value) else band == band.dtype.type(value)
+        bad = hit if bad is None else bad | hit
+    return bad
+
+
+def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray | None], size: int) -> np.ndarray:
+    """Output pixels (``size`` x ``size``) whose EF block's receptive field holds a nodata pixel."""
+    ef = geometry.ef
+    blocks = size // ef
+    hit = np.zeros((blocks, blocks), dtype=bool)
+    for i, bad in enumerate(bad_masks):
+        if bad is None or not bad.any():
+            continue
+        step, rf = geometry.footprint(i), geometry.sources[i].rf
+        table = np.pad(np.cumsum(np.cumsum(bad, 0, dtype=np.int64), 1), ((1, 0), (1, 0)))
+        starts = np.arange(blocks) * step
+        r0, c0 = starts[:, None], starts[None, :]
+        counts = table[r0 + rf, c0 + rf] - table[r0, c0 + rf] - table[r0 + rf, c0] + table[r0, c0]
+        hit |= counts > 0
+    return np.repeat(np.repeat(hit, ef, 0), ef, 1)
+
+
+def _rasterize_mask(mask: MaskSpec, grid: Grid, block: Window) -> np.ndarray:
+    """Output pixels of ``block`` inside the mask polygons (rasterized in memory, all touched off)."""
+    target = gdal.GetDriverByName("MEM").Create("", block.width, block.height, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(grid.subgrid(block).geotransform())
+    target.SetProjection(grid.crs_wkt)
+    gdal.Rasterize(target, mask.path, layers=[mask.layer] if mask.layer else None, burnValues=[1])
+    return target.GetRasterBand(1).ReadAsArray().astype(bool)
+
+
+class _BackgroundWriter:
+    """Turns the kept network outputs of a tile into the products and writes them, in one
+    background thread fed by a bounded queue (TensorFlow computes the next tile meanwhile)."""
+
+    def __init__(self, writers: list[GeoTiffWriter], products: list[Product], background: float, depth: int = 2):
+        self.writers = writers
+        self.products = products
+        self.background = background
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="deepfield-writer", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def put(self, tile: _Tile, kept: list[np.ndarray] | None) -> None:
+        """Queue a tile: ``kept`` network outputs, or ``None`` for a ``tile.fill`` tile."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((tile, kept))
+
+    def _arrays(self, tile: _Tile, kept) -> list[np.ndarray]:
+        size = tile.task.block.width
+        if kept is None:
+            return [np.full((size, size, p.bands), self.background if tile.fill == "background" else p.nodata,
+                            dtype=p.dtype) for p in self.products]
+        arrays = [p.make(kept) for p in self.products]
+        if tile.invalid is not None:
+            for p, array in zip(self.products, arrays):
+                array[tile.invalid] = p.nodata
+        return arrays
+
+    def _run(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    tile, kept = item
+                    for writer, array in zip(self.writers, self._arrays(tile, kept)):
+                        writer.write(tile.task.block, array)
+                except BaseException as error:  # noqa: BLE001 (re-raised in the main thread)
+                    self.error = error
+
+    def __exit__(self, *exc):
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+        return False
+
+
+# -- convenience entry point and the job ----------------------------------------------------------
+
+
+def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str, *,
+                products: list[Product] | None = None, tile: int | None = None, border: str = "reflect",
+                extent=None, mask: MaskSpec | None = None, memory_mb: float = DEFAULT_MEMORY_MB,
+                nodata_mode: str = "skip", background: float = 0, nodata: list[tuple | None] | None = None,
+                reporter: Reporter | None = None, executor: Executor | None = None) -> dict:
+    """Serve a Keras ``model`` with ``geometry`` over ``sources``; by default every output tensor
+    is written as float32 bands of ``output``. Returns the job result (see :func:`apply_model_job`)."""
+    log = reporter.log if reporter else None
+    plan = plan_serving(geometry, sources, tile=tile, memory_mb=memory_mb,
+                        bytes_per_reference_pixel=bytes_per_reference_pixel(model), border=border, extent=extent,
+                        mask=mask, nodata=nodata, log=log)
+    if products is None:
+        channels = [int(out.shape[-1]) for out in _as_list(model.outputs)]
+        names = [getattr(out, "name", f"output{k}") or f"output{k}" for k, out in enumerate(_as_list(model.outputs))]
+        products = raw_products(output, channels, [n.split("/")[0].split(":")[0] for n in names])
+    if log:
+        log(f"output grid {plan.grid.width} x {plan.grid.height} px of {plan.grid.spacing_x:g} x "
+            f"{plan.grid.spacing_y:g}; {len(plan.tasks)} tile(s) of {plan.tile} px; border {plan.border}")
+    stats = run_plan(model, plan, products, reporter=reporter, executor=executor, nodata_mode=nodata_mode,
+                     background=background)
+    grid = plan.grid
+    return {
+        "output": products[0].path,
+        "outputs": {p.kind: p.path for p in products},
+        "grid": {"geotransform": list(grid.geotransform()), "width": grid.width, "height": grid.height,
+                 "crs": grid.crs_wkt},
+        "tiles": stats.tiles,
+        "skipped_tiles": stats.skipped,
+        "tile_size": plan.tile,
+        "seconds": round(stats.seconds, 3),
+        "compute_seconds": round(stats.compute_seconds, 3),
+        "warped_sources": plan.warped_sources,
+    }
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def bytes_per_reference_pixel(model) -> float:
+    """Estimated activation bytes per reference-input pixel: the widest layer's channels x
+    :data:`BYTES_PER_CHANNEL` (at input resolution: a conservative bound for encoders)."""
+    widest = 1
+    for layer in model.layers:
+        try:
+            outputs = _as_list(layer.output)
+        except (AttributeError, ValueError):  # a layer used several times has no single output
+            continue
+        for out in outputs:
+            shape = getattr(out, "shape", None)
+            if shape is not None and len(shape) == 4 and shape[-1]:
+                widest = max(widest, int(shape[-1]))
+    return widest * BYTES_PER_CHANNEL
+
+
+def apply_model_job(spec: dict, reporter: Reporter) -> dict:
+    """The ``apply_model`` job: serve a model folder over sources (see docs/architecture.md).
+
+    Spec: ``model`` (folder), ``sources`` (paths, model input order), ``output`` (GeoTIFF path),
+    ``outputs`` (classifiers: any of class_map, confidence, probabilities), ``tile_size`` (output
+    px, null/0 = from ``memory_mb``), ``border`` (reflect, symmetric, edge, constant, shrink),
+    ``extent`` ([xmin, ymin, xmax, ymax] in the reference CRS), ``mask`` and ``mask_layer``
+    (polygons: outside is nodata), ``memory_mb`` (budget for the automatic tile size),
+    ``nodata_mode`` (skip: all-nodata tiles get ``background``; mask: also pixels whose receptive
+    field touches nodata become nodata), ``background``, ``stack_outputs`` (regression/image models
+    with several outputs: bands of one raster, else one raster each).
+    """
+    from .modelfolder import load_model_folder
+
+    for key in ("model", "sources", "output"):
+        if not spec.get(key):
+            raise EngineError(f"apply_model: the spec needs {key!r}")
+    loaded = load_model_folder(spec["model"])
+    metadata = loaded.metadata
+    products = products_for(metadata, spec["output"], spec.get("outputs"), spec.get("stack_outputs", True))
+    mask = MaskSpec(str(spec["mask"]), spec.get("mask_layer")) if spec.get("mask") else None
+    reporter.log(f"serving on {compute_device()}")
+    result = serve_model(
+        loaded.model, metadata.geometry, [str(p) for p in spec["sources"]], spec["output"], products=products,
+        tile=spec.get("tile_size") or None, border=spec.get("border", "reflect"), extent=spec.get("extent"),
+        mask=mask, memory_mb=spec.get("memory_mb", DEFAULT_MEMORY_MB), nodata_mode=spec.get("nodata_mode", "skip"),
+        background=spec.get("background", 0), nodata=[info.nodata for info in metadata.inputs], reporter=reporter,
+    )
+    reporter.log(f"wrote {', '.join(result['outputs'].values())} ({result['tiles']} tiles, {result['seconds']} s)")
+    return result
+
+
+def products_for(metadata, output: str, kinds: list[str] | None, stack: bool = True) -> list[Product]:
+    """The products a model folder's outputs give: classifier products for a ``probabilities``
+    output, float32 bands for ``regression``/``image`` outputs."""
+    outputs = list(metadata.outputs)
+    probabilities = [k for k, out in enumerate(outputs) if out.kind == "probabilities"]
+    if probabilities:
+        index = probabilities[0]
+        classes = tuple(ClassStyle(int(c.value), c.name, c.color) for c in metadata.classes)
+        if not classes:
+            classes = tuple(ClassStyle(v, f"class {v}", _palette(v)) for v in range(outputs[index].bands))
+        if len(classes) != outputs[index].bands:
+            raise EngineError(f"model output {outputs[index].name!r} has {outputs[index].bands} channels but the "
+                              f"metadata lists {len(classes)} classes")
+        return classifier_products(output, index, classes, list(kinds or ["class_map"]))
+    return raw_products(output, [out.bands for out in outputs], [out.name for out in outputs], stack)
+
+
+def _palette(value: int) -> str:
+    """A distinct colour per class value (golden-angle hues)."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((value * 0.618033988749895) % 1.0, 0.65, 0.9)
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"

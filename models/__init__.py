@@ -1,0 +1,49 @@
+"""The model zoo: builders ``build(spec) -> keras.Model`` by name, and user builders from a file.
+
+Every builder returns a fully convolutional model (inputs ``(None, None, bands)``, one per
+source, in source order) whose geometry :func:`deepfield.engine.fields.derive_geometry`
+derives; see :mod:`.spec` for what ``spec`` holds. TensorFlow is imported only when a
+builder runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..engine.protocol import EngineError
+from . import fusion, patch_classifier, superres, unet
+from .spec import ModelSpec, SourceSpec
+
+ZOO: dict[str, Callable] = {
+    "patch_classifier": patch_classifier.build,
+    "unet": unet.build,
+    "fusion": fusion.build,
+    "superres": superres.build,
+}
+
+__all__ = ["ZOO", "ModelSpec", "SourceSpec", "load_custom_builder"]
+
+
+def load_custom_builder(py_file) -> Callable:
+    """The ``build(spec) -> keras.Model`` function of a user's Python file."""
+    path = Path(py_file)
+    if not path.is_file():
+        raise EngineError(f"custom model file not found: {path}")
+    name = f"deepfield_user_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise EngineError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 (the user's code: report what failed)
+        del sys.modules[name]
+        raise EngineError(f"{path}: importing the custom model failed ({type(error).__name__}: {error})") from None
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise EngineError(f"{path}: defines no function build(spec) -> keras.Model")
+    return build

