@@ -1,0 +1,131 @@
+"""Extract patches: cut co-registered patches from several rasters at sample positions (a dataset folder)."""
+
+import re
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from .base import EngineAlgorithm, raster_path
+
+LABEL_KINDS = ("class", "segmentation", "image")
+LABEL_KIND_LABELS = ("Class of each position (patch classification)", "Label raster patches (segmentation)",
+                     "Target image patches (regression / super-resolution)")
+
+
+class ExtractPatches(EngineAlgorithm):
+    ALG_ID = "extractpatches"
+    DISPLAY_NAME = "Extract patches"
+    GROUP_ID = "sampling"
+    HELP = (
+        "Cuts, at every sample position, one patch per source raster, in the source's own pixels and "
+        "centred on the same point (snapped to the coarsest raster's pixel centre or corner), so a 0.5 m "
+        "and a 1 m source give co-registered patches. The first source is the reference. Patch sizes: "
+        "one integer per source, comma-separated (e.g. 64,32); names likewise (default: layer names). "
+        "Labels: the positions' class field, patches of a label raster (segmentation; class values become "
+        "indices, nodata = ignore) or patches of a target image. Positions whose patches leave a source, "
+        "hold nodata, or have no label are rejected and counted in the log. The output folder is a "
+        "DeepField dataset (manifest.json, .npy shards per split, positions.gpkg) for Train model."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "SOURCES", "Source rasters (the first is the reference)", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterString(
+            "PATCH_SIZES", "Patch size per source (pixels, comma-separated)", defaultValue="32"))
+        self.addParameter(QgsProcessingParameterString(
+            "NAMES", "Source names (comma-separated; default: layer names)", defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "POSITIONS", "Sample positions (points, e.g. from Select samples)", [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterEnum("LABEL_KIND", "Labels", LABEL_KIND_LABELS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterField(
+            "CLASS_FIELD", "Class field (class labels)", defaultValue="class", parentLayerParameterName="POSITIONS",
+            type=QgsProcessingParameterField.Numeric, optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "LABEL_RASTER", "Label raster or target image", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "LABEL_PATCH_SIZE", "Label patch size (its pixels; 0 = the first source's)", defaultValue=0, minValue=0))
+        shard = QgsProcessingParameterNumber("SHARD_SIZE", "Patches per shard file", defaultValue=1024, minValue=1)
+        shard.setFlags(shard.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(shard)
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Dataset folder"))
+        self.addOutput(QgsProcessingOutputFile("MANIFEST", "Dataset manifest"))
+        self.addOutput(QgsProcessingOutputVectorLayer("ACCEPTED", "Accepted positions", QgsProcessing.TypeVectorPoint))
+        for split in ("TRAIN", "VALID", "TEST"):
+            self.addOutput(QgsProcessingOutputNumber(split, f"{split.lower()} patches"))
+
+    def build_job(self, parameters, context, feedback):
+        layers = self.parameterAsLayerList(parameters, "SOURCES", context)
+        if not layers:
+            raise QgsProcessingException("Give at least one source raster.")
+        sizes = _split(self.parameterAsString(parameters, "PATCH_SIZES", context))
+        if len(sizes) == 1:
+            sizes = sizes * len(layers)
+        if len(sizes) != len(layers):
+            raise QgsProcessingException(f"{len(layers)} sources but {len(sizes)} patch sizes; give one per source.")
+        try:
+            sizes = [int(size) for size in sizes]
+        except ValueError:
+            raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
+        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [_identifier(l.name()) for l in layers]
+        if len(names) != len(layers):
+            raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
+        output = self.parameterAsString(parameters, "OUTPUT", context)
+        positions, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, "POSITIONS", context, ["gpkg", "shp", "geojson", "fgb", "sqlite"], "gpkg", feedback)
+        kind = LABEL_KINDS[self.parameterAsEnum(parameters, "LABEL_KIND", context)]
+        label = {"kind": kind}
+        if kind == "class":
+            class_field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+            if not class_field:
+                raise QgsProcessingException("Class labels need the positions' class field.")
+        else:
+            raster = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
+            if raster is None:
+                raise QgsProcessingException(f"{kind} labels need a label raster or target image.")
+            label["path"] = raster_path(raster, "label raster")
+            label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
+            class_field = None
+        spec = {
+            "job": "extract_patches",
+            "sources": [{"path": raster_path(l, f"source {n}"), "patch_size": s, "name": n}
+                        for l, s, n in zip(layers, sizes, names)],
+            "positions": positions,
+            "layer": layer or None,
+            "class_field": class_field,
+            "label": label,
+            "shard_size": self.parameterAsInt(parameters, "SHARD_SIZE", context),
+            "output": output,
+        }
+        return spec, [output]
+
+    def make_results(self, result, parameters, context, feedback):
+        folder = Path(result["output"])
+        splits = result["splits"]
+        return {"OUTPUT": str(folder), "MANIFEST": str(folder / "manifest.json"),
+                "ACCEPTED": str(folder / "positions.gpkg"),
+                "TRAIN": splits.get("train", 0), "VALID": splits.get("valid", 0), "TEST": splits.get("test", 0)}
+
+
+def _split(text: str) -> list:
+    return [part.strip() for part in (text or "").replace(";", ",").split(",") if part.strip()]
+
+
+def _identifier(name: str) -> str:
+    """A layer name as a source name: letters, digits and '_' starting with a letter."""
+    cleaned = re.sub(r"\W+", "_", name).strip("_")
+    return cleaned if cleaned[:1].isalpha() else f"s_{cleaned}"

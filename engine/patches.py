@@ -1,0 +1,368 @@
+"""Patch extraction: cut co-registered multi-source patches at positions (``extract_patches`` job).
+
+Vocabulary:
+
+- A **source** is a raster with a name and a patch size in its own pixels (``SourceSpec``).
+  Source 0 is the reference: positions are read in its CRS and the dataset's ``scale`` of a
+  source is its spacing over source 0's.
+- The **label** is what a sample is trained to predict: the position's class value
+  (``class``), a patch of a label raster mapped to class indices (``segmentation``), or a patch
+  of a raster of values (``image``: regression, super-resolution targets).
+- Every patch of a sample is centred on the same physical point: the position snapped to the
+  node (pixel centre for an odd patch size, corner for an even one) of the *coarsest* raster
+  cut (sources and label raster), then each raster's patch starts at
+  :func:`engine.geometry.patch_start` of that point in its own pixels (docs/architecture.md).
+
+A position is rejected, and counted per reason, when a patch leaves its raster (``outside``),
+any band of a source patch is nodata or NaN (``nodata``), or its label is missing
+(``label_nodata``: every label pixel nodata, any target-image pixel nodata, or no class).
+
+Reading: positions are grouped by reference-source tiles of ``read_tile`` pixels; each raster
+is read once per group (the bounding window of the group's patches), so a raster is read about
+once in total, whatever the number of patches. Patches stream into the dataset's shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from .dataset import DatasetWriter, check_name
+from .geometry import center_index, patch_start
+from .outputs import atomic_output
+from .protocol import EngineError, Reporter
+from .rasters import RasterInfo, open_raster, raster_info
+from .sampling import (Positions, label_counts, map_coords, nodata_mask, pixel_coords, read_points, transform_xy,
+                       write_positions)
+
+REASONS = ("outside", "nodata", "label_nodata")
+READ_TILE = 512
+READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
+LABEL = "label"
+PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
+           "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
+
+    path: str
+    patch_size: int
+    name: str
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """``kind``: class | segmentation | image; ``path`` and ``patch_size`` for raster labels."""
+
+    kind: str
+    path: str | None = None
+    patch_size: int | None = None
+    classes: tuple = ()
+    nodata: float | None = None
+
+
+# -- geometry --------------------------------------------------------------------------------
+
+def snap_to_node(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move points to the node of ``info``'s grid a ``patch_size`` patch centres on.
+
+    The node is the centre of the pixel holding the point (odd sizes) or the nearest pixel
+    corner (even sizes); see :func:`engine.geometry.center_index`.
+    """
+    u, v = pixel_coords(info, x, y)
+    half = 0.5 if patch_size % 2 else 0.0
+    nu = np.array([center_index(a, patch_size) + half for a in u])
+    nv = np.array([center_index(b, patch_size) + half for b in v])
+    return map_coords(info, nu, nv)
+
+
+def patch_origins(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: int) -> np.ndarray:
+    """``[n, 2]`` first (col, row) of the ``patch_size`` patch around each point, in ``info``'s pixels."""
+    u, v = pixel_coords(info, x, y)
+    return np.array([[patch_start(a, patch_size), patch_start(b, patch_size)] for a, b in zip(u, v)],
+                    dtype=np.int64).reshape(-1, 2)
+
+
+def spacing_scale(info: RasterInfo, reference: RasterInfo) -> Fraction:
+    """A raster's pixel spacing over the reference's, as a small fraction ("2", "1/2")."""
+    return Fraction(info.geotransform[1] / reference.geotransform[1]).limit_denominator(1000)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+@dataclass
+class _Cut:
+    """A raster to cut patches from, with each position's patch origin in its pixels."""
+
+    name: str
+    info: RasterInfo
+    size: int
+    origins: np.ndarray  # [n, 2] (col, row)
+
+    def inside(self) -> np.ndarray:
+        c, r = self.origins[:, 0], self.origins[:, 1]
+        return (c >= 0) & (r >= 0) & (c + self.size <= self.info.width) & (r + self.size <= self.info.height)
+
+    def read_group(self, members: np.ndarray) -> dict[int, np.ndarray]:
+        """Patches ``[size, size, bands]`` of positions ``members``, from one read of their bounding window."""
+        origins = self.origins[members]
+        c0, r0 = origins.min(axis=0)
+        c1, r1 = origins.max(axis=0) + self.size
+        block = open_raster(self.info.path).ReadAsArray(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
+        block = np.moveaxis(block.reshape((self.info.bands,) + block.shape[-2:]), 0, -1)
+        return {int(m): block[r - r0:r - r0 + self.size, c - c0:c - c0 + self.size]
+                for m, (c, r) in zip(members, origins)}
+
+
+def read_groups(reference: _Cut, order: np.ndarray, read_tile: int) -> list[np.ndarray]:
+    """Positions (indices, from ``order``) grouped by the reference tile holding their patch origin."""
+    origins = reference.origins[order]
+    keys = (origins[:, 1] // read_tile) * (1 << 32) + origins[:, 0] // read_tile
+    sort = np.argsort(keys, kind="stable")
+    keys, members = keys[sort], order[sort]
+    bounds = np.flatnonzero(np.diff(keys)) + 1
+    return np.split(members, bounds)
+
+
+@contextlib.contextmanager
+def bounded_gdal_cache(limit: int = READ_CACHE_BYTES):
+    """Cap GDAL's block cache (default 5 % of RAM) while reading, then restore it."""
+    from osgeo import gdal
+
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(previous, limit))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
+
+
+# -- labels ----------------------------------------------------------------------------------
+
+def class_table(values, classes=()) -> list[dict]:
+    """The manifest's class list: ``{index, value, name, color}`` per class value, by value.
+
+    ``classes`` (``{value, name, color}``), when given, are the classes (other values are
+    ignored); otherwise every value in ``values`` is a class.
+    """
+    given = {int(c["value"]): c for c in classes}
+    table = []
+    for index, value in enumerate(sorted(given or set(int(v) for v in values))):
+        entry = given.get(value, {})
+        table.append({"index": index, "value": value, "name": str(entry.get("name", value)),
+                      "color": entry.get("color", PALETTE[index % len(PALETTE)])})
+    return table
+
+
+def to_indices(values: np.ndarray, table: list[dict], invalid: np.ndarray) -> np.ndarray:
+    """Label values to class indices; ``-1`` where ``invalid`` or the value is not in ``table``."""
+    known = np.array([c["value"] for c in table])
+    index = np.searchsorted(known, values)
+    index = np.clip(index, 0, len(known) - 1)
+    hit = (known[index] == values) & ~invalid
+    return np.where(hit, index, -1).astype(np.int32)
+
+
+# -- job -------------------------------------------------------------------------------------
+
+def parse_sources(spec: dict) -> list[SourceSpec]:
+    sources = spec.get("sources") or []
+    if not sources:
+        raise EngineError("extract_patches needs 'sources': a list of {path, patch_size, name}")
+    parsed = []
+    for i, source in enumerate(sources):
+        name = check_name(source.get("name") or f"source{i + 1}")
+        size = int(source.get("patch_size", 0))
+        if size < 1:
+            raise EngineError(f"source {name}: patch_size must be >= 1 pixel, got {source.get('patch_size')}")
+        parsed.append(SourceSpec(str(source["path"]), size, name))
+    names = [s.name for s in parsed]
+    if len(set(names)) != len(names):
+        raise EngineError(f"source names must differ: {names}")
+    return parsed
+
+
+def parse_label(spec: dict) -> LabelSpec:
+    label = spec.get("label") or {"kind": "class"}
+    kind = label.get("kind")
+    if kind not in ("class", "segmentation", "image"):
+        raise EngineError(f"label kind {kind!r}: use 'class', 'segmentation' or 'image'")
+    if kind != "class" and not label.get("path"):
+        raise EngineError(f"a {kind} label needs 'path': the label raster")
+    size = label.get("patch_size")
+    return LabelSpec(kind, label.get("path"), int(size) if size else None,
+                     tuple(label.get("classes") or ()), label.get("nodata"))
+
+
+def place_patches(rasters: list[tuple[str, RasterInfo, int]], positions: Positions):
+    """Snap positions (reference CRS = the first raster's) to the coarsest raster's node and
+    place every raster's patch around it; returns the centres and one :class:`_Cut` per raster."""
+    reference = rasters[0][1].crs_wkt
+    _, coarse, coarse_size = max(rasters, key=lambda r: r[1].geotransform[1])
+    nx, ny = snap_to_node(coarse, *transform_xy(positions.x, positions.y, reference, coarse.crs_wkt), coarse_size)
+    centre_x, centre_y = transform_xy(nx, ny, coarse.crs_wkt, reference)
+    cuts = []
+    for name, info, size in rasters:
+        if size > min(info.width, info.height):
+            raise EngineError(f"{name}: patch size {size} is bigger than the image {info.path} "
+                              f"({info.width} x {info.height} pixels)")
+        xy = transform_xy(centre_x, centre_y, reference, info.crs_wkt)
+        cuts.append(_Cut(name, info, size, patch_origins(info, *xy, size)))
+    return centre_x, centre_y, cuts
+
+
+def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
+    """Job ``extract_patches``: write a dataset folder (see :mod:`.dataset`).
+
+    Spec: ``sources`` [{path, patch_size (its pixels), name}] (the first is the reference),
+    ``positions`` (point layer path; ``layer`` optional), ``class_field`` (class labels),
+    ``split_field`` (default ``split``; absent -> all train), ``label`` {kind: class |
+    segmentation | image, path, patch_size (label raster pixels; default the first source's),
+    classes [{value, name, color}] (optional: the classes; other values are ignored), nodata},
+    ``output`` (folder), ``shard_size`` (1024), ``read_tile`` (512 reference pixels).
+    Result: {output, splits {split: n}, rejected {reason: n}, class_counts}.
+    """
+    output = spec.get("output")
+    if not output:
+        raise EngineError("extract_patches needs 'output': the dataset folder to write")
+    sources = parse_sources(spec)
+    label = parse_label(spec)
+    infos = [raster_info(s.path) for s in sources]
+    reference = infos[0]
+    split_field = spec.get("split_field", "split")
+    class_field = spec.get("class_field") or None
+    if label.kind == "class" and not class_field:
+        raise EngineError("a class label needs 'class_field': the positions' integer class field")
+    if not spec.get("positions"):
+        raise EngineError("extract_patches needs 'positions': a point layer (e.g. from select_samples)")
+    positions = _read_positions(spec["positions"], spec.get("layer"), reference, class_field, split_field, reporter)
+    if not len(positions):
+        raise EngineError(f"no positions in {spec['positions']}")
+    label_info = raster_info(label.path) if label.path else None
+    label_size = label.patch_size or (sources[0].patch_size if label_info else None)
+    rasters = [(s.name, info, s.patch_size) for s, info in zip(sources, infos)]
+    if label_info is not None:
+        rasters.append((LABEL, label_info, label_size))
+    centre_x, centre_y, all_cuts = place_patches(rasters, positions)
+    cuts, label_cut = all_cuts[:len(sources)], (all_cuts[-1] if label_info is not None else None)
+
+    table = _classes(label, positions, label_info)
+    rejected = dict.fromkeys(REASONS, 0)
+    inside = np.logical_and.reduce([cut.inside() for cut in all_cuts])
+    rejected["outside"] = int((~inside).sum())
+    candidates = np.flatnonzero(inside)
+    if not len(candidates):
+        raise EngineError(f"none of the {len(positions)} positions has its patches inside every source "
+                          f"({', '.join(s.path for s in sources)})")
+
+    manifest_sources = [_source_entry(s, info, reference) for s, info in zip(sources, infos)]
+    manifest_label = _label_entry(label, label_info, label_size, table, reference)
+    groups = read_groups(cuts[0], candidates, int(spec.get("read_tile", READ_TILE)))
+    accepted_index, accepted_split, accepted_row = [], [], []
+    with atomic_output(output, folder=True) as folder, bounded_gdal_cache():
+        writer = DatasetWriter(folder, manifest_sources, manifest_label, int(spec.get("shard_size", 1024)))
+        for number, members in enumerate(groups):
+            reporter.check_cancelled()
+            patches = {cut.name: cut.read_group(members) for cut in cuts}
+            labels = label_cut.read_group(members) if label_cut else {}
+            for m in members:
+                sample = {name: patches[name][m] for name in patches}
+                if any(nodata_mask(np.moveaxis(p, -1, 0), info.nodata).any()
+                       for p, info in zip(sample.values(), infos)):
+                    rejected["nodata"] += 1
+                    continue
+                value = _label_value(label, labels.get(m), positions, m, label_info, table)
+                if value is None:
+                    rejected["label_nodata"] += 1
+                    continue
+                split = str(positions.splits[m])
+                accepted_row.append(writer.add(split, sample, value))
+                accepted_index.append(m)
+                accepted_split.append(split)
+            reporter.progress(95.0 * (number + 1) / len(groups))
+        reporter.log("rejected positions: " + ", ".join(f"{k} {v}" for k, v in rejected.items())
+                     + f"; accepted {len(accepted_index)} of {len(positions)}")
+        if not accepted_index:
+            raise EngineError(f"no patch extracted: all {len(positions)} positions were rejected "
+                              f"({', '.join(f'{k}: {v}' for k, v in rejected.items())}); check the "
+                              "positions' overlap with the sources, their nodata and the patch sizes")
+        keep = np.array(accepted_index)
+        accepted = Positions(centre_x[keep], centre_y[keep],
+                             None if positions.classes is None else positions.classes[keep],
+                             np.array(accepted_split, dtype=object))
+        write_positions(folder / "positions.gpkg", accepted, reference.crs_wkt,
+                        {"index": np.array(accepted_row), "input_row": keep + 1})
+        manifest = writer.close({"rejected": rejected})
+    reporter.log("patches per split: " + ", ".join(f"{k} {v}" for k, v in manifest["splits"].items()))
+    reporter.progress(100)
+    return {"output": str(output), "splits": manifest["splits"], "rejected": rejected,
+            "class_counts": manifest["class_counts"]}
+
+
+def _read_positions(path: str, layer: str | None, reference: RasterInfo, class_field, split_field,
+                    reporter) -> Positions:
+    """Positions in the reference CRS; every position is ``train`` when the layer has no split field."""
+    from osgeo import ogr
+
+    source = ogr.Open(str(path))
+    if source is None:
+        raise EngineError(f"cannot open the positions layer {path}")
+    found = source.GetLayerByName(layer) if layer else source.GetLayer(0)
+    if found is None:
+        raise EngineError(f"{path}: no layer {layer!r}")
+    has_split = found.GetLayerDefn().GetFieldIndex(split_field) >= 0 if split_field else False
+    source = None
+    if split_field and not has_split:
+        reporter.warning(f"{path} has no field {split_field!r}: every position goes to the train split")
+    return read_points(path, reference.crs_wkt, class_field, split_field if has_split else None,
+                       layer_name=layer, reporter=reporter)
+
+
+def _classes(label: LabelSpec, positions: Positions, label_info: RasterInfo | None) -> list[dict]:
+    if label.kind == "class":
+        return class_table(np.unique(positions.classes), label.classes)
+    if label.kind == "segmentation":
+        if label.classes:
+            return class_table((), label.classes)
+        return class_table(label_counts(label_info.path, _label_nodata(label, label_info)))
+    return []
+
+
+def _label_nodata(label: LabelSpec, info: RasterInfo | None):
+    return label.nodata if label.nodata is not None else (info.nodata[0] if info else None)
+
+
+def _label_value(label: LabelSpec, patch, positions: Positions, m: int, info, table):
+    """The stored label of position ``m``, or None when it has none."""
+    if label.kind == "class":
+        index = int(to_indices(np.array([positions.classes[m]]), table, np.zeros(1, dtype=bool))[0])
+        return None if index < 0 else index
+    nodata = [label.nodata] * info.bands if label.nodata is not None else info.nodata
+    invalid = nodata_mask(np.moveaxis(patch, -1, 0), nodata)
+    if label.kind == "image":
+        return None if invalid.any() else patch.astype(np.float32)
+    indices = to_indices(patch[..., 0], table, invalid)
+    return None if (indices < 0).all() else indices
+
+
+def _source_entry(source: SourceSpec, info: RasterInfo, reference: RasterInfo) -> dict:
+    gt = info.geotransform
+    return {"name": source.name, "path": str(source.path), "bands": info.bands, "patch_size": source.patch_size,
+            "spacing": [gt[1], -gt[5]], "scale": str(spacing_scale(info, reference)),
+            "dtype": "float32" if info.dtype == "float64" else info.dtype, "crs_wkt": info.crs_wkt,
+            "nodata": list(info.nodata), "descriptions": list(info.descriptions)}
+
+
+def _label_entry(label: LabelSpec, info: RasterInfo | None, size, table, reference: RasterInfo) -> dict:
+    entry = {"kind": label.kind, "patch_size": size, "classes": table,
+             "bands": 1 if info is None or label.kind == "segmentation" else info.bands,
+             "spacing": None, "scale": None, "path": label.path, "nodata": _label_nodata(label, info)}
+    if info is not None:
+        entry.update(spacing=[info.geotransform[1], -info.geotransform[5]],
+                     scale=str(spacing_scale(info, reference)))
+    return entry

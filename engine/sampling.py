@@ -1,0 +1,709 @@
+"""Sample positions: where patches are cut, their class, their split (``select_samples`` job).
+
+Vocabulary:
+
+- A **position** is a point in the map units of the *reference raster* (the image patches will
+  be cut from), optionally with a class value (an integer) and a split (``train``, ``valid``,
+  ``test``). Positions are written as a GeoPackage point layer ``positions`` with fields
+  ``class`` (integer or null), ``split`` and the feature id ``fid`` (1..n).
+- The **footprint** of a position is the ``patch_size`` x ``patch_size`` reference pixels of
+  its patch, placed by the patch-centre rule (:func:`engine.geometry.patch_start`).
+
+Strategies (``spec["strategy"]``):
+
+``points``      a point layer with an integer class field, any CRS (reprojected; equivalent
+                CRSs, e.g. EPSG:3358 and an unnamed LCC with the same parameters, are not).
+``polygons``    a polygon layer with an integer class field: ``samples_per_class`` random pixel
+                centres per class, or every ``step``-th pixel centre (``polygon_mode: grid``);
+                ``border_distance`` (map units) keeps positions that far inside the polygons.
+``label_raster`` a label raster: ``label_strategy`` ``constant`` (``samples`` per class),
+                ``total`` (``samples`` spread evenly over the classes), ``smallest`` (as many per
+                class as the smallest class has), ``all``; its integer nodata is skipped.
+``grid``        a regular grid (``step`` pixels) over the reference raster keeping only
+                positions whose whole footprint is valid (no band is nodata) and inside the
+                optional ``mask`` raster (non-zero); positions have no class.
+
+Splits (``split``: proportions for train/valid/test): ``split_mode: random`` (stratified per
+class) or ``blocks``: square blocks of ``block_size`` map units, from the raster origin, go
+wholly to one split and positions whose footprint crosses a block border are dropped, so no
+footprint of one split overlaps a footprint of another. The same seed gives the same selection.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import SPLITS
+from .geometry import patch_start, snap
+from .outputs import atomic_output
+from .protocol import EngineError, Reporter
+from .rasters import raster_info
+
+LAYER = "positions"
+STRATEGIES = ("points", "polygons", "label_raster", "grid")
+LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
+READ_BUDGET_BYTES = 64 * 2**20
+
+
+# -- positions -------------------------------------------------------------------------------
+
+@dataclass
+class Positions:
+    """Positions in the reference raster's CRS (map units); ``classes`` is None without classes."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray | None = None
+    splits: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, keep: np.ndarray) -> "Positions":
+        """The positions where the boolean or index array ``keep`` selects."""
+        return Positions(self.x[keep], self.y[keep],
+                         None if self.classes is None else self.classes[keep],
+                         None if self.splits is None else self.splits[keep])
+
+
+# -- CRS -------------------------------------------------------------------------------------
+
+def _crs(wkt: str):
+    from pyproj import CRS
+
+    crs = CRS.from_wkt(wkt)
+    return crs.source_crs if crs.is_bound else crs
+
+
+def crs_equivalent(wkt_a: str, wkt_b: str) -> bool:
+    """True when two CRSs define the same coordinates (same projection, parameters, ellipsoid).
+
+    Datum names and towgs84 clauses are ignored: an unnamed LCC on GRS80 with EPSG:3358's
+    parameters is EPSG:3358 (the NC sample data), and reprojecting between them would shift
+    points by a datum transformation that the data never went through.
+    """
+    a, b = _crs(wkt_a), _crs(wkt_b)
+    if a.equals(b, ignore_axis_order=True):
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proj_a, proj_b = a.to_proj4(), b.to_proj4()
+    return _proj_terms(proj_a) == _proj_terms(proj_b)
+
+
+def _proj_terms(proj4: str) -> set[str]:
+    ignored = ("+towgs84", "+no_defs", "+type", "+datum", "+wktext")
+    terms = {t for t in proj4.split() if not t.startswith(ignored)}
+    datums = {"+datum=WGS84": "+ellps=WGS84", "+datum=NAD83": "+ellps=GRS80"}
+    for term in proj4.split():
+        if term in datums:
+            terms.add(datums[term])
+    return terms
+
+
+def transform_xy(x: np.ndarray, y: np.ndarray, src_wkt: str, dst_wkt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reproject coordinates (x = easting/longitude) unless the CRSs are equivalent."""
+    if not src_wkt or not dst_wkt or crs_equivalent(src_wkt, dst_wkt):
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(_crs(src_wkt), _crs(dst_wkt), always_xy=True)
+    tx, ty = transformer.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    return np.asarray(tx), np.asarray(ty)
+
+
+def _osr_transform(src_wkt: str, dst_wkt: str):
+    """An OSR transformation for geometries, or None when the CRSs are equivalent."""
+    if not src_wkt or not dst_wkt or crs_equivalent(src_wkt, dst_wkt):
+        return None
+    from osgeo import osr
+
+    src, dst = osr.SpatialReference(), osr.SpatialReference()
+    src.ImportFromWkt(src_wkt)
+    dst.ImportFromWkt(dst_wkt)
+    for srs in (src, dst):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(src, dst)
+
+
+# -- vectors ---------------------------------------------------------------------------------
+
+def _open_layer(path: str, layer_name: str | None = None):
+    from osgeo import ogr
+
+    ogr.UseExceptions()
+    try:
+        source = ogr.Open(str(path))
+    except RuntimeError as error:
+        raise EngineError(f"cannot open vector file {path}: {error}") from None
+    if source is None:
+        raise EngineError(f"cannot open vector file {path}")
+    layer = source.GetLayerByName(layer_name) if layer_name else source.GetLayer(0)
+    if layer is None:
+        raise EngineError(f"{path}: no layer {layer_name!r}")
+    return source, layer
+
+
+def _layer_wkt(layer, path: str, reporter: Reporter | None, target_wkt: str) -> str:
+    srs = layer.GetSpatialRef()
+    if srs is None:
+        if reporter:
+            reporter.warning(f"{path} has no CRS: its coordinates are taken in the raster's CRS")
+        return target_wkt
+    return srs.ExportToWkt()
+
+
+def _field_index(layer, field: str, path: str) -> int:
+    definition = layer.GetLayerDefn()
+    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+    if field not in names:
+        raise EngineError(f"{path}: no field {field!r}; fields: {', '.join(names) or 'none'}")
+    return names.index(field)
+
+
+def _integer(value, field: str, path: str) -> int | None:
+    """A class value as an int; None for null; EngineError for a value that is not integer-like."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise EngineError(f"{path}: class field {field!r} must hold integers; found {value!r}")
+    return int(number)
+
+
+def read_points(path: str, target_wkt: str, class_field: str | None = None,
+                split_field: str | None = None, layer_name: str | None = None,
+                reporter: Reporter | None = None) -> Positions:
+    """Points of a vector layer, reprojected onto ``target_wkt``; features with a null class skipped.
+
+    Multi-points give one position per part. ``split_field`` values must be train/valid/test.
+    """
+    from osgeo import ogr
+
+    source, layer = _open_layer(path, layer_name)
+    src_wkt = _layer_wkt(layer, path, reporter, target_wkt)
+    class_index = _field_index(layer, class_field, path) if class_field else None
+    split_index = _field_index(layer, split_field, path) if split_field else None
+    xs, ys, classes, splits, skipped = [], [], [], [], 0
+    for feature in layer:
+        geometry = feature.GetGeometryRef()
+        if geometry is None:
+            skipped += 1
+            continue
+        if ogr.GT_Flatten(geometry.GetGeometryType()) not in (ogr.wkbPoint, ogr.wkbMultiPoint):
+            raise EngineError(f"{path}: expected a point layer, found {geometry.GetGeometryName()}")
+        value = None
+        if class_index is not None:
+            value = _integer(feature.GetField(class_index), class_field, path)
+            if value is None:
+                skipped += 1
+                continue
+        split = feature.GetField(split_index) if split_index is not None else "train"
+        if split not in SPLITS:
+            raise EngineError(f"{path}: field {split_field!r} holds {split!r}; expected one of {', '.join(SPLITS)}")
+        parts = [geometry] if geometry.GetGeometryCount() == 0 else [
+            geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
+        for part in parts:
+            xs.append(part.GetX())
+            ys.append(part.GetY())
+            classes.append(value)
+            splits.append(split)
+    del source
+    if skipped and reporter:
+        reporter.warning(f"{path}: {skipped} feature(s) without geometry or class value skipped")
+    x, y = transform_xy(np.array(xs), np.array(ys), src_wkt, target_wkt)
+    return Positions(x, y, np.array(classes, dtype=np.int64) if class_field else None,
+                     np.array(splits, dtype=object))
+
+
+def write_positions(path: str | Path, positions: Positions, crs_wkt: str,
+                    extra_fields: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``positions`` as the GeoPackage point layer ``positions`` (fid 1..n, class, split)."""
+    from osgeo import gdal, ogr, osr
+
+    ogr.UseExceptions()
+    driver = ogr.GetDriverByName("GPKG")
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # the ".part" extension warning
+    try:
+        source = driver.CreateDataSource(str(path))
+    finally:
+        gdal.PopErrorHandler()
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs_wkt)
+    layer = source.CreateLayer(LAYER, srs, ogr.wkbPoint, ["FID=fid"])
+    layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn("split", ogr.OFTString))
+    extra_fields = extra_fields or {}
+    for name in extra_fields:
+        layer.CreateField(ogr.FieldDefn(name, ogr.OFTInteger64))
+    definition = layer.GetLayerDefn()
+    extra = [(definition.GetFieldIndex(name), values.tolist()) for name, values in extra_fields.items()]
+    classes = None if positions.classes is None else positions.classes.tolist()
+    splits = ["train"] * len(positions) if positions.splits is None else [str(s) for s in positions.splits]
+    layer.StartTransaction()
+    for i, (x, y) in enumerate(zip(positions.x.tolist(), positions.y.tolist())):
+        feature = ogr.Feature(definition)
+        feature.SetFID(i + 1)
+        if classes is not None:
+            feature.SetField(0, classes[i])
+        feature.SetField(1, splits[i])
+        for index, values in extra:
+            feature.SetField(index, values[i])
+        point = ogr.Geometry(ogr.wkbPoint)
+        point.AddPoint_2D(x, y)
+        feature.SetGeometry(point)
+        layer.CreateFeature(feature)
+    layer.CommitTransaction()
+    source = None
+
+
+# -- raster helpers --------------------------------------------------------------------------
+
+_snap = np.vectorize(snap, otypes=[float])
+
+
+def pixel_coords(info, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates to pixel-edge coordinates ``(u, v)`` of a north-up raster (snapped)."""
+    grid = info.grid
+    u = (np.asarray(x, dtype=float) - grid.origin_x) / grid.spacing_x
+    v = (grid.origin_y - np.asarray(y, dtype=float)) / grid.spacing_y
+    return (_snap(u), _snap(v)) if u.size else (u, v)
+
+
+def map_coords(info, u, v) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-edge coordinates ``(u, v)`` of a north-up raster to map coordinates."""
+    gt = info.geotransform
+    return gt[0] + np.asarray(u, dtype=float) * gt[1], gt[3] + np.asarray(v, dtype=float) * gt[5]
+
+
+def footprint_starts(info, x, y, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First column and row of each position's ``patch_size`` patch (patch-centre rule)."""
+    u, v = pixel_coords(info, x, y)
+    cols = np.array([patch_start(a, patch_size) for a in u], dtype=np.int64)
+    rows = np.array([patch_start(b, patch_size) for b in v], dtype=np.int64)
+    return cols, rows
+
+
+def nodata_mask(block: np.ndarray, nodata: list) -> np.ndarray:
+    """Pixels of ``block`` ``[bands, h, w]`` where any band is nodata (or NaN)."""
+    bad = np.zeros(block.shape[1:], dtype=bool)
+    for band, value in zip(block, nodata):
+        if np.issubdtype(band.dtype, np.floating):
+            bad |= np.isnan(band)
+        if value is not None:
+            bad |= band == value
+    return bad
+
+
+def _strip_rows(width: int, bands: int, itemsize: int = 8) -> int:
+    return max(1, READ_BUDGET_BYTES // max(1, width * bands * itemsize))
+
+
+def pixels_valid(path: str, info, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Whether pixel ``(col, row)`` (inside the raster) has no nodata band, read strip by strip."""
+    from osgeo import gdal
+
+    valid = np.zeros(len(cols), dtype=bool)
+    if not len(cols):
+        return valid
+    dataset = gdal.Open(str(path))
+    step = _strip_rows(info.width, info.bands)
+    order = np.argsort(rows, kind="stable")
+    start = 0
+    while start < len(order):
+        first = rows[order[start]]
+        end = np.searchsorted(rows[order], first + step, side="left")
+        chosen = order[start:end]
+        c0, c1 = cols[chosen].min(), cols[chosen].max() + 1
+        r1 = rows[chosen].max() + 1
+        block = dataset.ReadAsArray(int(c0), int(first), int(c1 - c0), int(r1 - first))
+        block = block.reshape((info.bands,) + block.shape[-2:])
+        bad = nodata_mask(block, info.nodata)
+        valid[chosen] = ~bad[rows[chosen] - first, cols[chosen] - c0]
+        start = end
+    return valid
+
+
+def filter_on_raster(path: str, info, positions: Positions, patch_size: int,
+                     reporter: Reporter) -> tuple[Positions, dict]:
+    """Drop positions outside the raster, whose footprint leaves it, or on a nodata pixel."""
+    u, v = pixel_coords(info, positions.x, positions.y)
+    inside = (u >= 0) & (u < info.width) & (v >= 0) & (v < info.height)
+    if len(positions) and not inside.any():
+        raise EngineError(
+            f"none of the {len(positions)} positions falls inside the raster {path} "
+            f"(check that the vector layer and the raster overlap)")
+    cols, rows = footprint_starts(info, positions.x, positions.y, patch_size)
+    fits = inside & (cols >= 0) & (rows >= 0) & (cols + patch_size <= info.width) & (rows + patch_size <= info.height)
+    centre_cols = np.floor(u[fits]).astype(np.int64)
+    centre_rows = np.floor(v[fits]).astype(np.int64)
+    valid = np.zeros(len(positions), dtype=bool)
+    valid[fits] = pixels_valid(path, info, centre_cols, centre_rows)
+    dropped = {"outside": int((~inside).sum()), "patch_outside": int((inside & ~fits).sum()),
+               "nodata": int((fits & ~valid).sum())}
+    reporter.log(f"positions kept {int(valid.sum())} of {len(positions)}; dropped: "
+                 + ", ".join(f"{k} {n}" for k, n in dropped.items()))
+    return positions.subset(valid), dropped
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+def polygon_positions(path: str, info, class_field: str, rng: np.random.Generator, *,
+                      mode: str = "random", samples_per_class: int = 100, step: int = 1,
+                      border_distance: float = 0.0, layer_name: str | None = None,
+                      reporter: Reporter | None = None) -> Positions:
+    """Pixel centres of the raster inside the class polygons (random per class or a grid)."""
+    from osgeo import gdal, ogr
+
+    source, layer = _open_layer(path, layer_name)
+    class_index = _field_index(layer, class_field, path)
+    transform = _osr_transform(_layer_wkt(layer, path, reporter, info.crs_wkt), info.crs_wkt)
+    memory = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
+    burn = memory.CreateLayer("polygons", None, ogr.wkbMultiPolygon)
+    burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
+    values: list[int] = []
+    for feature in layer:
+        value = _integer(feature.GetField(class_index), class_field, path)
+        geometry = feature.GetGeometryRef()
+        if value is None or geometry is None:
+            continue
+        geometry = geometry.Clone()
+        if transform is not None:
+            geometry.Transform(transform)
+        if border_distance > 0:
+            geometry = geometry.Buffer(-float(border_distance))
+            if geometry.IsEmpty():
+                continue
+        if value not in values:
+            values.append(value)
+        out = ogr.Feature(burn.GetLayerDefn())
+        out.SetField("burn", values.index(value) + 1)
+        out.SetGeometry(geometry)
+        burn.CreateFeature(out)
+    target = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Int32)
+    target.SetGeoTransform(info.geotransform)
+    gdal.RasterizeLayer(target, [1], burn, options=["ATTRIBUTE=burn"])
+    codes = target.ReadAsArray()
+    del source
+    if not codes.any():
+        raise EngineError(f"no pixel centre of {info.path} lies inside the polygons of {path} "
+                          "(no overlap, or border_distance too large)")
+    xs, ys, classes = [], [], []
+    for code, value in enumerate(values, start=1):
+        rows, cols = np.nonzero(codes == code)
+        if mode == "grid":
+            keep = (rows % step == 0) & (cols % step == 0)
+            rows, cols = rows[keep], cols[keep]
+        elif mode == "random":
+            if len(rows) < samples_per_class and reporter:
+                reporter.warning(f"class {value}: only {len(rows)} pixels inside its polygons "
+                                 f"(asked {samples_per_class})")
+            chosen = np.sort(rng.choice(len(rows), size=min(samples_per_class, len(rows)), replace=False))
+            rows, cols = rows[chosen], cols[chosen]
+        else:
+            raise EngineError(f"unknown polygon_mode {mode!r}; use 'random' or 'grid'")
+        x, y = _pixel_centres(info, cols, rows)
+        xs.append(x)
+        ys.append(y)
+        classes.append(np.full(len(x), value, dtype=np.int64))
+    return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes))
+
+
+def _pixel_centres(info, cols, rows) -> tuple[np.ndarray, np.ndarray]:
+    return map_coords(info, np.asarray(cols) + 0.5, np.asarray(rows) + 0.5)
+
+
+def _label_strips(path: str, info, nodata):
+    """Yield ``(row_offset, int64 labels [h, w], valid mask)`` strips of band 1 of a label raster."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(path))  # keep the dataset alive while its band is read
+    band = dataset.GetRasterBand(1)
+    step = _strip_rows(info.width, 1)
+    for row in range(0, info.height, step):
+        block = band.ReadAsArray(0, row, info.width, min(step, info.height - row))
+        valid = ~nodata_mask(block[None], [nodata])
+        if np.issubdtype(block.dtype, np.floating):
+            integral = block[valid] == np.round(block[valid])
+            if not integral.all():
+                raise EngineError(f"label raster {path}: value {block[valid][~integral][0]} is not an integer")
+        yield row, np.where(valid, block, 0).astype(np.int64), valid
+
+
+def label_counts(path: str, nodata=None) -> dict[int, int]:
+    """Pixels per integer value of band 1 of a label raster (``nodata``: its own by default)."""
+    info = raster_info(path)
+    nodata = info.nodata[0] if nodata is None else nodata
+    counts: dict[int, int] = {}
+    for _, labels, valid in _label_strips(path, info, nodata):
+        values, n = np.unique(labels[valid], return_counts=True)
+        for value, count in zip(values.tolist(), n.tolist()):
+            counts[value] = counts.get(value, 0) + count
+    if not counts:
+        raise EngineError(f"label raster {path} holds only nodata ({nodata})")
+    return dict(sorted(counts.items()))
+
+
+def label_positions(path: str, strategy: str, samples: int, rng: np.random.Generator,
+                    nodata=None, reporter: Reporter | None = None) -> tuple[Positions, str]:
+    """Pixel centres of a label raster chosen per class; returns them and the label raster's CRS."""
+    if strategy not in LABEL_STRATEGIES:
+        raise EngineError(f"unknown label strategy {strategy!r}; one of {', '.join(LABEL_STRATEGIES)}")
+    info = raster_info(path)
+    nodata = info.nodata[0] if nodata is None else nodata
+    counts = label_counts(path, nodata)
+    quota = _quotas(counts, strategy, samples)
+    if reporter:
+        reporter.log("label pixels per class: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                     + "; selecting " + ", ".join(f"{k}: {v}" for k, v in sorted(quota.items())))
+    # choose ordinals (the k-th pixel of a class in raster order), then find them in a second pass
+    chosen = {value: np.sort(rng.choice(counts[value], size=quota[value], replace=False)) for value in sorted(counts)}
+    seen = dict.fromkeys(counts, 0)
+    xs, ys, classes = [], [], []
+    for row0, labels, valid in _label_strips(path, info, nodata):
+        for value in chosen:
+            rows, cols = np.nonzero(valid & (labels == value))
+            ordinals = seen[value] + np.arange(len(rows))
+            keep = np.isin(ordinals, chosen[value], assume_unique=True)
+            seen[value] += len(rows)
+            x, y = _pixel_centres(info, cols[keep], rows[keep] + row0)
+            xs.append(x)
+            ys.append(y)
+            classes.append(np.full(len(x), value, dtype=np.int64))
+    return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes)), info.crs_wkt
+
+
+def _quotas(counts: dict[int, int], strategy: str, samples: int) -> dict[int, int]:
+    if strategy == "all":
+        return dict(counts)
+    if strategy == "smallest":
+        per_class = min(counts.values())
+    elif strategy == "constant":
+        per_class = int(samples)
+    else:  # total
+        per_class = int(samples) // len(counts)
+    return {value: min(per_class, count) for value, count in counts.items()}
+
+
+def grid_positions(path: str, info, patch_size: int, step: int, mask: str | None = None,
+                   reporter: Reporter | None = None) -> Positions:
+    """Footprints of ``patch_size`` every ``step`` pixels whose pixels are all valid.
+
+    A pixel is valid when no band is nodata (or NaN) and, with ``mask`` (a raster on the same
+    grid), the mask is non-zero and not its nodata.
+    """
+    from osgeo import gdal
+
+    if patch_size > min(info.width, info.height):
+        raise EngineError(f"patch size {patch_size} is bigger than the image {path} "
+                          f"({info.width} x {info.height} pixels)")
+    mask_info = raster_info(mask) if mask else None
+    if mask_info and (mask_info.width, mask_info.height) != (info.width, info.height):
+        raise EngineError(f"mask {mask} is {mask_info.width} x {mask_info.height} pixels; "
+                          f"it must be on the grid of {path} ({info.width} x {info.height})")
+    dataset, mask_dataset = gdal.Open(str(path)), gdal.Open(str(mask)) if mask else None
+    starts_c = np.arange(0, info.width - patch_size + 1, step)
+    xs, ys = [], []
+    for row in range(0, info.height - patch_size + 1, step):
+        if reporter:
+            reporter.check_cancelled()
+        block = dataset.ReadAsArray(0, row, info.width, patch_size).reshape(info.bands, patch_size, info.width)
+        bad = nodata_mask(block, info.nodata)
+        if mask_dataset is not None:
+            values = mask_dataset.ReadAsArray(0, row, info.width, patch_size).reshape(-1, patch_size, info.width)[0]
+            bad |= (values == 0) | nodata_mask(values[None], mask_info.nodata[:1])
+        bad_cols = np.concatenate([[0], np.cumsum(bad.any(axis=0))])
+        ok = bad_cols[starts_c + patch_size] == bad_cols[starts_c]
+        x, y = map_coords(info, starts_c[ok] + patch_size / 2, np.full(ok.sum(), row + patch_size / 2))
+        xs.append(x)
+        ys.append(y)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return Positions(x, y, None)
+
+
+# -- splits ----------------------------------------------------------------------------------
+
+def proportions_of(split: dict | None) -> np.ndarray:
+    """Normalised train/valid/test proportions; EngineError for negative or all-zero ones."""
+    split = split or {"train": 1.0}
+    unknown = set(split) - set(SPLITS)
+    if unknown:
+        raise EngineError(f"unknown split name(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
+    values = np.array([float(split.get(name, 0.0)) for name in SPLITS])
+    if (values < 0).any() or values.sum() <= 0:
+        raise EngineError(f"split proportions must be >= 0 and not all 0: {split}")
+    return values / values.sum()
+
+
+def random_splits(classes: np.ndarray | None, count: int, proportions: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Split labels for ``count`` positions, stratified per class (largest-remainder rounding)."""
+    splits = np.empty(count, dtype=object)
+    groups = [np.arange(count)] if classes is None else [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    for members in groups:
+        members = rng.permutation(members)
+        bounds = np.round(np.cumsum(proportions) * len(members)).astype(int)
+        for name, start, end in zip(SPLITS, np.concatenate([[0], bounds[:-1]]), bounds):
+            splits[members[start:end]] = name
+    return splits
+
+
+def block_splits(info, positions: Positions, patch_size: int, block_size: float,
+                 proportions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Spatially disjoint splits: returns (kept mask, split per kept position).
+
+    Blocks are ``block_size`` map units, counted from the raster's top-left corner. A position
+    is kept when its footprint lies in one block; blocks (in a seeded random order) fill the
+    splits in turn until each holds its proportion of the kept positions.
+    """
+    if block_size <= 0:
+        raise EngineError(f"block_size must be > 0 map units, got {block_size}")
+    cols, rows = footprint_starts(info, positions.x, positions.y, patch_size)
+    sx, sy = info.geotransform[1], -info.geotransform[5]
+    first_bx, last_bx = np.floor(cols * sx / block_size), np.ceil((cols + patch_size) * sx / block_size) - 1
+    first_by, last_by = np.floor(rows * sy / block_size), np.ceil((rows + patch_size) * sy / block_size) - 1
+    keep = (first_bx == last_bx) & (first_by == last_by)
+    block_ids = np.stack([first_bx[keep], first_by[keep]], axis=1).astype(np.int64)
+    blocks, inverse, sizes = np.unique(block_ids, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    order = rng.permutation(len(blocks))
+    targets = np.cumsum(proportions) * keep.sum()
+    block_split = np.empty(len(blocks), dtype=object)
+    filled, current = 0, 0
+    for b in order:
+        while current < len(SPLITS) - 1 and filled >= targets[current] - 1e-9:
+            current += 1
+        block_split[b] = SPLITS[current]
+        filled += sizes[b]
+    return keep, block_split[inverse]
+
+
+def balance(positions: Positions) -> dict[str, dict[str, int]]:
+    """Counts per split and class value (``"none"`` when positions have no class)."""
+    table: dict[str, dict[str, int]] = {}
+    classes = positions.classes if positions.classes is not None else np.full(len(positions), "none", dtype=object)
+    for split in SPLITS:
+        chosen = positions.splits == split
+        values, counts = np.unique(classes[chosen].astype(str), return_counts=True)
+        table[split] = {str(v): int(n) for v, n in zip(values, counts)}
+    return table
+
+
+def write_balance(path: str | Path, table: dict[str, dict[str, int]]) -> None:
+    """The class balance table as CSV (split, class, count) or JSON (by the path's suffix)."""
+    path = Path(path)
+    with atomic_output(path) as temp:
+        if path.suffix.lower() == ".json":
+            temp.write_text(json.dumps(table, indent=1), encoding="utf-8")
+            return
+        with open(temp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["split", "class", "count"])
+            for split, counts in table.items():
+                for value, count in counts.items():
+                    writer.writerow([split, value, count])
+
+
+def format_balance(table: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{split}: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "empty")
+                     for split, counts in table.items())
+
+
+# -- job -------------------------------------------------------------------------------------
+
+def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, object]:
+    """Positions of ``spec`` (see the module docstring), filtered, with their splits."""
+    raster = spec.get("raster")
+    if not raster:
+        raise EngineError("select_samples needs 'raster': the image the patches will be cut from")
+    info = raster_info(raster)
+    patch_size = int(spec.get("patch_size", 1))
+    if patch_size < 1 or patch_size > min(info.width, info.height):
+        raise EngineError(f"patch size {patch_size} does not fit the image {raster} "
+                          f"({info.width} x {info.height} pixels)")
+    rng = np.random.default_rng(int(spec.get("seed", 0)))
+    strategy = spec.get("strategy")
+    if strategy == "points":
+        positions = read_points(spec["vector"], info.crs_wkt, _required(spec, "class_field"),
+                                layer_name=spec.get("layer"), reporter=reporter)
+    elif strategy == "polygons":
+        positions = polygon_positions(
+            spec["vector"], info, _required(spec, "class_field"), rng, mode=spec.get("polygon_mode", "random"),
+            samples_per_class=int(spec.get("samples_per_class", 100)), step=int(spec.get("step", 1)),
+            border_distance=float(spec.get("border_distance", 0.0)), layer_name=spec.get("layer"),
+            reporter=reporter)
+    elif strategy == "label_raster":
+        positions, label_wkt = label_positions(
+            _required(spec, "label_raster"), spec.get("label_strategy", "constant"),
+            int(spec.get("samples", 100)), rng, spec.get("label_nodata"), reporter)
+        positions.x, positions.y = transform_xy(positions.x, positions.y, label_wkt, info.crs_wkt)
+    elif strategy == "grid":
+        positions = grid_positions(raster, info, patch_size, int(spec.get("step", patch_size)),
+                                   spec.get("mask"), reporter)
+    else:
+        raise EngineError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+    reporter.log(f"{strategy}: {len(positions)} candidate positions")
+    reporter.progress(40)
+    positions, dropped = filter_on_raster(raster, info, positions, patch_size, reporter)
+    proportions = proportions_of(spec.get("split"))
+    if spec.get("split_mode", "random") == "blocks":
+        keep, splits = block_splits(info, positions, patch_size, float(_required(spec, "block_size")),
+                                    proportions, rng)
+        dropped["block_border"] = int((~keep).sum())
+        reporter.log(f"{dropped['block_border']} positions dropped: their patch crosses a block border")
+        positions = positions.subset(keep)
+        positions.splits = splits
+    elif spec.get("split_mode", "random") == "random":
+        positions.splits = random_splits(positions.classes, len(positions), proportions, rng)
+    else:
+        raise EngineError(f"unknown split_mode {spec.get('split_mode')!r}; use 'random' or 'blocks'")
+    if not len(positions):
+        raise EngineError(f"no position left after filtering ({dropped}); check the inputs' overlap, "
+                          "nodata and the patch size")
+    return positions, dropped, info
+
+
+def _required(spec: dict, key: str):
+    if spec.get(key) in (None, ""):
+        raise EngineError(f"select_samples with strategy {spec.get('strategy')!r} needs {key!r}")
+    return spec[key]
+
+
+def select_samples_job(spec: dict, reporter: Reporter) -> dict:
+    """Job ``select_samples``: write the positions GeoPackage and the class balance table.
+
+    Spec: ``raster`` (the reference image), ``strategy`` (points | polygons | label_raster |
+    grid), ``output`` (.gpkg), ``report`` (.csv or .json; default ``<output>_balance.csv``),
+    ``patch_size`` (reference pixels, default 1), ``seed`` (0), ``split`` {train, valid, test
+    proportions} (default all train), ``split_mode`` (random | blocks), ``block_size`` (map units).
+    points/polygons: ``vector``, ``layer`` (optional), ``class_field``; polygons: ``polygon_mode``
+    (random | grid), ``samples_per_class``, ``step`` (pixels), ``border_distance`` (map units).
+    label_raster: ``label_raster``, ``label_strategy`` (constant | total | smallest | all),
+    ``samples``, ``label_nodata`` (default the raster's). grid: ``step`` (default patch_size),
+    ``mask`` (raster on the image grid). Result: {output, report, count, balance, dropped}.
+    """
+    output = spec.get("output")
+    if not output:
+        raise EngineError("select_samples needs 'output': the GeoPackage to write")
+    positions, dropped, info = select_positions(spec, reporter)
+    reporter.check_cancelled()
+    reporter.progress(80)
+    table = balance(positions)
+    reporter.log("class balance per split: " + format_balance(table))
+    report = spec.get("report") or str(Path(output).with_name(Path(output).stem + "_balance.csv"))
+    with atomic_output(output) as temp:
+        write_positions(temp, positions, info.crs_wkt)
+    write_balance(report, table)
+    reporter.progress(100)
+    return {"output": str(output), "report": str(report), "count": len(positions),
+            "balance": table, "dropped": dropped}

@@ -1,0 +1,224 @@
+"""select_samples on real data: NC Landsat points, strata label raster, polygons, grids, splits."""
+
+import io
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr, osr
+
+from deepfield.engine.protocol import EngineError, Reporter
+from deepfield.engine.sampling import crs_equivalent, select_samples_job
+
+NC = "nc_landsat7_landcover"
+
+
+def run(spec):
+    stream = io.StringIO()
+    result = select_samples_job(spec, Reporter(stream))
+    return result, [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def features(path):
+    """Features of the first layer of a vector file (the data source is kept open meanwhile)."""
+    source = ogr.Open(str(path))
+    yield from source.GetLayer(0)
+
+
+def read_gpkg(path):
+    """(x, y, class, split, fid) of the positions layer, read with OGR."""
+    source = ogr.Open(str(path))
+    layer = source.GetLayerByName("positions")
+    rows = [(f.GetGeometryRef().GetX(), f.GetGeometryRef().GetY(), f.GetField("class"), f.GetField("split"),
+             f.GetFID()) for f in layer]
+    return rows, layer.GetSpatialRef().ExportToWkt()
+
+
+@pytest.fixture(scope="module")
+def nc(data_dir):
+    return {"image": str(data_dir / NC / "lsat7_2000_6band.vrt"), "points": str(data_dir / NC / "landsat96_points.shp"),
+            "polygons": str(data_dir / NC / "landsat96_polygons.shp"), "strata": str(data_dir / NC / "strata.tif")}
+
+
+def expected_point_classes(image, points):
+    """Independently: class of every point whose pixel is inside the image and not nodata in any band."""
+    dataset = gdal.Open(image)
+    gt = dataset.GetGeoTransform()
+    stack = dataset.ReadAsArray()
+    nodata = [dataset.GetRasterBand(b + 1).GetNoDataValue() for b in range(dataset.RasterCount)]
+    counts = Counter()
+    for feature in features(points):
+        geometry = feature.GetGeometryRef()
+        col = int(np.floor((geometry.GetX() - gt[0]) / gt[1]))
+        row = int(np.floor((geometry.GetY() - gt[3]) / gt[5]))
+        if not (0 <= col < dataset.RasterXSize and 0 <= row < dataset.RasterYSize):
+            continue
+        if any(stack[b, row, col] == nodata[b] for b in range(dataset.RasterCount)):
+            continue
+        counts[feature.GetField("id")] += 1
+    return counts
+
+
+def test_nc_points_counts_match_gdal(nc, tmp_path):
+    result, messages = run({"raster": nc["image"], "strategy": "points", "vector": nc["points"], "class_field": "id",
+                            "split": {"train": 0.7, "valid": 0.15, "test": 0.15}, "seed": 5,
+                            "output": str(tmp_path / "points.gpkg")})
+    rows, wkt = read_gpkg(tmp_path / "points.gpkg")
+    expected = expected_point_classes(nc["image"], nc["points"])
+    assert Counter(r[2] for r in rows) == expected
+    assert result["count"] == sum(expected.values())
+    # positions are the original coordinates: EPSG:3358 and the raster's LCC are the same CRS
+    originals = {(round(f.GetGeometryRef().GetX(), 3), round(f.GetGeometryRef().GetY(), 3))
+                 for f in features(nc["points"])}
+    assert all((round(x, 3), round(y, 3)) in originals for x, y, *_ in rows)
+    # stratified splits: each class split close to its proportions, balance table written
+    splits = Counter(r[3] for r in rows)
+    assert abs(splits["train"] / len(rows) - 0.7) < 0.03
+    table = (tmp_path / "points_balance.csv").read_text().splitlines()
+    assert table[0] == "split,class,count" and len(table) > 7
+    assert any("class balance per split" in m.get("message", "") for m in messages)
+    assert sorted(r[4] for r in rows) == list(range(1, len(rows) + 1))
+
+
+def test_crs_equivalence(nc):
+    image_wkt = gdal.Open(nc["image"]).GetProjection()
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3358)
+    assert crs_equivalent(image_wkt, srs.ExportToWkt())
+    srs.ImportFromEPSG(32119)
+    assert crs_equivalent(image_wkt, srs.ExportToWkt())
+    srs.ImportFromEPSG(4326)
+    assert not crs_equivalent(image_wkt, srs.ExportToWkt())
+
+
+def test_points_in_another_crs_are_reprojected(nc, tmp_path):
+    """The same points in WGS 84 select the same pixels as in EPSG:3358."""
+    wgs84 = str(tmp_path / "points_4326.gpkg")
+    gdal.VectorTranslate(wgs84, nc["points"], dstSRS="EPSG:4326", format="GPKG")
+    spec = {"raster": nc["image"], "strategy": "points", "class_field": "id", "seed": 1}
+    run({**spec, "vector": nc["points"], "output": str(tmp_path / "a.gpkg")})
+    run({**spec, "vector": wgs84, "output": str(tmp_path / "b.gpkg")})
+    a, _ = read_gpkg(tmp_path / "a.gpkg")
+    b, _ = read_gpkg(tmp_path / "b.gpkg")
+    assert len(a) == len(b) > 500
+    # the raster's LCC says "unknown datum, towgs84=0": WGS 84 -> it skips the 0.8 m NAD83(HARN) shift
+    assert np.abs(np.array([r[:2] for r in a]) - np.array([r[:2] for r in b])).max() < 1.0
+
+
+def test_seed_repeats(nc, tmp_path):
+    spec = {"raster": nc["image"], "strategy": "label_raster", "label_raster": nc["strata"],
+            "label_strategy": "constant", "samples": 30, "split": {"train": 0.5, "valid": 0.5}}
+    run({**spec, "seed": 7, "output": str(tmp_path / "a.gpkg")})
+    run({**spec, "seed": 7, "output": str(tmp_path / "b.gpkg")})
+    run({**spec, "seed": 8, "output": str(tmp_path / "c.gpkg")})
+    a, b, c = (read_gpkg(tmp_path / f"{n}.gpkg")[0] for n in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_label_raster_strategies(nc, tmp_path):
+    strata = gdal.Open(nc["strata"]).ReadAsArray()
+    counts = Counter(strata[strata != -99999].astype(int).ravel().tolist())
+    for strategy, samples, quota in (("constant", 300, lambda n: min(300, n)),
+                                     ("smallest", 0, lambda n: min(counts.values())),
+                                     ("total", 700, lambda n: min(100, n))):
+        out = tmp_path / f"{strategy}.gpkg"
+        run({"raster": nc["strata"], "strategy": "label_raster", "label_raster": nc["strata"],
+             "label_strategy": strategy, "samples": samples, "seed": 2, "output": str(out)})
+        rows, _ = read_gpkg(out)
+        assert Counter(r[2] for r in rows) == {value: quota(n) for value, n in counts.items()}, strategy
+        gt = gdal.Open(nc["strata"]).GetGeoTransform()
+        for x, y, value, *_ in rows[:200]:
+            col, row = int((x - gt[0]) // gt[1]), int((y - gt[3]) // gt[5])
+            assert strata[row, col] == value
+
+
+def footprints(rows, gt, size):
+    """Patch footprints (col0, row0) in pixels for even/odd sizes (patch-centre rule)."""
+    out = []
+    for x, y, *_ in rows:
+        u, v = (x - gt[0]) / gt[1], (y - gt[3]) / gt[5]
+        centre = (np.floor(u + 0.5), np.floor(v + 0.5)) if size % 2 == 0 else (np.floor(u), np.floor(v))
+        out.append((int(centre[0]) - size // 2, int(centre[1]) - size // 2))
+    return np.array(out)
+
+
+def assert_disjoint_splits(rows, gt, size):
+    starts = footprints(rows, gt, size)
+    splits = np.array([r[3] for r in rows])
+    train = starts[splits == "train"]
+    for other in starts[splits != "train"]:
+        overlap = (np.abs(train[:, 0] - other[0]) < size) & (np.abs(train[:, 1] - other[1]) < size)
+        assert not overlap.any()
+    assert set(splits) == {"train", "valid", "test"}
+
+
+def test_grid_blocks_no_overlap_between_splits(nc, tmp_path):
+    out = tmp_path / "grid.gpkg"
+    size = 32
+    result, _ = run({"raster": nc["image"], "strategy": "grid", "patch_size": size, "step": 16, "seed": 3,
+                     "split": {"train": 0.6, "valid": 0.2, "test": 0.2}, "split_mode": "blocks",
+                     "block_size": 2000, "output": str(out)})
+    rows, _ = read_gpkg(out)
+    dataset = gdal.Open(nc["image"])
+    gt, stack = dataset.GetGeoTransform(), dataset.ReadAsArray()
+    nodata = np.array([dataset.GetRasterBand(b + 1).GetNoDataValue() for b in range(6)])[:, None, None]
+    starts = footprints(rows, gt, size)
+    for col, row in starts:  # the whole patch is inside and valid
+        assert col >= 0 and row >= 0 and col + size <= 489 and row + size <= 443
+        assert not (stack[:, row:row + size, col:col + size] == nodata).any()
+    assert result["dropped"]["block_border"] > 0
+    assert_disjoint_splits(rows, gt, size)
+    # a grid over a valid image keeps every whole-patch-valid position: count them independently
+    bad = (stack == nodata).any(axis=0)
+    valid = sum(not bad[r:r + size, c:c + size].any()
+                for r in range(0, 443 - size + 1, 16) for c in range(0, 489 - size + 1, 16))
+    assert result["count"] + result["dropped"]["block_border"] == valid
+
+
+def test_constant_selection_with_blocks(nc, tmp_path):
+    out = tmp_path / "constant.gpkg"
+    run({"raster": nc["image"], "strategy": "label_raster", "label_raster": nc["strata"], "patch_size": 16,
+         "label_strategy": "constant", "samples": 400, "seed": 4, "split": {"train": 0.6, "valid": 0.2, "test": 0.2},
+         "split_mode": "blocks", "block_size": 1500, "output": str(out)})
+    rows, _ = read_gpkg(out)
+    assert_disjoint_splits(rows, gdal.Open(nc["image"]).GetGeoTransform(), 16)
+
+
+def test_polygons_random_and_grid(nc, tmp_path):
+    out = tmp_path / "poly.gpkg"
+    run({"raster": nc["image"], "strategy": "polygons", "vector": nc["polygons"], "class_field": "id",
+         "samples_per_class": 20, "border_distance": 30.0, "seed": 1, "output": str(out)})
+    rows, _ = read_gpkg(out)
+    polygons = [(f.GetField("id"), f.GetGeometryRef().Clone()) for f in features(nc["polygons"])]
+    for x, y, value, *_ in rows:
+        point = ogr.CreateGeometryFromWkt(f"POINT ({x} {y})")
+        assert any(v == value and g.Contains(point) and g.Boundary().Distance(point) >= 30.0 for v, g in polygons)
+    counts = Counter(r[2] for r in rows)
+    assert max(counts.values()) <= 20 and len(counts) >= 5
+    run({"raster": nc["image"], "strategy": "polygons", "vector": nc["polygons"], "class_field": "id",
+         "polygon_mode": "grid", "step": 4, "output": str(tmp_path / "grid.gpkg")})
+    grid, _ = read_gpkg(tmp_path / "grid.gpkg")
+    gt = gdal.Open(nc["image"]).GetGeoTransform()
+    assert all(int((x - gt[0]) // gt[1]) % 4 == 0 and int((y - gt[3]) // gt[5]) % 4 == 0 for x, y, *_ in grid)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"class_field": "nope"}, "no field 'nope'"),
+    ({"class_field": "label"}, "must hold integers"),
+    ({"patch_size": 500}, "patch size 500"),
+    ({"split": {"train": 0, "valid": 0}}, "split proportions"),
+])
+def test_clear_errors(nc, tmp_path, change, message):
+    spec = {"raster": nc["image"], "strategy": "points", "vector": nc["points"], "class_field": "id",
+            "output": str(tmp_path / "out.gpkg"), **change}
+    with pytest.raises(EngineError, match=message):
+        run(spec)
+    assert not (tmp_path / "out.gpkg").exists() and not (tmp_path / "out.gpkg.part").exists()
+
+
+def test_no_overlap_error(nc, data_dir, tmp_path):
+    with pytest.raises(EngineError, match="none of the .* positions falls inside the raster"):
+        run({"raster": str(data_dir / "spacenet_solaris" / "preproc_tutorial_ms1.tif"), "strategy": "points",
+             "vector": nc["points"], "class_field": "id", "output": str(tmp_path / "out.gpkg")})
