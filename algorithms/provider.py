@@ -7,11 +7,12 @@ from .apply_model import ApplyModel
 from .base import ENGINE_PYTHON_SETTING, ICONS
 from .check_environment import CheckEnvironment
 from .describe_model import DescribeModel
+from .evaluate_map import EvaluateMap
 from .extract_patches import ExtractPatches
 from .runner import default_python
 from .select_samples import SelectSamples
 
-ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches)
+ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap)
 
 
 

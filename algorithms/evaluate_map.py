@@ -1,0 +1,118 @@
+"""Evaluate map: compare a class map with reference labels (raster, points or polygons)."""
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputHtml,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from .base import EngineAlgorithm, raster_path
+
+#: The files the engine writes into the output folder (engine.evaluation.FILES; not imported:
+#: the engine stays out of QGIS). Listed so that a killed job's ``.part`` files are removed.
+REPORT_FILES = ("confusion_matrix.csv", "metrics.json", "per_class.csv", "confusion_matrix.png", "report.html")
+
+
+class EvaluateMap(EngineAlgorithm):
+    ALG_ID = "evaluatemap"
+    DISPLAY_NAME = "Evaluate map"
+    GROUP_ID = "evaluation"
+    HELP = (
+        "Measures how well a class map agrees with reference labels: overall accuracy, Cohen's kappa, "
+        "per-class precision, recall and F-score, macro and weighted F-score, and the confusion matrix "
+        "(rows: reference, columns: map). The reference is either a raster (any grid or CRS: it is "
+        "resampled, nearest neighbour, onto the map's pixels) or a vector layer with an integer class "
+        "field: polygons are rasterised on the map's pixels (pixel centres inside), every point counts "
+        "as one sample (the map pixel holding it). Nodata of both is ignored; an optional polygon mask "
+        "limits the evaluation; listed values are ignored in both. Class names come from the map's "
+        "paletted style, its .qml, or its GDAL category names. The output folder receives "
+        "metrics.json, per_class.csv, confusion_matrix.csv/.png and report.html (shown as the result)."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Class map"))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "REFERENCE_RASTER", "Reference raster (or give a reference vector layer)", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "REFERENCE_VECTOR", "Reference points or polygons (or give a reference raster)",
+            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            "CLASS_FIELD", "Class field of the reference vector layer", parentLayerParameterName="REFERENCE_VECTOR",
+            type=QgsProcessingParameterField.Numeric, optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "MASK", "Mask (evaluate inside these polygons only)", [QgsProcessing.TypeVectorPolygon], optional=True))
+        ignore = QgsProcessingParameterString(
+            "IGNORE_VALUES", "Class values to ignore (comma-separated)", defaultValue="", optional=True)
+        ignore.setFlags(ignore.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(ignore)
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Report folder"))
+        self.addOutput(QgsProcessingOutputHtml("REPORT", "Evaluation report"))
+        self.addOutput(QgsProcessingOutputNumber("OA", "Overall accuracy (0-1)"))
+        self.addOutput(QgsProcessingOutputNumber("KAPPA", "Cohen's kappa"))
+        self.addOutput(QgsProcessingOutputNumber("MACRO_F1", "Macro F-score (0-1)"))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        has_raster = bool(parameters.get("REFERENCE_RASTER"))
+        has_vector = bool(parameters.get("REFERENCE_VECTOR"))
+        if has_raster == has_vector:
+            return False, "Give exactly one reference: a reference raster or a reference vector layer."
+        if has_vector and not parameters.get("CLASS_FIELD"):
+            return False, "Choose the class field of the reference vector layer."
+        return super().checkParameterValues(parameters, context)
+
+    def build_job(self, parameters, context, feedback):
+        class_map = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
+        spec = {
+            "job": "evaluate_map",
+            "map": raster_path(class_map, "class map"),
+            "output_folder": folder,
+            "classes": _renderer_classes(class_map),
+            "ignore_values": _integers(self.parameterAsString(parameters, "IGNORE_VALUES", context)),
+        }
+        reference_raster = self.parameterAsRasterLayer(parameters, "REFERENCE_RASTER", context)
+        if reference_raster is not None:
+            spec["reference"] = raster_path(reference_raster, "reference raster")
+        else:
+            spec["reference"], spec["reference_layer"] = self.vector_path(
+                parameters, "REFERENCE_VECTOR", context, feedback)
+            spec["class_field"] = self.parameterAsString(parameters, "CLASS_FIELD", context)
+        if parameters.get("MASK"):
+            spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
+        return spec, [str(Path(folder) / name) for name in REPORT_FILES]
+
+    def make_results(self, result, parameters, context, feedback):
+        metrics, files = result["metrics"], result["files"]
+        return {
+            "OUTPUT_FOLDER": str(Path(files["report_html"]).parent),
+            "REPORT": files["report_html"],
+            "OA": metrics["overall_accuracy"],
+            "KAPPA": metrics["kappa"],
+            "MACRO_F1": metrics["macro_f1"],
+        }
+
+
+def _renderer_classes(layer) -> list:
+    """The class names and colours of a paletted raster style (what the user sees), else []."""
+    renderer = layer.renderer()
+    if not isinstance(renderer, QgsPalettedRasterRenderer):
+        return []
+    return [{"value": int(c.value), "name": c.label or f"class {int(c.value)}", "color": c.color.name()}
+            for c in renderer.classes()]
+
+
+def _integers(text: str) -> list:
+    try:
+        return [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise QgsProcessingException(f"Values to ignore must be integers separated by commas, got {text!r}") from None

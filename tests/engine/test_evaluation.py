@@ -1,0 +1,446 @@
+"""Map evaluation: metrics against scikit-learn, and the evaluate_map job on the NC land-cover data."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from osgeo import gdal, ogr, osr
+from sklearn import metrics as skm
+
+from deepfield.engine import evaluation
+from deepfield.engine.evaluation import (
+    ConfusionCounts,
+    class_scores,
+    cohen_kappa,
+    confusion_matrix,
+    evaluate_map_job,
+    macro_f1,
+    overall_accuracy,
+    summarize,
+    weighted_f1,
+)
+from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
+
+gdal.UseExceptions()
+NC = "nc_landsat7_landcover"
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def assert_same_as_sklearn(reference, predicted, classes):
+    """Our matrix equals sklearn's; our scores of it equal sklearn's on the pairs it counts.
+
+    (Our matrix, as sklearn's with ``labels``, drops pairs with a value outside ``classes``; the
+    job never has such pairs: its classes are every value seen.)
+    """
+    matrix = confusion_matrix(reference, predicted, classes)
+    np.testing.assert_array_equal(matrix, skm.confusion_matrix(reference, predicted, labels=classes))
+    in_classes = np.isin(reference, classes) & np.isin(predicted, classes)
+    reference, predicted = reference[in_classes], predicted[in_classes]
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        reference, predicted, labels=classes, zero_division=0)
+    scores = class_scores(matrix)
+    np.testing.assert_allclose(scores["precision"], precision, rtol=1e-12)
+    np.testing.assert_allclose(scores["recall"], recall, rtol=1e-12)
+    np.testing.assert_allclose(scores["f1"], f1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(scores["support"], support)
+    assert overall_accuracy(matrix) == pytest.approx(skm.accuracy_score(reference, predicted))
+    assert macro_f1(matrix) == pytest.approx(
+        skm.f1_score(reference, predicted, labels=classes, average="macro", zero_division=0))
+    assert weighted_f1(matrix) == pytest.approx(
+        skm.f1_score(reference, predicted, labels=classes, average="weighted", zero_division=0))
+    assert cohen_kappa(matrix) == pytest.approx(skm.cohen_kappa_score(reference, predicted), nan_ok=True)
+    summary = summarize(matrix)
+    for kind in ("precision", "recall", "f1"):
+        for average in ("macro", "weighted"):
+            expected = getattr(skm, f"{kind}_score" if kind != "f1" else "f1_score")(
+                reference, predicted, labels=classes, average=average, zero_division=0)
+            assert summary[f"{average}_{kind}"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_equal_sklearn_on_random_labels(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 6, 5000)
+    noisy = np.where(rng.random(5000) < 0.7, truth, rng.integers(0, 6, 5000))
+    assert_same_as_sklearn(truth, noisy, [0, 1, 2, 3, 4, 5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2, 4), st.integers(-2, 4)), min_size=1, max_size=60),
+       st.lists(st.integers(-2, 6), min_size=1, max_size=6, unique=True))
+def test_metrics_equal_sklearn_on_any_labels_and_class_lists(pairs, classes):
+    """Unsorted class lists, classes absent from the data, values outside the list."""
+    reference, predicted = (np.array(v) for v in zip(*pairs))
+    assume((np.isin(reference, classes) & np.isin(predicted, classes)).any())  # else sklearn refuses
+    assert_same_as_sklearn(reference, predicted, classes)
+
+
+def test_confusion_matrix_rows_are_reference_in_class_list_order():
+    matrix = confusion_matrix(np.array([7, 7, 3, 9]), np.array([3, 7, 3, 3]), [7, 3])
+    np.testing.assert_array_equal(matrix, [[1, 1], [0, 1]])  # the pair (9, 3) is not counted
+
+
+def test_kappa_of_a_single_class_is_nan_and_perfect_agreement_is_one():
+    assert np.isnan(cohen_kappa(np.array([[10]])))
+    assert cohen_kappa(np.diag([3, 4, 5])) == 1.0
+
+
+def test_counts_accumulated_by_blocks_equal_one_matrix():
+    rng = np.random.default_rng(1)
+    reference, predicted = rng.integers(1, 9, 3000), rng.integers(2, 12, 3000)
+    counts = ConfusionCounts()
+    for part in np.array_split(np.arange(3000), 7):
+        counts.add(reference[part], predicted[part])
+    classes = counts.classes
+    assert classes == sorted(set(reference) | set(predicted))
+    np.testing.assert_array_equal(counts.matrix(), confusion_matrix(reference, predicted, classes))
+
+
+def read_band(path):
+    dataset = gdal.Open(str(path))
+    band = dataset.GetRasterBand(1)
+    return band.ReadAsArray(), band.GetNoDataValue()
+
+
+def test_metrics_equal_sklearn_on_real_labels(data_dir):
+    strata, strata_nodata = read_band(data_dir / NC / "strata.tif")
+    labels, labels_nodata = read_band(data_dir / NC / "landsat96_labelled_pixels.tif")
+    valid = (strata != strata_nodata) & (labels != labels_nodata)
+    assert valid.sum() == 2872
+    assert_same_as_sklearn(labels[valid].astype(int), strata[valid].astype(int), [1, 2, 3, 4, 5, 6, 7])
+
+
+# -- the job ----------------------------------------------------------------------------------------
+def run(tmp_path, **spec):
+    """Run the job with ``spec`` (paths may be Path objects); return its result and protocol messages."""
+    stream = io.StringIO()
+    spec = {"output_folder": tmp_path / "evaluation", **spec}
+    spec = {key: str(value) if isinstance(value, Path) else value for key, value in spec.items()}
+    result = evaluate_map_job({"job": "evaluate_map", **spec}, Reporter(stream))
+    messages = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return result, messages
+
+
+@pytest.fixture(scope="module")
+def nc(data_dir):
+    return data_dir / NC
+
+
+@pytest.fixture(scope="module")
+def labelled_pixels_run(nc, tmp_path_factory):
+    return run(tmp_path_factory.mktemp("labelled"), map=nc / "strata.tif",
+               reference=nc / "landsat96_labelled_pixels.tif")[0]
+
+
+class Tables(HTMLParser):
+    """Table cells of an HTML page by table id: {id: [[cell text, ...], ...]}; and <img> sources."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self._table, self._cell = {}, [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id"), [])
+        elif tag == "tr" and self._table is not None:
+            self._table.append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._table is not None:
+            self._table[-1].append(self._cell.strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def test_strata_against_labelled_pixels(labelled_pixels_run):
+    metrics, files = labelled_pixels_run["metrics"], labelled_pixels_run["files"]
+    assert metrics["samples"] == 2872
+    assert 0.995 <= metrics["overall_accuracy"] < 0.996  # the README: 99.5 % agree
+    assert 0.99 < metrics["kappa"] < metrics["overall_accuracy"]
+    assert [c["value"] for c in metrics["classes"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert [c["name"] for c in metrics["classes"]] == [f"class {v}" for v in range(1, 8)]
+    assert sum(map(sum, metrics["confusion_matrix"])) == 2872
+    assert set(files) == set(evaluation.FILES)
+
+
+def test_report_files_agree_with_metrics_json(labelled_pixels_run):
+    files = labelled_pixels_run["files"]
+    metrics = json.loads(open(files["metrics_json"]).read())
+    assert metrics == json.loads(json.dumps(labelled_pixels_run["metrics"]))
+
+    with open(files["per_class_csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    for row, expected in zip(rows, metrics["classes"], strict=True):
+        assert int(row["value"]) == expected["value"] and row["name"] == expected["name"]
+        assert float(row["f1"]) == expected["f1"] and int(row["support"]) == expected["support"]
+    with open(files["confusion_matrix_csv"]) as handle:
+        lines = list(csv.reader(handle))
+    assert lines[0][1:] == [c["name"] for c in metrics["classes"]]
+    assert [[int(v) for v in line[1:]] for line in lines[1:]] == metrics["confusion_matrix"]
+
+    page = Tables()
+    page.feed(open(files["report_html"], encoding="utf-8").read())
+    summary = dict(page.tables["summary"])
+    assert summary["Overall accuracy (%)"] == f"{100 * metrics['overall_accuracy']:.2f}"
+    assert summary["Kappa"] == f"{metrics['kappa']:.4f}"
+    assert summary["Macro F-score (%)"] == f"{100 * metrics['macro_f1']:.2f}"
+    assert summary["Weighted F-score (%)"] == f"{100 * metrics['weighted_f1']:.2f}"
+    assert int(summary["Samples"]) == metrics["samples"]
+    header, *body = page.tables["per-class"]
+    assert header[:5] == ["Value", "Class", "Precision (%)", "Recall (%)", "F-score (%)"]
+    for cells, expected in zip(body, metrics["classes"]):
+        assert cells[1] == expected["name"]
+        assert cells[2:5] == [f"{100 * expected[k]:.2f}" for k in ("precision", "recall", "f1")]
+        assert int(cells[5]) == expected["support"]
+    assert body[-2][1:5] == ["macro average"] + [f"{100 * metrics[f'macro_{k}']:.2f}" for k in ("precision", "recall", "f1")]
+    assert [[int(c) for c in row[1:]] for row in page.tables["confusion"][1:]] == metrics["confusion_matrix"]
+    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_confusion_png_is_a_valid_png_of_sensible_size(labelled_pixels_run):
+    data = open(labelled_pixels_run["files"]["confusion_matrix_png"], "rb").read()
+    width, height = png_size(data)
+    assert 300 <= width <= 3000 and 300 <= height <= 3000
+    html = open(labelled_pixels_run["files"]["report_html"], encoding="utf-8").read()
+    assert base64.b64encode(data).decode() in html  # the report embeds this very image
+
+
+def test_strata_against_points_counts_each_point_inside_the_map(nc, tmp_path):
+    result, messages = run(tmp_path, map=nc / "strata.tif", reference=nc / "landsat96_points.shp", class_field="id")
+    metrics = result["metrics"]
+    assert metrics["samples"] == 885  # 115 of the 1000 points lie outside the 489 x 443 grid
+    assert metrics["overall_accuracy"] == pytest.approx(816 / 885)  # README: 816 agree with strata
+    assert any(m.get("level") == "warning" and "115 reference points" in m["message"] for m in messages)
+
+
+def test_points_in_another_crs_are_reprojected(nc, tmp_path):
+    lonlat = tmp_path / "points_4326.gpkg"
+    gdal.VectorTranslate(str(lonlat), str(nc / "landsat96_points.shp"), dstSRS="EPSG:4326", format="GPKG",
+                         layerName="pts")
+    result, _ = run(tmp_path, map=nc / "strata.tif", reference=lonlat, reference_layer="pts", class_field="id")
+    # NAD83(HARN) -> WGS84 is not exact: allow a point on a pixel edge to change pixel.
+    assert abs(result["metrics"]["samples"] - 885) <= 2
+    assert result["metrics"]["overall_accuracy"] == pytest.approx(816 / 885, abs=0.005)
+
+
+def test_strata_against_polygons(nc, tmp_path):
+    result, _ = run(tmp_path, map=nc / "strata.tif", reference=nc / "landsat96_polygons.shp", class_field="id")
+    metrics = result["metrics"]
+    assert metrics["samples"] == 2264  # pixel centres inside the 34 polygons
+    assert metrics["overall_accuracy"] >= 0.99
+    polygons = ogr.Open(str(nc / "landsat96_polygons.shp"))
+    ids = {feature.GetField("id") for feature in polygons.GetLayer()}
+    assert {c["value"] for c in metrics["classes"] if c["support"] > 0} == ids
+
+
+def warp(source, target, srs, spacing):
+    gdal.Warp(str(target), str(source), dstSRS=srs, xRes=spacing, yRes=spacing, resampleAlg="near",
+              format="GTiff")
+    return target
+
+
+@pytest.fixture(scope="module")
+def strata_utm(nc, tmp_path_factory):
+    return warp(nc / "strata.tif", tmp_path_factory.mktemp("utm") / "strata_utm.tif", "EPSG:32617", 40.0)
+
+
+def test_reference_on_another_grid_and_crs_is_resampled_onto_the_map(nc, strata_utm, tmp_path):
+    result, messages = run(tmp_path, map=nc / "strata.tif", reference=strata_utm)
+    metrics = result["metrics"]
+    assert any("resampled (nearest)" in m.get("message", "") for m in messages)
+    # Warped twice (28.5 m -> 40 m UTM -> 28.5 m): most but not all pixels keep their class;
+    # pixels outside the warped raster (its nodata/alpha) are not counted.
+    assert 0.9 < metrics["overall_accuracy"] < 0.99  # measured 0.9458
+    assert 0.9 * 489 * 443 < metrics["samples"] < 489 * 443
+
+
+def test_a_finer_nested_reference_grid_resamples_exactly(nc, tmp_path):
+    """9.5 m pixels: each map pixel centre is the centre of a reference pixel: nothing changes."""
+    fine = warp(nc / "strata.tif", tmp_path / "fine.tif", "EPSG:3358", 9.5)
+    result, messages = run(tmp_path, map=nc / "strata.tif", reference=fine)
+    assert any("resampled (nearest)" in m.get("message", "") for m in messages)
+    assert result["metrics"]["samples"] == 489 * 443 - 1  # strata.tif has one nodata pixel
+    assert result["metrics"]["overall_accuracy"] == 1.0
+
+
+def test_map_in_another_crs_against_polygons(nc, strata_utm, tmp_path):
+    result, _ = run(tmp_path, map=strata_utm, reference=nc / "landsat96_polygons.shp", class_field="id")
+    metrics = result["metrics"]
+    # polygons are reprojected to UTM and rasterised on its 40 m grid: about (28.5/40)^2 of the pixels
+    assert 0.4 * 2264 < metrics["samples"] < 0.6 * 2264
+    assert metrics["overall_accuracy"] > 0.95
+
+
+def test_mask_and_ignore_values(nc, tmp_path):
+    strata, _ = read_band(nc / "strata.tif")
+    labels, nodata = read_band(nc / "landsat96_labelled_pixels.tif")
+    mask = tmp_path / "mask.geojson"
+    x0, y0 = 630534.0, 228114.0  # left 200 columns, top 300 rows, on pixel edges
+    mask.write_text(json.dumps({
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3358"}},
+        "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+            [x0, y0], [x0 + 200 * 28.5, y0], [x0 + 200 * 28.5, y0 - 300 * 28.5], [x0, y0 - 300 * 28.5], [x0, y0]]]}}],
+    }))
+    result, _ = run(tmp_path, map=nc / "strata.tif", reference=nc / "landsat96_labelled_pixels.tif",
+                    mask=mask, ignore_values=[5])
+    ref, mapped = labels[:300, :200], strata[:300, :200]
+    keep = (ref != nodata) & (ref != 5) & (mapped != 5)
+    expected = skm.confusion_matrix(ref[keep].astype(int), mapped[keep].astype(int))
+    metrics = result["metrics"]
+    assert 5 not in [c["value"] for c in metrics["classes"]]
+    assert metrics["samples"] == keep.sum() < 2872
+    np.testing.assert_array_equal(metrics["confusion_matrix"], expected)
+
+
+def test_strips_give_the_same_matrix_as_one_block(nc, tmp_path, monkeypatch, labelled_pixels_run):
+    monkeypatch.setattr(evaluation, "BLOCK_PIXELS", 489 * 20)  # 23 strips of 20 rows (block height 4)
+    result, messages = run(tmp_path, map=nc / "strata.tif", reference=nc / "landsat96_labelled_pixels.tif")
+    assert len([m for m in messages if m["type"] == "progress"]) > 1
+    assert result["metrics"]["confusion_matrix"] == labelled_pixels_run["metrics"]["confusion_matrix"]
+
+
+# -- class names ----------------------------------------------------------------------------------------
+QML = """<!DOCTYPE qgis><qgis><pipe><rasterrenderer type="paletted" band="1"><colorPalette>
+<paletteEntry value="1" label="developed" color="#ff0000" alpha="255"/>
+<paletteEntry value="5" label="forest" color="#00aa00" alpha="255"/>
+</colorPalette></rasterrenderer></pipe></qgis>"""
+
+
+def test_class_names_from_spec_then_qml_then_default(nc, tmp_path):
+    named = tmp_path / "map.tif"
+    shutil.copy(nc / "strata.tif", named)
+    (tmp_path / "map.qml").write_text(QML)
+    result, _ = run(tmp_path, map=named, reference=nc / "landsat96_labelled_pixels.tif")
+    names = {c["value"]: (c["name"], c["color"]) for c in result["metrics"]["classes"]}
+    assert names[1] == ("developed", "#ff0000") and names[5] == ("forest", "#00aa00") and names[2][0] == "class 2"
+    html = open(result["files"]["report_html"], encoding="utf-8").read()
+    assert "forest" in html and "background:#00aa00" in html
+
+    given_names = [{"value": 1, "name": "urban & built", "color": "#123456"}]
+    result, _ = run(tmp_path, map=named, reference=nc / "landsat96_labelled_pixels.tif", classes=given_names)
+    assert result["metrics"]["classes"][0]["name"] == "urban & built"
+    assert "urban &amp; built" in open(result["files"]["report_html"], encoding="utf-8").read()
+
+
+def small_map(path, values, categories=None, rat_names=None):
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[1], values.shape[0], 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform((1000.0, 10.0, 0.0, 2000.0, 0.0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32617)
+    dataset.SetProjection(srs.ExportToWkt())
+    band = dataset.GetRasterBand(1)
+    band.WriteArray(values)
+    band.SetNoDataValue(0)
+    if categories:
+        band.SetCategoryNames(categories)
+    if rat_names:
+        rat = gdal.RasterAttributeTable()
+        rat.CreateColumn("value", gdal.GFT_Integer, gdal.GFU_MinMax)
+        rat.CreateColumn("class", gdal.GFT_String, gdal.GFU_Name)
+        for row, (value, name) in enumerate(rat_names.items()):
+            rat.SetValueAsInt(row, 0, value)
+            rat.SetValueAsString(row, 1, name)
+        band.SetDefaultRAT(rat)
+    dataset = None
+    return path
+
+
+def test_class_names_from_gdal_categories_and_rat(tmp_path):
+    values = np.array([[1, 2, 2, 0], [1, 1, 2, 3]], dtype=np.uint8)
+    reference = small_map(tmp_path / "reference.tif", np.array([[1, 2, 1, 2], [1, 1, 2, 0]], dtype=np.uint8))
+    by_category = small_map(tmp_path / "categories.tif", values, categories=["", "water", "crop", "town"])
+    result, _ = run(tmp_path, map=by_category, reference=reference)
+    metrics = result["metrics"]
+    assert [c["name"] for c in metrics["classes"]] == ["water", "crop"]  # 3 is over reference nodata
+    assert metrics["samples"] == 6 and metrics["confusion_matrix"] == [[3, 1], [0, 2]]
+    by_rat = small_map(tmp_path / "rat.tif", values, rat_names={2: "crop", 1: "water"})
+    result, _ = run(tmp_path, map=by_rat, reference=reference)
+    assert [c["name"] for c in result["metrics"]["classes"]] == ["water", "crop"]
+
+
+# -- errors -----------------------------------------------------------------------------------------
+def test_clear_errors(nc, tmp_path):
+    strata, labels = nc / "strata.tif", nc / "landsat96_labelled_pixels.tif"
+    with pytest.raises(EngineError, match=r"no field 'klass'.*fields: label, id"):
+        run(tmp_path, map=strata, reference=nc / "landsat96_polygons.shp", class_field="klass")
+    with pytest.raises(EngineError, match=r"class field 'label' .* not numeric"):
+        run(tmp_path, map=strata, reference=nc / "landsat96_polygons.shp", class_field="label")
+    with pytest.raises(EngineError, match=r"vector layer: give 'class_field'"):
+        run(tmp_path, map=strata, reference=nc / "landsat96_points.shp")
+    far = tmp_path / "far.tif"
+    gdal.Translate(str(far), str(labels), outputBounds=[0, 10000, 13936.5, 0])
+    with pytest.raises(EngineError, match=r"far\.tif does not overlap the class map"):
+        run(tmp_path, map=strata, reference=far)
+    with pytest.raises(EngineError, match=r"no valid pixel in common .*ignore_values"):
+        run(tmp_path, map=strata, reference=labels, ignore_values=[1, 2, 3, 4, 5, 6, 7])
+    with pytest.raises(EngineError, match=r"raster not found: .*missing\.tif"):
+        run(tmp_path, map=tmp_path / "missing.tif", reference=labels)
+    assert not (tmp_path / "evaluation").exists()  # nothing written by a failed job
+
+
+def test_non_integer_classes_are_refused(tmp_path):
+    values = np.array([[1.5, 2.0]], dtype=np.float32)
+    path = tmp_path / "float.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 2, 1, 1, gdal.GDT_Float32)
+    dataset.SetGeoTransform((0.0, 1.0, 0.0, 1.0, 0.0, -1.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32617)
+    dataset.SetProjection(srs.ExportToWkt())
+    dataset.GetRasterBand(1).WriteArray(values)
+    dataset = None
+    with pytest.raises(EngineError, match=re.escape(f"{path} holds non-integer class values (e.g. 1.5)")):
+        run(tmp_path, map=path, reference=path)
+
+
+def test_cancel_stops_before_writing(nc, tmp_path):
+    reporter = Reporter(io.StringIO())
+    reporter.cancel()
+    spec = {"map": str(nc / "strata.tif"), "reference": str(nc / "landsat96_labelled_pixels.tif"),
+            "output_folder": str(tmp_path / "out")}
+    with pytest.raises(JobCancelled):
+        evaluate_map_job(spec, reporter)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_map_in_the_equivalent_landsat_crs_needs_no_reprojection(nc, tmp_path, labelled_pixels_run):
+    """A model output on the Landsat grid carries its unnamed LCC (= EPSG:3358, see the data README):
+    references in EPSG:3358 are read as they are, with no resampling and no datum shift."""
+    landsat_wkt = gdal.Open(str(nc / "lsat7_2000_10.tif")).GetProjection()
+    class_map = tmp_path / "map_landsat_crs.tif"
+    gdal.Translate(str(class_map), str(nc / "strata.tif"), outputSRS=landsat_wkt)
+    assert not osr.SpatialReference(landsat_wkt).IsSame(osr.SpatialReference(gdal.Open(str(nc / "strata.tif")).GetProjection()))
+    result, messages = run(tmp_path, map=class_map, reference=nc / "landsat96_labelled_pixels.tif")
+    assert not any("resampled" in m.get("message", "") for m in messages)
+    assert result["metrics"]["confusion_matrix"] == labelled_pixels_run["metrics"]["confusion_matrix"]
+    result, _ = run(tmp_path, map=class_map, reference=nc / "landsat96_polygons.shp", class_field="id")
+    assert result["metrics"]["samples"] == 2264
+    result, _ = run(tmp_path, map=class_map, reference=nc / "landsat96_points.shp", class_field="id")
+    assert result["metrics"]["samples"] == 885
