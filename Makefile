@@ -19,7 +19,7 @@ export QGIS_PLUGINPATH := $(PLUGINPATH)
 export DEEPFIELD_SHARED_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup apt venv test demo demo-quick bench package clean
+.PHONY: setup apt test demo demo-quick bench screenshot package clean
 
 setup: $(STAMP) $(PLUGINPATH)/$(PLUGIN)
 
@@ -50,6 +50,10 @@ test: setup
 
 demo: setup
 	$(PY) -m deepfield_demo 2>/dev/null || $(PY) tests/demo.py
+
+# Re-take docs/screenshot.png (QGIS desktop under Xvfb) after the checks of test_desktop pass.
+screenshot: setup
+	DEEPFIELD_UPDATE_SCREENSHOT=1 PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/qgis/test_desktop.py -q
 
 bench: setup
 	PYTHONPATH=$(PLUGINPATH) $(PY) bench/run.py $(BENCH)
