@@ -26,6 +26,7 @@ from osgeo import gdal
 
 from .device import compute_device, tensorflow
 from .executors import Executor, ThreadExecutor
+from .fields import pack_inputs
 from .geometry import (
     BORDER_MODES,
     Grid,
@@ -313,7 +314,7 @@ def make_infer(model, tile_shapes: list[tuple[int, ...]] | None = None):
         signature = [tf.TensorSpec((1,) + tuple(shape), tf.float32) for shape in tile_shapes]
 
     def call(*inputs):
-        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        outputs = model(pack_inputs(model, inputs), training=False)
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
     traced = tf.function(call, input_signature=signature, reduce_retracing=True)

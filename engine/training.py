@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import open_dataset
+from .fields import derive_geometry, pack_inputs
 from .outputs import atomic_output, remove_path
 from .protocol import EngineError, JobCancelled, Reporter
 
@@ -244,7 +245,7 @@ def build_network(task: Task, config: TrainConfig):
         keras.layers.Normalization(mean=s["mean"], variance=variance(s["std"]), name=f"normalise_{s['name']}")(x)
         for s, x in zip(task.sources, inputs)
     ]
-    output = core(model_inputs(task, normalised))
+    output = core(pack_inputs(core, normalised))  # a user's builder may take a dict of inputs
     if task.kind == "image":
         mean, std = output_statistics(task)
         output = keras.layers.Normalization(mean=mean, variance=variance(std), invert=True, name="denormalise")(output)
@@ -736,7 +737,6 @@ def build_models(config: TrainConfig, task: Task, reporter: Reporter) -> Models:
     tensorflow()
     import keras
 
-    from .fields import derive_geometry
 
     if config.mixed_precision:
         if compute_device() == "/CPU:0":

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from deepfield.engine.fields import call_model
 from deepfield.engine.geometry import ModelGeometry, SourceGeometry
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
 from deepfield.engine.rasters import ClassStyle, raster_info
@@ -99,8 +100,10 @@ def talk(bands):
     return keras.Model(x, y), ModelGeometry((SourceGeometry("landsat", bands, 16),), ef=1, sf=Fraction(4))
 
 
-def pan_ms():
-    """Pan 0.5 m (reference) + MS 1 m (scale 2), output at pan spacing: EF 2, halos 6 and 3 px."""
+def pan_ms(dict_inputs=False):
+    """Pan 0.5 m (reference) + MS 1 m (scale 2), output at pan spacing: EF 2, halos 6 and 3 px.
+
+    ``dict_inputs``: the Keras model takes ``{"pan": ..., "ms": ...}`` instead of a list."""
     keras.utils.set_random_seed(3)
     pan, ms = keras.Input((None, None, 1)), keras.Input((None, None, 4))
     p = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(keras.layers.Rescaling(1 / 1000)(pan))
@@ -110,7 +113,7 @@ def pan_ms():
     y = keras.layers.Conv2D(2, 1)(y)
     geometry = ModelGeometry((SourceGeometry("pan", 1, 14), SourceGeometry("ms", 4, 7, Fraction(2))),
                              ef=2, sf=Fraction(1), crop=6)
-    return keras.Model([pan, ms], y), geometry
+    return keras.Model({"pan": pan, "ms": ms} if dict_inputs else [pan, ms], y), geometry
 
 
 def super_resolution():
@@ -133,8 +136,7 @@ def reference(model, arrays, starts, lengths, crop, size, mode="reflect"):
         padded = np.pad(array, pads, mode=mode)
         s = start + pads[0][0]
         inputs.append(padded[None, s:s + length, s:s + length])
-    out = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-    return np.asarray(out)[0, crop:crop + size[0], crop:crop + size[1]]
+    return call_model(model, inputs)[0][0, crop:crop + size[0], crop:crop + size[1]]
 
 
 def serve(model, geometry, sources, path, **options):
@@ -206,9 +208,9 @@ def test_shrink_mode_keeps_only_unpadded_pixels(rasters, tmp_path):
     np.testing.assert_allclose(tiled, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("ms_key", ["ms_nested", "ms"])
-def test_two_sources_at_two_resolutions(rasters, tmp_path, ms_key):
-    model, geometry = pan_ms()
+@pytest.mark.parametrize("ms_key, dict_inputs", [("ms_nested", False), ("ms", False), ("ms_nested", True)])
+def test_two_sources_at_two_resolutions(rasters, tmp_path, ms_key, dict_inputs):
+    model, geometry = pan_ms(dict_inputs)
     sources = [rasters["pan"], rasters[ms_key]]
     result, whole = serve(model, geometry, sources, tmp_path / "whole.tif", tile=10**6)
     pan_gt, _, _ = grid_of(rasters["pan"])

@@ -270,12 +270,13 @@ def test_custom_model_file_trains_and_travels_with_the_model(class_dataset, work
     from deepfield.engine.modelfolder import load_model_folder
 
     code = tmp_path / "tiny.py"
-    code.write_text(
+    code.write_text(  # a user's model may take its inputs as a dict by source name
         "import keras\n"
         "def build(spec):\n"
-        "    x = keras.Input((None, None, spec['sources'][0]['bands']), name=spec['sources'][0]['name'])\n"
+        "    name = spec['sources'][0]['name']\n"
+        "    x = keras.Input((None, None, spec['sources'][0]['bands']), name=name)\n"
         "    h = keras.layers.Conv2D(4, 16, activation='relu')(x)\n"
-        "    return keras.Model(x, keras.layers.Conv2D(spec['classes'], 1, activation='softmax')(h))\n")
+        "    return keras.Model({name: x}, keras.layers.Conv2D(spec['classes'], 1, activation='softmax')(h))\n")
     output = work / "custom"
     result = train({"dataset": str(class_dataset), "custom_model": str(code), "output": str(output)})
     assert result["best_epoch"] == 1 and (output / "custom.py").read_text() == code.read_text()
