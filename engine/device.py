@@ -16,6 +16,10 @@ from .protocol import EngineError
 def tensorflow():
     """Import and configure TensorFlow; an :class:`EngineError` says how to install it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # GDAL first: TensorFlow bundles an SQLite without R-tree; loaded first, its symbols win and
+    # GeoPackages written afterwards silently lose their spatial index.
+    from osgeo import gdal  # noqa: F401
+
     try:
         import tensorflow as tf
     except ImportError as error:

@@ -737,7 +737,6 @@ def build_models(config: TrainConfig, task: Task, reporter: Reporter) -> Models:
     tensorflow()
     import keras
 
-
     if config.mixed_precision:
         if compute_device() == "/CPU:0":
             reporter.warning("mixed precision on the CPU is slow; it pays off on recent GPUs only")

@@ -9,7 +9,7 @@ and concatenated with it at the input; SF 1. Hyper-parameters: ``depth`` (3), ``
 from __future__ import annotations
 
 from ..engine.protocol import EngineError
-from .spec import ModelSpec, conv, head, integer_scale, keras, model, source_inputs
+from .spec import ModelSpec, head, integer_scale, keras, model, source_inputs
 
 UPSAMPLING = ("nearest", "transpose")
 
