@@ -5,7 +5,6 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -67,9 +66,7 @@ class ApplyModel(EngineAlgorithm):
                                          defaultValue=0, minValue=0),
             QgsProcessingParameterEnum("BORDER", "Border mode", BORDER_LABELS, defaultValue=0),
         ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
 
     def build_job(self, parameters, context, feedback):

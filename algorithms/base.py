@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition
 from qgis.PyQt.QtGui import QIcon
 
 from .runner import EngineJobCancelled, EngineJobError, default_python, run_job
@@ -78,6 +78,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def build_job(self, parameters, context, feedback):
         raise NotImplementedError
+
+    def add_advanced(self, *parameters) -> None:
+        """Add parameters under the dialog's "Advanced parameters" section."""
+        for parameter in parameters:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
 
     def vector_path(self, parameters, name, context, feedback) -> tuple[str, str | None]:
         """(path, layer name) of a vector input; memory and database layers become a GeoPackage."""

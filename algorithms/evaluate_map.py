@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
@@ -53,8 +52,7 @@ class EvaluateMap(EngineAlgorithm):
             "MASK", "Mask (evaluate inside these polygons only)", [QgsProcessing.TypeVectorPolygon], optional=True))
         ignore = QgsProcessingParameterString(
             "IGNORE_VALUES", "Class values to ignore (comma-separated)", defaultValue="", optional=True)
-        ignore.setFlags(ignore.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(ignore)
+        self.add_advanced(ignore)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Report folder"))
         self.addOutput(QgsProcessingOutputHtml("REPORT", "Evaluation report"))
         self.addOutput(QgsProcessingOutputNumber("OA", "Overall accuracy (0-1)"))

@@ -9,7 +9,6 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -60,8 +59,7 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "LABEL_PATCH_SIZE", "Label patch size (its pixels; 0 = the first source's)", defaultValue=0, minValue=0))
         shard = QgsProcessingParameterNumber("SHARD_SIZE", "Patches per shard file", defaultValue=1024, minValue=1)
-        shard.setFlags(shard.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(shard)
+        self.add_advanced(shard)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Dataset folder"))
         self.addOutput(QgsProcessingOutputFile("MANIFEST", "Dataset manifest"))
         self.addOutput(QgsProcessingOutputVectorLayer("ACCEPTED", "Accepted positions", QgsProcessing.TypeVectorPoint))

@@ -6,7 +6,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
@@ -80,9 +79,7 @@ class SelectSamples(EngineAlgorithm):
             QgsProcessingParameterRasterLayer("MASK", "Grid: mask raster (non-zero = usable)", optional=True),
             QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0, minValue=0),
         ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterVectorDestination(
             "OUTPUT", "Sample positions", QgsProcessing.TypeVectorPoint))
         self.addParameter(QgsProcessingParameterFileDestination(

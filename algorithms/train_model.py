@@ -7,7 +7,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -70,9 +69,7 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
         ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
+        self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
         # older modelers link a folder output to no File parameter (Apply model's MODEL): offer a string too
         self.addOutput(QgsProcessingOutputString("MODEL", "Model folder path (for Apply model in the modeler)"))

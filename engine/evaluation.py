@@ -34,8 +34,8 @@ from osgeo import gdal, ogr, osr
 from .geometry import Bounds, Grid, Window, intersect_bounds
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import RasterInfo, raster_info
-from .sampling import crs_equivalent, pixel_coords, read_points
+from .rasters import RasterInfo, crs_equivalent, raster_info, rasterize
+from .sampling import pixel_coords, read_points
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -275,7 +275,7 @@ def _srs(wkt: str):
 
 def _transformer(source_wkt: str, target_wkt: str):
     """An OSR transformation from ``source_wkt`` to ``target_wkt``; None if either is unknown or
-    they are equivalent (:func:`.sampling.crs_equivalent`: the NC data's unnamed LCC is EPSG:3358)."""
+    they are equivalent (:func:`.rasters.crs_equivalent`: the NC data's unnamed LCC is EPSG:3358)."""
     if not source_wkt or not target_wkt or crs_equivalent(source_wkt, target_wkt):
         return None
     return osr.CoordinateTransformation(_srs(source_wkt), _srs(target_wkt))
@@ -331,28 +331,6 @@ def _layer_crs(layer, grid: Grid) -> str:
     return wkt if _transformer(wkt, grid.crs_wkt) is None and wkt else grid.crs_wkt
 
 
-def _rasterize(grid: Grid, window: Window, vector, layer, attribute: str | None = None):
-    """Burn a vector layer into ``window`` of the map grid (pixel centres inside).
-
-    With ``attribute``: float64 values of that field, NaN where no feature (or a null value);
-    without: a boolean coverage.
-    """
-    target = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1,
-                                               gdal.GDT_Float64 if attribute else gdal.GDT_Byte)
-    target.SetGeoTransform(grid.subgrid(window).geotransform())
-    target.SetProjection(_layer_crs(layer, grid))
-    band = target.GetRasterBand(1)
-    band.Fill(math.nan if attribute else 0)
-    if attribute:
-        options = gdal.RasterizeOptions(layers=[layer.GetName()], attribute=attribute,
-                                        where=f'"{attribute}" IS NOT NULL')
-    else:
-        options = gdal.RasterizeOptions(layers=[layer.GetName()], burnValues=[1])
-    gdal.Rasterize(target, vector, options=options)
-    values = band.ReadAsArray()
-    return values if attribute else values.astype(bool)
-
-
 # -- reference sources: each yields (reference classes, map classes) for a strip of the map --------
 class _RasterReference:
     """A reference raster read on the map's grid (warped nearest to a VRT when grids differ)."""
@@ -393,7 +371,8 @@ class _PolygonReference:
         self.vector, self.layer, self.field, self.path, self.grid = vector, layer, field_name, path, grid
 
     def samples(self, window: Window, map_values: np.ndarray, map_valid: np.ndarray):
-        values = _rasterize(self.grid, window, self.vector, self.layer, self.field)
+        values = rasterize(self.grid, window, self.vector, self.layer.GetName(), self.field,
+                           _layer_crs(self.layer, self.grid))
         valid = map_valid & np.isfinite(values)
         return _as_classes(values[valid], f"{self.path} field {self.field!r}"), map_values[valid]
 
@@ -558,7 +537,8 @@ def accumulate(spec: EvaluationSpec, info: RasterInfo, reporter: Reporter) -> Co
         raw = map_band.ReadAsArray(window.col_off, window.row_off, window.width, window.height)
         valid = _valid(raw, info.nodata[0])
         if mask is not None:
-            valid &= _rasterize(grid, window, *mask)
+            vector, layer = mask
+            valid &= rasterize(grid, window, vector, layer.GetName(), crs_wkt=_layer_crs(layer, grid))
         map_values = np.zeros(raw.shape, dtype=np.int64)
         map_values[valid] = _as_classes(raw[valid], spec.map)
         ref, pred = reference.samples(window, map_values, valid)

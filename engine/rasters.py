@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -152,11 +153,63 @@ class AlignedSource:
         return int(col), int(row)
 
 
-def same_crs(wkt_a: str, wkt_b: str) -> bool:
-    a, b = osr.SpatialReference(), osr.SpatialReference()
-    a.ImportFromWkt(wkt_a)
-    b.ImportFromWkt(wkt_b)
-    return bool(a.IsSame(b))
+def pyproj_crs(wkt: str):
+    """A pyproj CRS from WKT (the source CRS of a bound CRS: towgs84 clauses are not a CRS)."""
+    from pyproj import CRS
+
+    crs = CRS.from_wkt(wkt)
+    return crs.source_crs if crs.is_bound else crs
+
+
+def crs_equivalent(wkt_a: str, wkt_b: str) -> bool:
+    """True when two CRSs define the same coordinates (same projection, parameters, ellipsoid).
+
+    Datum names and towgs84 clauses are ignored: an unnamed LCC on GRS80 with EPSG:3358's
+    parameters is EPSG:3358 (the NC sample data), and reprojecting between them would shift
+    points by a datum transformation that the data never went through.
+    """
+    a, b = pyproj_crs(wkt_a), pyproj_crs(wkt_b)
+    if a.equals(b, ignore_axis_order=True):
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proj_a, proj_b = a.to_proj4(), b.to_proj4()
+    return _proj_terms(proj_a) == _proj_terms(proj_b)
+
+
+def _proj_terms(proj4: str) -> set[str]:
+    ignored = ("+towgs84", "+no_defs", "+type", "+datum", "+wktext")
+    terms = {t for t in proj4.split() if not t.startswith(ignored)}
+    datums = {"+datum=WGS84": "+ellps=WGS84", "+datum=NAD83": "+ellps=GRS80"}
+    for term in proj4.split():
+        if term in datums:
+            terms.add(datums[term])
+    return terms
+
+
+def rasterize(grid: Grid, window: Window, vector, layer: str | None = None, attribute: str | None = None,
+              crs_wkt: str | None = None) -> np.ndarray:
+    """Burn a vector layer into ``window`` of ``grid`` (pixels whose centre is inside a polygon).
+
+    ``vector``: a path or an open GDAL/OGR dataset; ``layer``: its layer name (default: the
+    first). ``crs_wkt``: the CRS to burn in (default the grid's; GDAL reprojects the geometries
+    when the layer's CRS differs). With ``attribute``: float64 values of that field, NaN where no
+    feature or a null value; without: a boolean coverage.
+    """
+    target = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1,
+                                               gdal.GDT_Float64 if attribute else gdal.GDT_Byte)
+    target.SetGeoTransform(grid.subgrid(window).geotransform())
+    target.SetProjection(crs_wkt or grid.crs_wkt)
+    band = target.GetRasterBand(1)
+    band.Fill(math.nan if attribute else 0)
+    layers = [layer] if layer else None
+    if attribute:
+        options = gdal.RasterizeOptions(layers=layers, attribute=attribute, where=f'"{attribute}" IS NOT NULL')
+    else:
+        options = gdal.RasterizeOptions(layers=layers, burnValues=[1])
+    gdal.Rasterize(target, vector, options=options)
+    values = band.ReadAsArray()
+    return values if attribute else values.astype(bool)
 
 
 def align_source(info: RasterInfo, reference: Grid, scale: Fraction, resampling: str = "bilinear",
@@ -172,7 +225,7 @@ def align_source(info: RasterInfo, reference: Grid, scale: Fraction, resampling:
     # Corners on the lattice: scale = p/q, so the source corners must sit on multiples of 1/q.
     on_lattice = all(float(snap(v * scale.denominator)).is_integer() for v in (col, row))
     reason = None
-    if not same_crs(info.crs_wkt, reference.crs_wkt):
+    if not crs_equivalent(info.crs_wkt, reference.crs_wkt):
         reason = "its CRS differs from the reference source's"
     elif not (_close(grid.spacing_x, spacing[0]) and _close(grid.spacing_y, spacing[1])):
         reason = (f"its pixel spacing {grid.spacing_x:g} x {grid.spacing_y:g} is not {float(scale):g} x the "

@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from .dataset import SPLITS
 from .geometry import patch_start, snap
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import raster_info
+from .rasters import crs_equivalent, pyproj_crs, raster_info
 
 LAYER = "positions"
 STRATEGIES = ("points", "polygons", "label_raster", "grid")
@@ -75,46 +74,13 @@ class Positions:
 
 # -- CRS -------------------------------------------------------------------------------------
 
-def _crs(wkt: str):
-    from pyproj import CRS
-
-    crs = CRS.from_wkt(wkt)
-    return crs.source_crs if crs.is_bound else crs
-
-
-def crs_equivalent(wkt_a: str, wkt_b: str) -> bool:
-    """True when two CRSs define the same coordinates (same projection, parameters, ellipsoid).
-
-    Datum names and towgs84 clauses are ignored: an unnamed LCC on GRS80 with EPSG:3358's
-    parameters is EPSG:3358 (the NC sample data), and reprojecting between them would shift
-    points by a datum transformation that the data never went through.
-    """
-    a, b = _crs(wkt_a), _crs(wkt_b)
-    if a.equals(b, ignore_axis_order=True):
-        return True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proj_a, proj_b = a.to_proj4(), b.to_proj4()
-    return _proj_terms(proj_a) == _proj_terms(proj_b)
-
-
-def _proj_terms(proj4: str) -> set[str]:
-    ignored = ("+towgs84", "+no_defs", "+type", "+datum", "+wktext")
-    terms = {t for t in proj4.split() if not t.startswith(ignored)}
-    datums = {"+datum=WGS84": "+ellps=WGS84", "+datum=NAD83": "+ellps=GRS80"}
-    for term in proj4.split():
-        if term in datums:
-            terms.add(datums[term])
-    return terms
-
-
 def transform_xy(x: np.ndarray, y: np.ndarray, src_wkt: str, dst_wkt: str) -> tuple[np.ndarray, np.ndarray]:
     """Reproject coordinates (x = easting/longitude) unless the CRSs are equivalent."""
     if not src_wkt or not dst_wkt or crs_equivalent(src_wkt, dst_wkt):
         return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     from pyproj import Transformer
 
-    transformer = Transformer.from_crs(_crs(src_wkt), _crs(dst_wkt), always_xy=True)
+    transformer = Transformer.from_crs(pyproj_crs(src_wkt), pyproj_crs(dst_wkt), always_xy=True)
     tx, ty = transformer.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     return np.asarray(tx), np.asarray(ty)
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from osgeo import gdal
 
 from .device import compute_device, tensorflow
 from .executors import Executor, ThreadExecutor
@@ -40,7 +39,7 @@ from .geometry import (
     tiles,
 )
 from .protocol import EngineError, Reporter
-from .rasters import AlignedSource, ClassStyle, GeoTiffWriter, align_source, raster_info, read_window
+from .rasters import AlignedSource, ClassStyle, GeoTiffWriter, align_source, raster_info, rasterize, read_window
 
 SERVING_BORDERS = BORDER_MODES + ("shrink",)
 NODATA_MODES = ("skip", "mask")
@@ -399,7 +398,7 @@ class _TileReader:
         if not fill and self.nodata_mode == "mask":
             invalid = _touching(plan.geometry, bad_masks, task.block.width)
         if not fill and plan.mask is not None:
-            outside = ~_rasterize_mask(plan.mask, plan.grid, task.block)
+            outside = ~rasterize(plan.grid, task.block, plan.mask.path, plan.mask.layer)
             fill = "nodata" if outside.all() else None
             invalid = outside if invalid is None else invalid | outside
         if fill:
@@ -434,15 +433,6 @@ def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray | None], size:
         counts = table[r0 + rf, c0 + rf] - table[r0, c0 + rf] - table[r0 + rf, c0] + table[r0, c0]
         hit |= counts > 0
     return np.repeat(np.repeat(hit, ef, 0), ef, 1)
-
-
-def _rasterize_mask(mask: MaskSpec, grid: Grid, block: Window) -> np.ndarray:
-    """Output pixels of ``block`` inside the mask polygons (rasterized in memory, all touched off)."""
-    target = gdal.GetDriverByName("MEM").Create("", block.width, block.height, 1, gdal.GDT_Byte)
-    target.SetGeoTransform(grid.subgrid(block).geotransform())
-    target.SetProjection(grid.crs_wkt)
-    gdal.Rasterize(target, mask.path, layers=[mask.layer] if mask.layer else None, burnValues=[1])
-    return target.GetRasterBand(1).ReadAsArray().astype(bool)
 
 
 class _BackgroundWriter:

@@ -75,6 +75,15 @@ def test_aligned_sources_are_not_warped(data_dir):
     assert fine.offset(reference) == (-1, 0)
 
 
+def test_equivalent_crs_under_another_name_is_not_warped(data_dir):
+    """strata.tif says EPSG:3358; the Landsat bands carry an unnamed LCC with the same parameters."""
+    reference = raster_info(data_dir / NC).grid
+    labels = raster_info(data_dir / "nc_landsat7_landcover/strata.tif")
+    assert labels.crs_wkt != reference.crs_wkt
+    aligned = align_source(labels, reference, 1)
+    assert not aligned.warped and aligned.corner == (0, 0)
+
+
 def test_misaligned_sources_are_warped_and_logged(data_dir, tmp_path):
     reference = raster_info(data_dir / NC).grid
     shifted = str(tmp_path / "shifted.tif")

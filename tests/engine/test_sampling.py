@@ -9,7 +9,8 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from deepfield.engine.protocol import EngineError, Reporter
-from deepfield.engine.sampling import crs_equivalent, select_samples_job
+from deepfield.engine.rasters import crs_equivalent
+from deepfield.engine.sampling import select_samples_job
 
 NC = "nc_landsat7_landcover"
 
