@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterDefinition
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+)
 from qgis.PyQt.QtGui import QIcon
 
 from .runner import EngineJobCancelled, EngineJobError, default_python, run_job
@@ -35,6 +40,32 @@ def raster_path(layer, what: str) -> str:
     return layer.source()
 
 
+def renderer_classes(layer) -> list[dict]:
+    """The class values, names and colours of a paletted raster style (what the user sees), else []."""
+    renderer = layer.renderer()
+    if not isinstance(renderer, QgsPalettedRasterRenderer):
+        return []
+    return [{"value": int(c.value), "name": c.label or f"class {int(c.value)}", "color": c.color.name()}
+            for c in renderer.classes()]
+
+
+def parse_classes(text: str) -> list[dict]:
+    """Classes from ``"1=developed:#e31a1c, 2=agriculture"`` (value=name, optional :#colour)."""
+    classes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        value, _, rest = item.partition("=")
+        name, _, color = rest.partition(":")
+        try:
+            entry = {"value": int(value), "name": name.strip() or value.strip()}
+        except ValueError:
+            raise QgsProcessingException(
+                f"Class {item!r}: write classes as value=name or value=name:#rrggbb, separated by commas") from None
+        if color.strip():
+            entry["color"] = color.strip()
+        classes.append(entry)
+    return classes
+
+
 class EngineAlgorithm(QgsProcessingAlgorithm):
     """A Processing algorithm whose work is one engine job.
 
@@ -48,7 +79,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     DISPLAY_NAME = ""
     GROUP_ID = "tools"
     GROUPS = {"tools": "Tools", "sampling": "Sampling", "training": "Training",
-              "serving": "Serving", "evaluation": "Evaluation"}
+              "serving": "Serving", "evaluation": "Evaluation", "workflows": "Workflows"}
     HELP = ""
     ICON = "deepfield.svg"
 

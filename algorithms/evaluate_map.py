@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from qgis.core import (
-    QgsPalettedRasterRenderer,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputHtml,
@@ -15,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, raster_path
+from .base import EngineAlgorithm, raster_path, renderer_classes
 
 #: The files the engine writes into the output folder (engine.evaluation.FILES; not imported:
 #: the engine stays out of QGIS). Listed so that a killed job's ``.part`` files are removed.
@@ -75,7 +74,7 @@ class EvaluateMap(EngineAlgorithm):
             "job": "evaluate_map",
             "map": raster_path(class_map, "class map"),
             "output_folder": folder,
-            "classes": _renderer_classes(class_map),
+            "classes": renderer_classes(class_map),
             "ignore_values": _integers(self.parameterAsString(parameters, "IGNORE_VALUES", context)),
         }
         reference_raster = self.parameterAsRasterLayer(parameters, "REFERENCE_RASTER", context)
@@ -98,15 +97,6 @@ class EvaluateMap(EngineAlgorithm):
             "KAPPA": metrics["kappa"],
             "MACRO_F1": metrics["macro_f1"],
         }
-
-
-def _renderer_classes(layer) -> list:
-    """The class names and colours of a paletted raster style (what the user sees), else []."""
-    renderer = layer.renderer()
-    if not isinstance(renderer, QgsPalettedRasterRenderer):
-        return []
-    return [{"value": int(c.value), "name": c.label or f"class {int(c.value)}", "color": c.color.name()}
-            for c in renderer.classes()]
 
 
 def _integers(text: str) -> list:

