@@ -1,6 +1,8 @@
 """The DeepField Processing provider: its algorithms and its settings."""
 
-from qgis.core import QgsProcessingProvider
+from pathlib import Path
+
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .apply_model import ApplyModel
@@ -14,6 +16,31 @@ from .select_samples import SelectSamples
 from .train_model import TrainModel
 
 ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel)
+#: Processing models shipped with the plugin (built by scripts/build_model3.py).
+MODELS = Path(__file__).parent.parent / "processing_models"
+
+
+class ShippedModel(QgsProcessingModelAlgorithm):
+    """A model of :data:`MODELS`: id ``deepfield:<file name without "_">``, the model's name as display name.
+
+    (A QGIS 3.22 model's name is both its id and its display name.)
+    """
+
+    def __init__(self, algorithm_name: str = ""):
+        super().__init__()
+        self.algorithm_name = algorithm_name
+
+    def name(self):
+        return self.algorithm_name
+
+    def displayName(self):  # noqa: N802
+        return super().name()
+
+    def createInstance(self):  # noqa: N802
+        model = ShippedModel(self.algorithm_name)
+        model.loadVariant(self.toVariant())
+        model.setSourceFilePath(self.sourceFilePath())
+        return model
 
 
 
@@ -55,3 +82,9 @@ class DeepFieldProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())
+        for path in sorted(MODELS.glob("*.model3")):
+            model = ShippedModel(path.stem.replace("_", ""))
+            if model.fromFile(str(path)):
+                self.addAlgorithm(model)
+            else:
+                QgsMessageLog.logMessage(f"cannot read the model {path}", "DeepField", Qgis.Warning)

@@ -39,7 +39,9 @@ class SelectSamples(EngineAlgorithm):
         "(no band nodata, inside the optional mask). Positions outside the image, whose patch leaves it, or "
         "on nodata are dropped. Splits are random (stratified per class) or spatially disjoint: square "
         "blocks of BLOCK SIZE map units go wholly to one split and patches crossing a block border are "
-        "dropped, so validation patches never overlap training patches. Same seed, same selection."
+        "dropped, so validation patches never overlap training patches; the optional split blocks output holds "
+        "these blocks as polygons with their split (e.g. to evaluate a map on the test blocks only). Same seed, "
+        "same selection."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -85,6 +87,9 @@ class SelectSamples(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "REPORT", "Class balance table", "CSV files (*.csv);;JSON files (*.json)", optional=True,
             createByDefault=True))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            "BLOCKS", "Split blocks (spatial blocks split: polygons with a split field)",
+            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber("COUNT", "Number of positions"))
 
     def build_job(self, parameters, context, feedback):
@@ -130,7 +135,14 @@ class SelectSamples(EngineAlgorithm):
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
         if report:
             spec["report"] = report
-        return spec, [output] + ([report] if report else [])
+        blocks = self.parameterAsOutputLayer(parameters, "BLOCKS", context)
+        if blocks:
+            if spec["split_mode"] != "blocks" or Path(blocks).suffix.lower() != ".gpkg":
+                raise QgsProcessingException(f"Split blocks ({blocks}) are written as a GeoPackage (.gpkg) "
+                                             "with the spatial blocks split only")
+            spec["blocks"] = blocks
+        return spec, [output] + [path for path in (report, blocks) if path]
 
     def make_results(self, result, parameters, context, feedback):
-        return {"OUTPUT": result["output"], "REPORT": result["report"], "COUNT": result["count"]}
+        return {"OUTPUT": result["output"], "REPORT": result["report"], "COUNT": result["count"],
+                "BLOCKS": result.get("blocks")}

@@ -46,6 +46,7 @@ from .protocol import EngineError, Reporter
 from .rasters import crs_equivalent, pyproj_crs, raster_info
 
 LAYER = "positions"
+BLOCKS_LAYER = "blocks"
 STRATEGIES = ("points", "polygons", "label_raster", "grid")
 LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
 READ_BUDGET_BYTES = 64 * 2**20
@@ -192,21 +193,27 @@ def read_points(path: str, target_wkt: str, class_field: str | None = None,
                      np.array(splits, dtype=object))
 
 
-def write_positions(path: str | Path, positions: Positions, crs_wkt: str,
-                    extra_fields: dict[str, np.ndarray] | None = None) -> None:
-    """Write ``positions`` as the GeoPackage point layer ``positions`` (fid 1..n, class, split)."""
+def create_gpkg_layer(path: str | Path, name: str, crs_wkt: str, geometry_type: int):
+    """A new GeoPackage ``path`` with one empty layer ``name`` (FID column ``fid``): (source, layer)."""
     from osgeo import gdal, ogr, osr
 
     ogr.UseExceptions()
-    driver = ogr.GetDriverByName("GPKG")
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # the ".part" extension warning
     try:
-        source = driver.CreateDataSource(str(path))
+        source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     finally:
         gdal.PopErrorHandler()
     srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
-    layer = source.CreateLayer(LAYER, srs, ogr.wkbPoint, ["FID=fid"])
+    return source, source.CreateLayer(name, srs, geometry_type, ["FID=fid"])
+
+
+def write_positions(path: str | Path, positions: Positions, crs_wkt: str,
+                    extra_fields: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``positions`` as the GeoPackage point layer ``positions`` (fid 1..n, class, split)."""
+    from osgeo import ogr
+
+    source, layer = create_gpkg_layer(path, LAYER, crs_wkt, ogr.wkbPoint)
     layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("split", ogr.OFTString))
     extra_fields = extra_fields or {}
@@ -524,13 +531,12 @@ def random_splits(classes: np.ndarray | None, count: int, proportions: np.ndarra
     return splits
 
 
-def block_splits(info, positions: Positions, patch_size: int, block_size: float,
-                 proportions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Spatially disjoint splits: returns (kept mask, split per kept position).
+def block_cells(info, positions: Positions, patch_size: int, block_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(footprint in one block, block ``(column, row)`` of the footprint's first pixel) per position.
 
-    Blocks are ``block_size`` map units, counted from the raster's top-left corner. A position
-    is kept when its footprint lies in one block; blocks (in a seeded random order) fill the
-    splits in turn until each holds its proportion of the kept positions.
+    Blocks are squares of ``block_size`` map units counted from the raster's top-left corner:
+    block ``(i, j)`` covers map x ``[x0 + i*block_size, x0 + (i+1)*block_size)`` and map y
+    ``(y0 - (j+1)*block_size, y0 - j*block_size]``.
     """
     if block_size <= 0:
         raise EngineError(f"block_size must be > 0 map units, got {block_size}")
@@ -539,8 +545,46 @@ def block_splits(info, positions: Positions, patch_size: int, block_size: float,
     first_bx, last_bx = np.floor(cols * sx / block_size), np.ceil((cols + patch_size) * sx / block_size) - 1
     first_by, last_by = np.floor(rows * sy / block_size), np.ceil((rows + patch_size) * sy / block_size) - 1
     keep = (first_bx == last_bx) & (first_by == last_by)
-    block_ids = np.stack([first_bx[keep], first_by[keep]], axis=1).astype(np.int64)
-    blocks, inverse, sizes = np.unique(block_ids, axis=0, return_inverse=True, return_counts=True)
+    return keep, np.stack([first_bx, first_by], axis=1).astype(np.int64)
+
+
+def write_blocks(path: str | Path, info, positions: Positions, patch_size: int, block_size: float) -> int:
+    """Write the blocks holding ``positions`` (split by blocks) as the GeoPackage polygon layer
+    :data:`BLOCKS_LAYER` (fields ``split``, ``positions``), clipped to the raster; returns the block count."""
+    from osgeo import ogr
+
+    _, cells = block_cells(info, positions, patch_size, block_size)
+    blocks, first, counts = np.unique(cells, axis=0, return_index=True, return_counts=True)
+    x0, y0 = info.geotransform[0], info.geotransform[3]
+    x1, y1 = map_coords(info, info.width, info.height)
+    source, layer = create_gpkg_layer(path, BLOCKS_LAYER, info.crs_wkt, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("split", ogr.OFTString))
+    layer.CreateField(ogr.FieldDefn("positions", ogr.OFTInteger))
+    layer.StartTransaction()
+    for (i, j), index, count in zip(blocks.tolist(), first.tolist(), counts.tolist()):
+        left, right = x0 + i * block_size, min(x0 + (i + 1) * block_size, float(x1))
+        top, bottom = y0 - j * block_size, max(y0 - (j + 1) * block_size, float(y1))
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("split", str(positions.splits[index]))
+        feature.SetField("positions", count)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))"))
+        layer.CreateFeature(feature)
+    layer.CommitTransaction()
+    source = None
+    return len(blocks)
+
+
+def block_splits(info, positions: Positions, patch_size: int, block_size: float,
+                 proportions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Spatially disjoint splits: returns (kept mask, split per kept position).
+
+    Blocks are ``block_size`` map units, counted from the raster's top-left corner. A position
+    is kept when its footprint lies in one block; blocks (in a seeded random order) fill the
+    splits in turn until each holds its proportion of the kept positions.
+    """
+    keep, cells = block_cells(info, positions, patch_size, block_size)
+    blocks, inverse, sizes = np.unique(cells[keep], axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     order = rng.permutation(len(blocks))
     targets = np.cumsum(proportions) * keep.sum()
@@ -656,11 +700,16 @@ def select_samples_job(spec: dict, reporter: Reporter) -> dict:
     (random | grid), ``samples_per_class``, ``step`` (pixels), ``border_distance`` (map units).
     label_raster: ``label_raster``, ``label_strategy`` (constant | total | smallest | all),
     ``samples``, ``label_nodata`` (default the raster's). grid: ``step`` (default patch_size),
-    ``mask`` (raster on the image grid). Result: {output, report, count, balance, dropped}.
+    ``mask`` (raster on the image grid). ``blocks`` (optional, blocks split): a GeoPackage
+    receiving the blocks holding positions, with their ``split`` (see :func:`write_blocks`).
+    Result: {output, report, count, balance, dropped, blocks (path or None)}.
     """
     output = spec.get("output")
     if not output:
         raise EngineError("select_samples needs 'output': the GeoPackage to write")
+    if spec.get("blocks") and spec.get("split_mode", "random") != "blocks":
+        raise EngineError(f"select_samples writes the split blocks ({spec['blocks']}) only with "
+                          "split_mode 'blocks'")
     positions, dropped, info = select_positions(spec, reporter)
     reporter.check_cancelled()
     reporter.progress(80)
@@ -670,6 +719,10 @@ def select_samples_job(spec: dict, reporter: Reporter) -> dict:
     with atomic_output(output) as temp:
         write_positions(temp, positions, info.crs_wkt)
     write_balance(report, table)
+    if spec.get("blocks"):
+        with atomic_output(spec["blocks"]) as temp:
+            count = write_blocks(temp, info, positions, int(spec.get("patch_size", 1)), float(spec["block_size"]))
+        reporter.log(f"{count} split blocks written to {spec['blocks']}")
     reporter.progress(100)
     return {"output": str(output), "report": str(report), "count": len(positions),
-            "balance": table, "dropped": dropped}
+            "balance": table, "dropped": dropped, "blocks": spec.get("blocks") or None}

@@ -187,6 +187,30 @@ def test_constant_selection_with_blocks(nc, tmp_path):
     assert_disjoint_splits(rows, gdal.Open(nc["image"]).GetGeoTransform(), 16)
 
 
+def test_split_blocks_layer_holds_each_position_in_a_block_of_its_split(nc, tmp_path):
+    out, blocks = tmp_path / "grid.gpkg", tmp_path / "blocks.gpkg"
+    spec = {"raster": nc["image"], "strategy": "grid", "patch_size": 32, "seed": 1, "split_mode": "blocks",
+            "split": {"train": 0.6, "valid": 0.2, "test": 0.2}, "block_size": 3000, "output": str(out)}
+    result, _ = run({**spec, "blocks": str(blocks)})
+    assert result["blocks"] == str(blocks)
+    rows, _ = read_gpkg(out)
+    polygons = [(f.GetGeometryRef().Clone(), f.GetField("split"), f.GetField("positions")) for f in features(blocks)]
+    gt = gdal.Open(nc["image"]).GetGeoTransform()
+    extent = ogr.CreateGeometryFromWkt(f"POLYGON (({gt[0]} {gt[3]}, {gt[0] + 489 * gt[1]} {gt[3]}, "
+                                       f"{gt[0] + 489 * gt[1]} {gt[3] + 443 * gt[5]}, {gt[0]} {gt[3] + 443 * gt[5]}, "
+                                       f"{gt[0]} {gt[3]}))")
+    assert {split for _, split, _ in polygons} == {"train", "valid", "test"}
+    assert sum(n for *_, n in polygons) == result["count"] == len(rows)
+    for k, (polygon, split, count) in enumerate(polygons):
+        assert polygon.GetArea() <= 3000 ** 2 + 1e-6 and extent.Contains(polygon)
+        inside = [r for r in rows if polygon.Contains(ogr.CreateGeometryFromWkt(f"POINT ({r[0]} {r[1]})"))]
+        assert len(inside) == count and {r[3] for r in inside} == {split}
+        assert all(polygon.Intersection(other).GetArea() == 0 for other, *_ in polygons[k + 1:])
+    with pytest.raises(EngineError, match="only with split_mode 'blocks'"):
+        run({**spec, "split_mode": "random", "blocks": str(tmp_path / "no.gpkg")})
+    assert not (tmp_path / "no.gpkg").exists()
+
+
 def test_polygons_random_and_grid(nc, tmp_path):
     out = tmp_path / "poly.gpkg"
     run({"raster": nc["image"], "strategy": "polygons", "vector": nc["polygons"], "class_field": "id",

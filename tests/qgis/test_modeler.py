@@ -1,0 +1,160 @@
+"""The Processing model shipped with the plugin: the whole chain headless, in the toolbox, wirable.
+
+processing_models/segmentation_workflow.model3 (built by scripts/build_model3.py) chains Select
+samples -> Extract patches -> Train model -> Apply model -> Evaluate map (on the test blocks).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+
+from ..conftest import REPO
+
+MODEL_FILE = REPO / "processing_models" / "segmentation_workflow.model3"
+MODEL_ID = "deepfield:segmentationworkflow"
+NC = "nc_landsat7_landcover"
+CLASSES = set(range(1, 8))  # strata.tif land-cover classes
+
+
+@pytest.fixture(scope="module")
+def nc(data_dir):
+    return data_dir / NC
+
+
+@pytest.fixture(scope="module")
+def chain(qgis_process, nc, tmp_path_factory):
+    """The model run once by file, as a user runs it: a small U-Net, 3 epochs (about 15 s)."""
+    folder = tmp_path_factory.mktemp("workflow")
+    results = qgis_process.run(str(MODEL_FILE), {
+        "image": nc / "lsat7_2000_6band.vrt", "labels": nc / "strata.tif", "output_folder": folder,
+        "epochs": 3, "hyperparameters": '{"depth": 2, "width": 8}'})
+    return folder, results
+
+
+def layer_rows(path, *fields):
+    source = ogr.Open(str(path))
+    return [(feature.GetGeometryRef().Clone(), *(feature.GetField(f) for f in fields))
+            for feature in source.GetLayer(0)]
+
+
+def test_the_chain_trains_serves_and_evaluates_on_the_test_blocks(chain, nc):
+    folder, _ = chain
+    manifest = json.loads((folder / "dataset" / "manifest.json").read_text())
+    assert manifest["label"]["kind"] == "segmentation"
+    assert {c["value"] for c in manifest["label"]["classes"]} == CLASSES
+    assert all(manifest["splits"][split] > 0 for split in ("train", "valid", "test"))
+    metadata = json.loads((folder / "model" / "deepfield.json").read_text())
+    assert metadata["task"] == "segmentation" and (folder / "model" / "model.keras").is_file()
+    config = metadata["training"]["config"]  # the model's inputs reached Train model
+    assert (config["architecture"], config["epochs"], config["hyperparameters"]) == ("unet", 3, {"depth": 2, "width": 8})
+
+    image, class_map = gdal.Open(str(nc / "lsat7_2000_6band.vrt")), gdal.Open(str(folder / "class_map.tif"))
+    assert class_map.GetGeoTransform() == image.GetGeoTransform()
+    assert (class_map.RasterXSize, class_map.RasterYSize, class_map.RasterCount) == (489, 443, 1)
+    classes = class_map.ReadAsArray()
+    assert set(np.unique(classes).tolist()) <= CLASSES
+
+    blocks = layer_rows(folder / "blocks.gpkg", "split", "positions")
+    assert {split for _, split, _ in blocks} == {"train", "valid", "test"}
+    assert sum(count for *_, count in blocks) == sum(manifest["splits"].values())
+    test_blocks = layer_rows(folder / "test_blocks.gpkg", "split")
+    assert {split for _, split in test_blocks} == {"test"}
+    assert len(test_blocks) == sum(split == "test" for _, split, _ in blocks)
+
+    metrics = json.loads((folder / "evaluation" / "metrics.json").read_text())
+    assert metrics["mask"] == str(folder / "test_blocks.gpkg")
+    assert 0 <= metrics["overall_accuracy"] <= 1 and -1 <= metrics["kappa"] <= 1
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.sum() == metrics["samples"]
+    assert metrics["overall_accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    # independently: the labelled pixels whose centre lies in a test block (the blocks are rectangles)
+    gt = image.GetGeoTransform()
+    x = gt[0] + (np.arange(489) + 0.5) * gt[1]
+    y = gt[3] + (np.arange(443) + 0.5) * gt[5]
+    inside = np.zeros((443, 489), dtype=bool)
+    for polygon, _ in test_blocks:
+        left, right, bottom, top = polygon.GetEnvelope()
+        assert polygon.GetArea() == pytest.approx((right - left) * (top - bottom))
+        inside |= ((y > bottom) & (y < top))[:, None] & ((x > left) & (x < right))[None, :]
+    strata = gdal.Open(str(nc / "strata.tif"))
+    labelled = strata.ReadAsArray() != strata.GetRasterBand(1).GetNoDataValue()
+    assert metrics["samples"] == (inside & labelled & (classes != 0)).sum() < labelled.sum() / 2
+
+    report = (folder / "evaluation" / "report.html").read_text()
+    for shown in (f"{100 * metrics['overall_accuracy']:.2f}", f"{metrics['kappa']:.4f}", str(metrics["samples"])):
+        assert f"<td>{shown}" in report
+
+
+def test_the_model_is_listed_under_the_provider(qgis_process):
+    listed = qgis_process("list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    start = lines.index("DeepField") + 1  # the provider's name, then one tab-indented line per algorithm
+    end = next((k for k in range(start, len(lines)) if not lines[k].startswith("\t")), len(lines))
+    provider = [line.split("\t")[1] for line in lines[start:end]]
+    assert MODEL_ID in provider and "deepfield:trainmodel" in provider
+    described = qgis_process("help", MODEL_ID)
+    assert described.returncode == 0, described.stderr
+    for argument in ("image:", "labels:", "output_folder:", "patch_size:", "block_size:", "epochs:"):
+        assert f"\n{argument}" in described.stdout
+
+
+def load_build_script():
+    spec = importlib.util.spec_from_file_location("build_model3", REPO / "scripts" / "build_model3.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_app, tmp_path):
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingModelAlgorithm
+    from qgis.core import QgsProcessingModelChildParameterSource as Source
+    from qgis.gui import QgsGui
+
+    registry = QgsApplication.processingRegistry()
+    assert MODEL_ID in [a.id() for a in registry.providerById("deepfield").algorithms()]
+    model = registry.createAlgorithmById(MODEL_ID)
+    children = model.childAlgorithms()
+    assert {c.algorithmId() for c in children.values()} == {
+        "deepfield:selectsamples", "deepfield:extractpatches", "deepfield:trainmodel", "deepfield:applymodel",
+        "native:extractbyattribute", "deepfield:evaluatemap"}
+    assert all(child.algorithm() is not None for child in children.values())
+
+    # the shipped file is what scripts/build_model3.py builds (both read back the same way)
+    rebuilt, shipped, fresh = tmp_path / "rebuilt.model3", QgsProcessingModelAlgorithm(), QgsProcessingModelAlgorithm()
+    assert load_build_script().build_model().toFile(str(rebuilt))
+    assert shipped.fromFile(str(MODEL_FILE)) and fresh.fromFile(str(rebuilt))
+    assert fresh.toVariant() == shipped.toVariant(), "run scripts/build_model3.py"
+
+    # the outputs the chain needs exist with wirable types
+    train, apply = registry.algorithmById("deepfield:trainmodel"), registry.algorithmById("deepfield:applymodel")
+    assert train.outputDefinition("MODEL") is not None and apply.outputDefinition("OUTPUT").type() == "outputRaster"
+    assert registry.algorithmById("deepfield:selectsamples").outputDefinition("BLOCKS").type() == "outputVector"
+
+    # every link of the model is one the Model Designer offers (its parameter widget keeps it)
+    context, widgets = QgsProcessingContext(), []
+
+    def designer_keeps(child_id, parameter, source):
+        definition = children[child_id].algorithm().parameterDefinition(parameter)
+        widget = QgsGui.processingGuiRegistry().createModelerParameterWidget(model, child_id, definition, context)
+        widgets.append(widget)
+        widget.setWidgetValue([source])
+        value = widget.value()
+        value = value[0] if isinstance(value, list) else value
+        return (value.source(), value.outputChildId(), value.outputName()) == (
+            Source.ChildOutput, source.outputChildId(), source.outputName())
+
+    links = [(child_id, parameter, source) for child_id, child in children.items()
+             for parameter, sources in child.parameterSources().items() for source in sources
+             if source.source() == Source.ChildOutput]
+    assert {(c, p, s.outputChildId(), s.outputName()) for c, p, s in links} >= {
+        ("applymodel", "MODEL", "trainmodel", "MODEL"), ("evaluatemap", "INPUT", "applymodel", "OUTPUT"),
+        ("trainmodel", "DATASET", "extractpatches", "OUTPUT"), ("evaluatemap", "MASK", "testblocks", "OUTPUT")}
+    for child_id, parameter, source in links:
+        assert designer_keeps(child_id, parameter, source), (child_id, parameter, source.outputName())
+    assert not designer_keeps("evaluatemap", "INPUT", Source.fromChildOutput("trainmodel", "BEST_EPOCH"))  # a number
