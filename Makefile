@@ -48,8 +48,12 @@ test: setup
 	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/engine -q $(PYTEST_ARGS)
 	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/qgis -q $(PYTEST_ARGS)
 
+# The main job end to end on real data, through qgis_process.bin (see scripts/demo.py).
 demo: setup
-	$(PY) -m deepfield_demo 2>/dev/null || $(PY) tests/demo.py
+	$(PY) scripts/demo.py
+
+demo-quick: setup
+	$(PY) scripts/demo.py --quick --out $(BUILD)/demo-quick
 
 # Re-take docs/screenshot.png (QGIS desktop under Xvfb) after the checks of test_desktop pass.
 screenshot: setup

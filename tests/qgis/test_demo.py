@@ -1,0 +1,35 @@
+"""`make demo`'s chain (scripts/demo.py --quick): five algorithms through qgis_process.bin."""
+
+import json
+import re
+import subprocess
+import sys
+
+from osgeo import gdal
+
+from ..conftest import REPO
+
+
+def test_quick_demo_runs_the_chain_and_prints_the_scores(tmp_path, data_dir):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    printed = done.stdout
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    # the table names every class and repeats the JSON's numbers
+    for row in metrics["classes"]:
+        line = re.search(rf"^{row['name']}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$", printed, re.M)
+        assert line, f"no row for {row['name']} in:\n{printed}"
+        assert float(line.group(3)) == round(100 * row["f1"], 1) and int(line.group(4)) == row["support"]
+    assert [row["name"] for row in metrics["classes"]] == [
+        "developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
+    assert f"overall accuracy {100 * metrics['overall_accuracy']:.1f} %" in printed
+    # the class map lies on the image's grid, styled with the class names
+    image = gdal.Open(str(data_dir / "nc_landsat7_landcover/lsat7_2000_6band.vrt"))
+    class_map = gdal.Open(str(out / "landcover.tif"))
+    assert class_map.GetGeoTransform() == image.GetGeoTransform()
+    assert (class_map.RasterXSize, class_map.RasterYSize) == (image.RasterXSize, image.RasterYSize)
+    assert class_map.GetRasterBand(1).GetCategoryNames()[5] == "forest"
+    assert (out / "landcover.qml").exists() and (out / "landcover_confidence.tif").exists()
+    assert (out / "model" / "training_curves.png").exists() and (out / "evaluation" / "report.html").exists()
