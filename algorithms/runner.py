@@ -57,6 +57,7 @@ def worker_environment() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONSAFEPATH"] = "1"  # Python >= 3.11: modules in the working folder cannot shadow the engine's
     return env
 
 
@@ -75,8 +76,7 @@ def run_job(spec: dict, feedback, python: str | None = None, outputs: list[str] 
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=worker_environment(),
-            cwd=str(PLUGIN_DIR.parent),
+            env=worker_environment(),  # the caller's working folder: relative paths in the spec stay valid
             start_new_session=True,  # its own process group: cancel kills it and its children
         )
     except OSError as error:
