@@ -12,10 +12,11 @@ from qgis.core import (
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsRasterLayer,
 )
 
 from .base import EngineAlgorithm, raster_path
-from .styles import CLASS_MAP, CONFIDENCE, PROBABILITIES, style_output
+from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
 BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
 BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
@@ -100,6 +101,11 @@ class ApplyModel(EngineAlgorithm):
             if kind in STYLES:
                 load_as = "" if path == result["output"] else OUTPUT_LABELS[OUTPUTS.index(kind)]
                 style_output(context, path, STYLES[kind], load_as=load_as)
+        if not any(kind in STYLES for kind in result.get("outputs", {})):
+            # an image or regression output: rendered like the first source when it has its bands
+            source = self.parameterAsLayerList(parameters, "SOURCES", context)[0]
+            if QgsRasterLayer(result["output"], "output", "gdal").bandCount() == source.bandCount():
+                style_output(context, result["output"], IMAGE, source=source)
         for name in result.get("warped_sources", []):
             feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")
         return {"OUTPUT": result["output"]}

