@@ -19,14 +19,15 @@ class DescribeModel(EngineAlgorithm):
         "fields (RF), expression field (EF), spacing scale (SF) and crop match the ones derived from "
         "the network, and describes the model: task, inputs (bands, scale, RF, nodata), outputs, "
         "classes, normalisation, and the window each source is read with for a tile of the given "
-        "size (output pixels; 0 = 256)."
+        "size (output pixels; 0 = automatic: the tile Apply model picks for its memory budget of "
+        "about 1 GB)."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Model folder", behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size (output pixels, 0 = 256)", QgsProcessingParameterNumber.Integer,
+            "TILE_SIZE", "Tile size (output pixels, 0 = automatic)", QgsProcessingParameterNumber.Integer,
             defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", "Description", fileFilter="Text files (*.txt)", optional=True, createByDefault=False))

@@ -29,11 +29,9 @@ from the network (:mod:`.fields`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -357,19 +355,10 @@ def load_model_folder(path, verify: bool = True) -> LoadedModel:
 
 def _import_custom_code(folder: Path) -> None:
     """Import the folder's ``custom.py`` (custom layers registered with Keras) if it has one."""
-    code = folder / CUSTOM_CODE
-    if not code.is_file():
-        return
-    name = f"deepfield_custom_{abs(hash(str(code.resolve())))}"
-    if name in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(name, code)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as error:  # noqa: BLE001
-        raise EngineError(f"{code}: importing the model's custom code failed ({type(error).__name__}: {error})") from None
-    sys.modules[name] = module
+    from ..models import import_python_file
+
+    if (folder / CUSTOM_CODE).is_file():
+        import_python_file(folder / CUSTOM_CODE, "model's custom code")
 
 
 def write_model_files(folder, model, metadata: ModelMetadata, custom_code=None) -> None:
@@ -396,7 +385,13 @@ def save_model_folder(path, model, metadata: ModelMetadata, custom_code=None) ->
 
 # -- the describe_model job ------------------------------------------------------------------
 
-DEFAULT_TILE = 256
+def automatic_tile(loaded: LoadedModel, memory_mb: float) -> int:
+    """The tile size (output pixels) Apply model picks when given none (tile size 0): the largest
+    whose reference-source window fits ``memory_mb`` (Apply then caps it at the image's larger side)."""
+    from .geometry import tile_for_memory
+    from .serving import bytes_per_reference_pixel
+
+    return tile_for_memory(loaded.metadata.geometry, memory_mb * 2**20, bytes_per_reference_pixel(loaded.model))
 
 
 def describe(loaded: LoadedModel, tile: int) -> list[str]:
@@ -424,20 +419,32 @@ def describe(loaded: LoadedModel, tile: int) -> list[str]:
 def describe_model_job(spec: dict, reporter: Reporter) -> dict:
     """The ``describe_model`` job.
 
-    Spec: ``model`` (folder), ``tile_size`` (output pixels, default 256), ``output`` (optional
-    text file to write the description to). Returns ``{"text", "metadata", "derived", "tile"}``.
+    Spec: ``model`` (folder), ``tile_size`` (output pixels; null/0 = the tile Apply model picks
+    from ``memory_mb``, default :data:`.serving.DEFAULT_MEMORY_MB`), ``output`` (optional text file
+    to write the description to). Returns ``{"text", "metadata", "derived", "tile", "output"}``.
     """
+    from .serving import DEFAULT_MEMORY_MB
+
     if not spec.get("model"):
         raise EngineError("describe_model: the spec needs 'model' (a model folder)")
-    tile = spec.get("tile_size") or DEFAULT_TILE
-    if not isinstance(tile, int) or tile < 1:
-        raise EngineError(f"describe_model: tile_size must be a positive integer, not {tile!r}")
+    tile = spec.get("tile_size") or None
+    if tile is not None and (not isinstance(tile, int) or tile < 1):
+        raise EngineError(f"describe_model: tile_size must be a positive integer (0 = automatic), not {tile!r}")
+    memory_mb = spec.get("memory_mb") or DEFAULT_MEMORY_MB
+    if not isinstance(memory_mb, (int, float)) or memory_mb <= 0:
+        raise EngineError(f"describe_model: memory_mb must be a positive number, not {memory_mb!r}")
     reporter.progress(5)
     loaded = load_model_folder(spec["model"], verify=False)
     reporter.progress(40)
     derived = check_geometry(loaded.model, loaded.metadata, str(loaded.path))
     reporter.progress(90)
+    automatic = tile is None
+    if automatic:
+        tile = automatic_tile(loaded, memory_mb)
     lines = describe(loaded, tile)
+    if automatic:
+        lines.append(f"  (tile size 0: {tile} output px, as Apply model picks it for a {memory_mb:g} MB memory "
+                     "budget; an image smaller than that is served in one tile)")
     lines.append(f"Derived from the network: period {derived.extra.get('period')}, regime "
                  f"{derived.extra.get('regime')}, halo {derived.extra.get('halo')} source px (matches the metadata)")
     text = "\n".join(lines)

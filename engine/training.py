@@ -17,7 +17,10 @@ Vocabulary:
   ``confusion_matrix.json/.png`` (classifiers), ``logs/`` (TensorBoard).
 
 Best epoch: highest validation macro F1 (classifiers) or PSNR (super-resolution); early
-stopping watches the same number. ``history.csv`` has one row per epoch: ``epoch``, the
+stopping watches the same number. An epoch whose network outputs are not finite scores NaN (with a
+warning); when every epoch does, training diverged: the job fails and writes no model folder.
+Mixed precision: float16 compute with float32 variables, softmax and outputs, and dynamic loss
+scaling (:func:`make_optimizer`). ``history.csv`` has one row per epoch: ``epoch``, the
 training losses (``loss``; with ``gan`` also ``adversarial``, ``discriminator_loss``), the
 validation scores (``val_loss``, ``val_overall_accuracy``, ``val_kappa``, ``val_macro_f1``;
 or ``val_psnr``, ``val_psnr_bicubic`` in dB), ``learning_rate`` and ``seconds`` (wall time of
@@ -142,6 +145,11 @@ class Task:
         return self.kind in CLASSIFIER_KINDS
 
     @property
+    def score(self) -> str:
+        """The validation score that picks the best epoch (higher is better)."""
+        return "macro_f1" if self.is_classifier else "psnr"
+
+    @property
     def classes(self) -> list[dict]:
         return list(self.label.get("classes") or [])
 
@@ -169,7 +177,10 @@ def class_weights(counts, mode: str) -> np.ndarray:
 
 
 def psnr(mse: float, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB for a mean squared error and a data range (target units)."""
+    """Peak signal-to-noise ratio in dB for a mean squared error and a data range (target units);
+    NaN for a non-finite error (a diverged network)."""
+    if not math.isfinite(mse):
+        return math.nan
     if mse <= 0:
         return math.inf
     return 10.0 * math.log10(data_range**2 / mse)
@@ -248,7 +259,8 @@ def build_network(task: Task, config: TrainConfig):
     output = core(pack_inputs(core, normalised))  # a user's builder may take a dict of inputs
     if task.kind == "image":
         mean, std = output_statistics(task)
-        output = keras.layers.Normalization(mean=mean, variance=variance(std), invert=True, name="denormalise")(output)
+        output = keras.layers.Normalization(mean=mean, variance=variance(std), invert=True, dtype="float32",
+                                            name="denormalise")(output)
     output = keras.layers.Activation("linear", dtype="float32", name="output")(output)
     return keras.Model(model_inputs(task, inputs), output, name=core.name)
 
@@ -339,6 +351,16 @@ def make_loss(task: Task, config: TrainConfig):
     return keras.losses.MeanAbsoluteError() if config.loss == "l1" else keras.losses.MeanSquaredError()
 
 
+def make_optimizer(config: TrainConfig):
+    """Adam at the configured learning rate; in mixed precision wrapped in a ``LossScaleOptimizer``
+    (dynamic loss scaling against float16 gradient underflow: a custom train step must scale its
+    loss with ``optimizer.scale_loss`` before taking gradients; ``apply_gradients`` unscales them)."""
+    import keras
+
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
+
+
 def adversarial_view(network, discriminator, task: Task, config: TrainConfig) -> TrainingView:
     """A super-resolution training view with a custom train step: content loss + adversarial loss.
 
@@ -363,7 +385,7 @@ def adversarial_view(network, discriminator, task: Task, config: TrainConfig) ->
         def __init__(self):
             super().__init__(name="adversarial_trainer")
             self.generator, self.critic = network, critic
-            self.critic_optimizer = keras.optimizers.Adam(config.learning_rate)
+            self.critic_optimizer = make_optimizer(config)
             self.trackers = {name: keras.metrics.Mean(name=name)
                              for name in ("loss", "adversarial", "discriminator_loss")}
 
@@ -383,9 +405,10 @@ def adversarial_view(network, discriminator, task: Task, config: TrainConfig) ->
                 content = content_loss(target, fake)
                 adversarial = bce(tf.ones_like(fake_score), fake_score)
                 d_loss = bce(tf.ones_like(real_score), real_score) + bce(tf.zeros_like(fake_score), fake_score)
-                g_loss = content + weight * adversarial
-            for tape, loss_value, model, optimizer in ((g_tape, g_loss, self.generator, self.optimizer),
-                                                       (d_tape, d_loss, self.critic, self.critic_optimizer)):
+                g_scaled = self.optimizer.scale_loss(content + weight * adversarial)  # mixed precision
+                d_scaled = self.critic_optimizer.scale_loss(d_loss)
+            for tape, loss_value, model, optimizer in ((g_tape, g_scaled, self.generator, self.optimizer),
+                                                       (d_tape, d_scaled, self.critic, self.critic_optimizer)):
                 variables = model.trainable_variables
                 optimizer.apply_gradients(zip(tape.gradient(loss_value, variables), variables))
             for name, value in (("loss", content), ("adversarial", adversarial), ("discriminator_loss", d_loss)):
@@ -393,7 +416,7 @@ def adversarial_view(network, discriminator, task: Task, config: TrainConfig) ->
             return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     trainer = AdversarialTrainer()
-    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    trainer.compile(optimizer=make_optimizer(config))
     trainer.optimizer.build(network.trainable_variables)
     trainer.critic_optimizer.build(critic.trainable_variables)
     return TrainingView(trainer, None)
@@ -420,15 +443,20 @@ def _validate_classifier(view, batches, task, loss) -> dict:
     n_classes = len(task.classes)
     matrix = np.zeros((n_classes, n_classes), np.int64)
     loss_sum = weight_sum = 0.0
+    finite = True
     for inputs, labels, weights in batches:
         probabilities = view.model.predict_on_batch(inputs)
+        finite = finite and bool(np.all(np.isfinite(probabilities)))
         batch_weight = float(np.sum(weights))
         loss_sum += float(loss(labels, probabilities, sample_weight=weights)) * batch_weight
         weight_sum += batch_weight
         keep = np.asarray(weights) > 0
         predicted = np.argmax(probabilities, axis=-1)
         matrix += confusion_matrix(np.asarray(labels)[keep], predicted[keep], range(n_classes))
-    return {"loss": loss_sum / weight_sum if weight_sum else math.nan, "confusion": matrix, **summarize(matrix)}
+    metrics = {"loss": loss_sum / weight_sum if weight_sum else math.nan, "confusion": matrix, **summarize(matrix)}
+    if not finite:  # a diverged network: the argmax of NaN probabilities is no prediction
+        metrics.update(overall_accuracy=math.nan, kappa=math.nan, macro_f1=math.nan)
+    return metrics
 
 
 def _validate_image(view, batches, task, loss) -> dict:
@@ -646,7 +674,11 @@ class EpochEnd:
         self.started = time.monotonic()
         state = self.state
         state.history.append(row)
-        value = metrics["macro_f1"] if self.task.is_classifier else metrics["psnr"]
+        value = metrics[self.task.score]
+        if math.isnan(value):
+            self.reporter.warning(f"epoch {epoch + 1}: the validation {self.task.score} is NaN (the network's outputs "
+                                  f"are not finite: training diverged); lower the learning rate "
+                                  f"(now {self.config.learning_rate:g})")
         improved = value > state.best_value
         if improved:
             state.best_epoch, state.best_value, state.wait = epoch + 1, value, 0
@@ -751,7 +783,7 @@ def build_models(config: TrainConfig, task: Task, reporter: Reporter) -> Models:
                 view = adversarial_view(network, load_discriminator(task, config), task, config)
                 return Models(network, geometry, view, loss, [network, view.model.critic],
                               [view.model.optimizer, view.model.critic_optimizer])
-            view.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+            view.model.compile(optimizer=make_optimizer(config), loss=loss)
             view.model.optimizer.build(view.model.trainable_variables)
             return Models(network, geometry, view, loss, [network], [view.model.optimizer])
     finally:
@@ -804,9 +836,17 @@ def train_model_job(spec: dict, reporter: Reporter) -> dict:
 def finish(config: TrainConfig, task: Task, models: Models, checkpoint: Checkpoint, state: RunState,
            reporter: Reporter) -> dict:
     """Write the model folder from the best checkpoint; on cancel, say what the output holds."""
-    if state.best_epoch == 0:  # only a cancel during the first epoch gets here
-        reporter.warning(f"cancelled before the first epoch finished: no model written to {config.output}")
-        raise JobCancelled("cancelled")
+    if state.best_epoch == 0:  # no epoch gave a finite validation score (or none finished)
+        if reporter.cancelled:
+            when = (f"after {state.epochs_done} epoch(s) without a finite validation score" if state.epochs_done
+                    else "before the first epoch finished")
+            reporter.warning(f"cancelled {when}: no model written to {config.output}")
+            raise JobCancelled("cancelled")
+        raise EngineError(
+            f"training diverged: the validation {task.score} was NaN in every epoch ({state.epochs_done} of "
+            f"{config.epochs}; see {checkpoint.folder / HISTORY}), so no model was written to {config.output}; "
+            f"lower the learning rate (it was {config.learning_rate:g}; try 10 times less) and train again "
+            "with resume off")
     checkpoint.restore_best()
     network = models.network
     if config.mixed_precision:  # serve in float32: the same weights in a float32 network

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 from ..engine.protocol import EngineError
@@ -24,15 +25,19 @@ ZOO: dict[str, Callable] = {
     "superres": superres.build,
 }
 
-__all__ = ["ZOO", "ModelSpec", "SourceSpec", "load_custom_builder"]
+__all__ = ["ZOO", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
 
 
-def load_custom_builder(py_file) -> Callable:
-    """The ``build(spec) -> keras.Model`` function of a user's Python file."""
+def import_python_file(py_file, what: str) -> ModuleType:
+    """Import a user's Python file as a module, afresh (``what`` names it in errors: "custom model").
+
+    The module is registered in ``sys.modules`` under a name unique to the file's path before it
+    runs (dataclasses and Keras serialisation look their classes up there); removed if it fails.
+    """
     path = Path(py_file)
     if not path.is_file():
-        raise EngineError(f"custom model file not found: {path}")
-    name = f"deepfield_user_model_{abs(hash(str(path.resolve())))}"
+        raise EngineError(f"{what} file not found: {path}")
+    name = f"deepfield_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise EngineError(f"{path}: not a Python file")
@@ -42,8 +47,13 @@ def load_custom_builder(py_file) -> Callable:
         spec.loader.exec_module(module)
     except Exception as error:  # noqa: BLE001 (the user's code: report what failed)
         del sys.modules[name]
-        raise EngineError(f"{path}: importing the custom model failed ({type(error).__name__}: {error})") from None
-    build = getattr(module, "build", None)
+        raise EngineError(f"{path}: importing the {what} failed ({type(error).__name__}: {error})") from None
+    return module
+
+
+def load_custom_builder(py_file) -> Callable:
+    """The ``build(spec) -> keras.Model`` function of a user's Python file."""
+    build = getattr(import_python_file(py_file, "custom model"), "build", None)
     if not callable(build):
-        raise EngineError(f"{path}: defines no function build(spec) -> keras.Model")
+        raise EngineError(f"{py_file}: defines no function build(spec) -> keras.Model")
     return build

@@ -112,10 +112,15 @@ def source_inputs(spec: ModelSpec) -> tuple[list, list]:
 
 
 def head(x, spec: ModelSpec, kernel: int = 1, padding: str = "same", name: str = "output"):
-    """The output layer: softmax over the classes, or linear bands."""
+    """The output layer: softmax over the classes, or linear bands.
+
+    The softmax is its own float32 layer (``name``) after the logits convolution, so that under a
+    mixed-precision policy it is computed in float32 (the Keras mixed-precision guide's rule).
+    """
     k = keras()
     if spec.n_classes > 0:
-        return k.layers.Conv2D(spec.n_classes, kernel, padding=padding, activation="softmax", name=name)(x)
+        logits = k.layers.Conv2D(spec.n_classes, kernel, padding=padding, name=f"{name}_logits")(x)
+        return k.layers.Activation("softmax", dtype="float32", name=name)(logits)
     return k.layers.Conv2D(spec.channels_out, kernel, padding=padding, name=name)(x)
 
 

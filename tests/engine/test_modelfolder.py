@@ -171,6 +171,41 @@ def test_describe_model_job(folder, tmp_path):
         get_job("describe_model")({"model": str(folder), "tile_size": -3}, Reporter(io.StringIO()))
 
 
+def write_raster(path, bands, size, spacing, seed):
+    from osgeo import gdal, osr
+
+    raster = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, gdal.GDT_Float32)
+    raster.SetGeoTransform((500000.0, spacing, 0.0, 4000000.0, 0.0, -spacing))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32617)
+    raster.SetProjection(srs.ExportToWkt())
+    data = np.random.default_rng(seed).uniform(1, 100, (bands, size, size)).astype("float32")
+    for band in range(bands):
+        raster.GetRasterBand(band + 1).WriteArray(data[band])
+    raster.FlushCache()
+    return str(path)
+
+
+def test_describe_with_tile_size_0_reports_the_tile_apply_model_picks(folder, tmp_path):
+    sources = [write_raster(tmp_path / "pan.tif", 1, 128, 10.0, 1), write_raster(tmp_path / "ms.tif", 4, 64, 20.0, 2)]
+    budget = {"memory_mb": 0.25}  # small enough that the automatic tile is smaller than the image
+    described = get_job("describe_model")({"model": str(folder), "tile_size": 0, **budget}, Reporter(io.StringIO()))
+    applied = get_job("apply_model")({"model": str(folder), "sources": sources, "output": str(tmp_path / "out.tif"),
+                                      "tile_size": 0, **budget}, Reporter(io.StringIO()))
+    assert described["tile"] == applied["tile_size"] < 128
+    assert f"Tile of {applied['tile_size']} x {applied['tile_size']} output pixels" in described["text"]
+    assert "as Apply model picks it for a 0.25 MB memory budget" in described["text"]
+    default = get_job("describe_model")({"model": str(folder)}, Reporter(io.StringIO()))
+    assert default["tile"] > applied["tile_size"]  # the default 1024 MB budget allows a larger tile
+
+
+def test_broken_custom_code_names_the_file(folder, tmp_path):
+    copy = broken_copy(folder, tmp_path)
+    (copy / "custom.py").write_text("import not_a_module_anywhere\n")
+    with pytest.raises(EngineError, match=r"custom.py: importing the model's custom code failed \(ModuleNotFound"):
+        load_model_folder(copy)
+
+
 def test_dataset_kinds_map_to_tasks():
     x = keras.Input((None, None, 3), name="lr")
     sr = keras.Model(x, L.Conv2DTranspose(3, 2, strides=2)(x))

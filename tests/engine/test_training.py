@@ -244,6 +244,18 @@ def test_cancel_keeps_the_best_finished_epoch(class_dataset, work):
     assert any("no model written" in m.get("message", "") for m in messages(reporter))
 
 
+def test_a_diverged_training_is_an_error_not_a_cancel(class_dataset, work):
+    output = work / "diverged"
+    reporter = quiet()  # a learning rate this large makes the weights, hence the outputs, NaN
+    with pytest.raises(EngineError, match="validation macro_f1 was NaN in every epoch.*lower the learning rate"):
+        train({"dataset": str(class_dataset), "architecture": "patch_classifier", "learning_rate": 1e20,
+               "output": str(output)}, reporter)
+    assert not output.exists() and not output.with_name("diverged.part").exists()
+    warnings = [m["message"] for m in messages(reporter) if m.get("level") == "warning"]
+    assert any("epoch 1: the validation macro_f1 is NaN" in w for w in warnings)
+    assert history(training.checkpoint_folder(output))[0]["val_macro_f1"] == "nan"
+
+
 def test_served_model_in_tiles_equals_whole_image_inference(unet_folder, work, data_dir):
     from deepfield.engine.modelfolder import load_model_folder
     from deepfield.engine.serving import apply_model_job
@@ -290,6 +302,51 @@ def test_superres_x2_beats_bicubic_on_held_out_blocks(superres_dataset, work):
     rows = history(work / "superres")
     assert float(rows[0]["val_psnr"]) < float(rows[0]["val_psnr_bicubic"])  # starts as bilinear up-sampling
     assert result["best"]["val_psnr"] > result["best"]["val_psnr_bicubic"] + 0.3
+
+
+def build_for(spec: dict):
+    """The models a run of ``spec`` trains, and its dataset reader and task."""
+    config = training.TrainConfig.from_spec(spec)
+    reader = open_dataset(config.dataset)
+    task = training.Task.from_manifest(reader.manifest)
+    return training.build_models(config, task, quiet()), reader, task
+
+
+def test_mixed_precision_classifier_has_a_float32_softmax_and_trains(class_dataset, work):
+    import keras
+
+    spec = {"dataset": str(class_dataset), "architecture": "patch_classifier", "mixed_precision": True,
+            "output": str(work / "mixed")}
+    models, _, _ = build_for(spec)
+    core = models.network.get_layer("patch_classifier")
+    assert core.get_layer("output_logits").compute_dtype == "float16"  # mixed precision is on
+    assert core.get_layer("output").compute_dtype == "float32"  # the softmax is not
+    assert isinstance(models.view.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    result = train(spec)
+    assert result["best_epoch"] == 1 and 0 < result["best"]["val_macro_f1"] <= 1
+    assert np.isfinite(float(history(work / "mixed")[0]["loss"]))
+
+
+def test_mixed_precision_adversarial_steps_scale_both_losses(superres_dataset, work):
+    import keras
+
+    models, reader, task = build_for({
+        "dataset": str(superres_dataset), "architecture": "superres", "gan": True, "mixed_precision": True,
+        "hyperparameters": {"width": 8, "blocks": 1, "discriminator_width": 8}, "output": str(work / "x")})
+    trainer = models.view.model
+    for optimizer in (trainer.optimizer, trainer.critic_optimizer):
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    generator, critic = trainer.generator.get_weights(), trainer.critic.get_weights()
+    batches = reader.tf_dataset("train", 8, shuffle=False).map(training.label_mapper(task, models.view, None))
+    for batch in batches:  # float16 gradients overflow at the first loss scales: those steps are skipped
+        logs = trainer.train_step(batch)
+        assert all(np.isfinite(float(value)) for value in logs.values()), logs
+        if int(trainer.optimizer.iterations.numpy()) > 0:
+            break
+    assert float(trainer.optimizer.dynamic_scale.numpy()) < 2.0**15  # the loss was scaled, then lowered
+    for before, after in ((generator, trainer.generator.get_weights()), (critic, trainer.critic.get_weights())):
+        assert any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
 def test_superres_with_adversarial_loss_writes_an_image_model(superres_dataset, work):

@@ -134,6 +134,20 @@ def test_model_spec_from_the_training_dict():
     assert ModelSpec.coerce(spec) is spec
 
 
+@pytest.mark.parametrize("case", ["classifier", "unet", "fusion"])
+def test_softmax_heads_compute_in_float32_under_mixed_precision(case):
+    import keras
+
+    name, spec, _ = CASES[case]
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = ZOO[name](spec)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("output_logits").compute_dtype == "float16"
+    assert model.get_layer("output").compute_dtype == "float32" and model.output.dtype == "float32"
+
+
 def test_custom_builder(tmp_path):
     good = tmp_path / "mine.py"
     good.write_text(
