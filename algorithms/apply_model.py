@@ -25,6 +25,10 @@ BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric
 OUTPUTS = ("class_map", "confidence", "probabilities")
 OUTPUT_LABELS = ("Class map", "Confidence (highest probability)", "Probabilities (one band per class)")
 STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PROBABILITIES}
+#: The engine writes GeoTIFF only. QGIS 3.22 cannot narrow a raster destination's file filter per
+#: parameter (it lists the provider's formats; the default extension is already .tif), so
+#: build_job refuses other names instead of writing a GeoTIFF under a misleading one.
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
 class ApplyModel(EngineAlgorithm):
@@ -48,7 +52,8 @@ class ApplyModel(EngineAlgorithm):
         "Classifiers write a class map (coloured, with class names), and on request a confidence "
         "raster and the class probabilities, next to the output (name_confidence.tif, "
         "name_probabilities.tif). Other models write their outputs as float bands. Tiles that are "
-        "nodata in every source are not computed. The optional extent and mask polygons limit the "
+        "nodata (or NaN) in every source are not computed: they are written as nodata, never as a "
+        "class or a probability of 0. The optional extent and mask polygons limit the "
         "area; pixels outside the mask are nodata."
     )
 
@@ -76,6 +81,8 @@ class ApplyModel(EngineAlgorithm):
             raise QgsProcessingException("Give at least one source image.")
         sources = [raster_path(layer, f"source {k + 1}") for k, layer in enumerate(layers)]
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        if Path(output).suffix.lower() not in GEOTIFF_SUFFIXES:
+            raise QgsProcessingException(f"Apply model writes GeoTIFF files: name the output *.tif, not {output}")
         kinds = [OUTPUTS[k] for k in self.parameterAsEnums(parameters, "OUTPUTS", context)] or ["class_map"]
         spec = {
             "job": "apply_model",

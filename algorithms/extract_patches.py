@@ -33,7 +33,9 @@ class ExtractPatches(EngineAlgorithm):
     HELP = (
         "Cuts, at every sample position, one patch per source raster, in the source's own pixels and "
         "centred on the same point (snapped to the coarsest raster's pixel centre or corner), so a 0.5 m "
-        "and a 1 m source give co-registered patches. The first source is the reference. Patch sizes: "
+        "and a 1 m source give co-registered patches. The first source is the reference. A raster whose CRS "
+        "or grid does not line up with the reference's (spacing not a simple multiple of it, pixel corners off "
+        "its grid) is warped on the fly onto it, exactly as Apply model will read it (logged). Patch sizes: "
         "one integer per source, comma-separated (e.g. 64,32); names likewise (default: layer names). "
         "Labels: the positions' class field, patches of a label raster (segmentation; class values become "
         "indices, nodata = ignore) or patches of a target image. Class names: value=name pairs such as "
@@ -59,7 +61,8 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             "LABEL_RASTER", "Label raster or target image", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            "LABEL_PATCH_SIZE", "Label patch size (its pixels; 0 = the first source's)", defaultValue=0, minValue=0))
+            "LABEL_PATCH_SIZE", "Label patch size (label raster pixels; 0 = the first source's patch size x its "
+            "spacing / the label's spacing, rounded: the same ground area)", defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterString(
             "CLASSES", "Class names (value=name or value=name:#colour, comma-separated; "
             "default: the label raster's paletted style, else the values)", defaultValue="", optional=True))
@@ -88,8 +91,7 @@ class ExtractPatches(EngineAlgorithm):
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
         output = self.parameterAsString(parameters, "OUTPUT", context)
-        positions, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-            parameters, "POSITIONS", context, ["gpkg", "shp", "geojson", "fgb", "sqlite"], "gpkg", feedback)
+        positions, layer = self.vector_path(parameters, "POSITIONS", context, feedback)
         kind = LABEL_KINDS[self.parameterAsEnum(parameters, "LABEL_KIND", context)]
         label = {"kind": kind}
         if kind == "class":
@@ -113,7 +115,7 @@ class ExtractPatches(EngineAlgorithm):
             "sources": [{"path": raster_path(l, f"source {n}"), "patch_size": s, "name": n}
                         for l, s, n in zip(layers, sizes, names)],
             "positions": positions,
-            "layer": layer or None,
+            "layer": layer,
             "class_field": class_field,
             "label": label,
             "shard_size": self.parameterAsInt(parameters, "SHARD_SIZE", context),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -197,16 +198,21 @@ def _log(feedback, message: dict) -> None:
 
 
 def _remove_parts(outputs) -> None:
-    import shutil
-
+    """Remove what a stopped worker left of each output: ``<name>.part`` (file or folder), its
+    side files ``<name>.part.*`` (``.aux.xml``) and the class-map style ``<stem>.qml.part``."""
     for output in outputs or ():
         if not output:
             continue
-        part = Path(str(output) + PART_SUFFIX)
-        if part.is_dir():
-            shutil.rmtree(part, ignore_errors=True)
-        elif part.exists():
-            part.unlink()
+        output = Path(output)
+        if not output.parent.is_dir():
+            continue
+        parts = (output.name + PART_SUFFIX, output.with_suffix(".qml").name + PART_SUFFIX)
+        for path in output.parent.iterdir():
+            if path.name in parts or path.name.startswith(tuple(part + "." for part in parts)):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 def _diagnose(python: str, returncode: int, stderr_tail: str) -> str:

@@ -36,11 +36,13 @@ class SelectSamples(EngineAlgorithm):
         "pixel centres per class, or every STEP-th pixel centre, optionally a minimum distance inside the "
         "polygon border); a label raster (constant N per class, total N, as many as the smallest class, or "
         "all pixels; its nodata is skipped); a regular grid keeping only patches whose pixels are all valid "
-        "(no band nodata, inside the optional mask). Positions outside the image, whose patch leaves it, or "
+        "(no band nodata, inside the optional mask), every STEP pixels. STEP 0 = the patch size (grid strategy and "
+        "polygons in grid mode). Positions outside the image, whose patch leaves it, or "
         "on nodata are dropped. Splits are random (stratified per class) or spatially disjoint: square "
-        "blocks of BLOCK SIZE map units go wholly to one split and patches crossing a block border are "
-        "dropped, so validation patches never overlap training patches; the optional split blocks output holds "
-        "these blocks as polygons with their split (e.g. to evaluate a map on the test blocks only). Same seed, "
+        "blocks of BLOCK SIZE map units (0 = automatic: 8 x patch size x pixel size; the log warns when fewer "
+        "than 3 blocks hold positions) go wholly to one split and patches crossing a block border are dropped, "
+        "so validation patches never overlap training patches; the optional split blocks output holds these "
+        "blocks as polygons with their split (e.g. to evaluate a map on the test blocks only). Same seed, "
         "same selection."
     )
 
@@ -63,7 +65,8 @@ class SelectSamples(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "PATCH_SIZE", "Patch size (image pixels)", defaultValue=32, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            "STEP", "Grid step (pixels; 0 = patch size)", defaultValue=0, minValue=0))
+            "STEP", "Grid step, grid strategy and polygons in grid mode (pixels; 0 = patch size)",
+            defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             "TRAIN", "Train proportion", QgsProcessingParameterNumber.Double, 0.7, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
@@ -73,8 +76,8 @@ class SelectSamples(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             "SPLIT_MODE", "Split", ["random (stratified)", "spatial blocks (disjoint)"], defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            "BLOCK_SIZE", "Block size (map units, spatial blocks)", QgsProcessingParameterNumber.Double, 1000.0,
-            minValue=0))
+            "BLOCK_SIZE", "Block size (map units, spatial blocks; 0 = 8 x patch size x pixel size)",
+            QgsProcessingParameterNumber.Double, 0.0, minValue=0))
         advanced = [
             QgsProcessingParameterNumber("BORDER_DISTANCE", "Polygons: minimum distance to the border (map units)",
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0),
@@ -115,14 +118,11 @@ class SelectSamples(EngineAlgorithm):
             "border_distance": self.parameterAsDouble(parameters, "BORDER_DISTANCE", context),
             "output": output,
         }
-        step = self.parameterAsInt(parameters, "STEP", context)
-        spec["step"] = step or (spec["patch_size"] if strategy == "grid" else 1)
+        spec["step"] = self.parameterAsInt(parameters, "STEP", context)  # 0: the engine uses the patch size
         if strategy in ("points", "polygons"):
             if not parameters.get("VECTOR"):
                 raise QgsProcessingException(f"The {strategy} strategy needs a vector layer.")
-            spec["vector"], spec["layer"] = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-                parameters, "VECTOR", context, ["gpkg", "shp", "geojson", "fgb", "sqlite"], "gpkg", feedback)
-            spec["layer"] = spec["layer"] or None
+            spec["vector"], spec["layer"] = self.vector_path(parameters, "VECTOR", context, feedback)
             spec["class_field"] = self.parameterAsString(parameters, "CLASS_FIELD", context)
         label = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
         if strategy == "label_raster":

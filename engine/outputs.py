@@ -36,8 +36,9 @@ def atomic_output(path: str | os.PathLike, folder: bool = False) -> Iterator[Pat
     """Yield the temporary path to write; on success replace ``path`` with it.
 
     With ``folder=True`` the temporary path is created as an empty folder.
-    GDAL side files written next to the temporary file (``.aux.xml``, ``.qml``)
-    are renamed along with it.
+    GDAL side files written next to the temporary file (``<path>.part.aux.xml``)
+    are renamed along with it; the side files of the output it replaces are removed
+    (see :func:`stale_side_files`), so none of them outlives its raster.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -53,10 +54,24 @@ def atomic_output(path: str | os.PathLike, folder: bool = False) -> Iterator[Pat
             remove_path(side)
         raise
     remove_path(final)
+    if not folder:
+        for side in stale_side_files(final):
+            remove_path(side)
     os.replace(temp, final)
     for side in _side_files(temp):
         os.replace(side, final.with_name(final.name + side.name[len(temp.name):]))
 
 
+#: What GDAL keeps next to a raster ``<name>``: statistics/metadata, external overviews, masks.
+GDAL_SIDE_SUFFIXES = (".aux.xml", ".ovr", ".msk")
+
+
+def stale_side_files(path: Path) -> list[Path]:
+    """Files describing the raster ``path`` that a new raster there must not inherit:
+    ``<name>.aux.xml``, ``<name>.ovr``, ``<name>.msk`` (GDAL) and ``<stem>.qml`` (the QGIS style)."""
+    return [path.with_name(path.name + suffix) for suffix in GDAL_SIDE_SUFFIXES] + [path.with_suffix(".qml")]
+
+
 def _side_files(temp: Path) -> list[Path]:
-    return [p for p in temp.parent.glob(temp.name + ".*") if p != temp]
+    """``<temp>.*``: side files GDAL wrote next to the temporary file."""
+    return [p for p in temp.parent.iterdir() if p.name.startswith(temp.name + ".")]

@@ -8,10 +8,13 @@ Vocabulary:
 - The **label** is what a sample is trained to predict: the position's class value
   (``class``), a patch of a label raster mapped to class indices (``segmentation``), or a patch
   of a raster of values (``image``: regression, super-resolution targets).
+- Every raster is cut as serving reads it: a raster whose CRS or grid does not line up with the
+  reference lattice at its ``scale`` (:func:`spacing_scale`) is warped on the fly onto it
+  (:func:`engine.rasters.align_source`, a logged VRT; bilinear, nearest for segmentation labels).
 - Every patch of a sample is centred on the same physical point: the position snapped to the
-  node (pixel centre for an odd patch size, corner for an even one) of the *coarsest* raster
-  cut (sources and label raster), then each raster's patch starts at
-  :func:`engine.geometry.patch_start` of that point in its own pixels (docs/architecture.md).
+  node (pixel centre for an odd patch size, corner for an even one) of the *coarsest* aligned
+  raster cut (sources and label raster), then each raster's patch starts at
+  :func:`engine.geometry.patch_start` of that point in its own (aligned) pixels (docs/architecture.md).
 
 A position is rejected, and counted per reason, when a patch leaves its raster (``outside``),
 any band of a source patch is nodata or NaN (``nodata``), or its label is missing
@@ -25,22 +28,23 @@ once in total, whatever the number of patches. Patches stream into the dataset's
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
 from .dataset import DatasetWriter, check_name
-from .geometry import center_index, patch_start
+from .geometry import Window, center_index, patch_start
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import RasterInfo, open_raster, raster_info
-from .sampling import (Positions, label_counts, map_coords, nodata_mask, pixel_coords, read_points, transform_xy,
-                       write_positions)
+from .rasters import RasterInfo, align_source, crs_equivalent, invalid_pixels, is_plain_path, open_raster, raster_info
+from .sampling import Positions, label_counts, map_coords, pixel_coords, read_points, transform_xy, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
 READ_TILE = 512
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
+MAX_SCALE_DENOMINATOR = 16  # scales are simple fractions: 2, 1/2, 3/2, 4/3 ...
 LABEL = "label"
 PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
            "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")
@@ -88,25 +92,66 @@ def patch_origins(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: in
                     dtype=np.int64).reshape(-1, 2)
 
 
+def spacing_in(info: RasterInfo, crs_wkt: str) -> float:
+    """``info``'s pixel spacing (x) in the units of ``crs_wkt``: its own, or GDAL's suggested
+    resolution for warping it into that CRS."""
+    if crs_equivalent(info.crs_wkt, crs_wkt):
+        return info.geotransform[1]
+    from osgeo import gdal
+
+    return gdal.Warp("", info.path, format="VRT", dstSRS=crs_wkt).GetGeoTransform()[1]
+
+
 def spacing_scale(info: RasterInfo, reference: RasterInfo) -> Fraction:
-    """A raster's pixel spacing over the reference's, as a small fraction ("2", "1/2")."""
-    return Fraction(info.geotransform[1] / reference.geotransform[1]).limit_denominator(1000)
+    """A raster's pixel spacing over the reference's (both in the reference CRS), rounded to the
+    nearest simple fraction ("2", "1/2"): the dataset's, hence the model's and serving's, ``scale``."""
+    ratio = spacing_in(info, reference.crs_wkt) / reference.geotransform[1]
+    return Fraction(ratio).limit_denominator(MAX_SCALE_DENOMINATOR)
+
+
+def aligned_info(info: RasterInfo, reference: RasterInfo, resampling: str = "bilinear", log=None) -> RasterInfo:
+    """``info`` on the reference lattice at its :func:`spacing_scale`, as serving aligns sources
+    (:func:`engine.rasters.align_source`): the raster itself when it lines up, else a warped VRT
+    (``path`` is its XML; ``log`` tells why it was warped)."""
+    aligned = align_source(info, reference.grid, spacing_scale(info, reference), resampling, log)
+    return raster_info(aligned.path) if aligned.warped else info
+
+
+def footprint_window(info: RasterInfo, aligned: RasterInfo) -> Window:
+    """The pixels of ``aligned`` (:func:`aligned_info` of ``info``) wholly inside ``info``'s
+    footprint (its envelope in ``aligned``'s CRS): a warped grid is snapped outwards, and pixels
+    beyond the footprint hold no data (0 or NaN when the raster declares no nodata)."""
+    if aligned is info:
+        return Window(0, 0, info.width, info.height)
+    xmin, ymin, xmax, ymax = info.grid.bounds
+    t = np.linspace(0.0, 1.0, 21)  # densified edges: straight lines bend in another CRS
+    along_x, along_y = xmin + t * (xmax - xmin), ymin + t * (ymax - ymin)
+    x = np.concatenate([along_x, np.full_like(t, xmax), along_x, np.full_like(t, xmin)])
+    y = np.concatenate([np.full_like(t, ymax), along_y, np.full_like(t, ymin), along_y])
+    x, y = transform_xy(x, y, info.crs_wkt, aligned.crs_wkt)
+    (u0, u1), (v0, v1) = pixel_coords(aligned, np.array([x.min(), x.max()]), np.array([y.max(), y.min()]))
+    c0, r0 = max(math.ceil(u0), 0), max(math.ceil(v0), 0)
+    c1, r1 = min(math.floor(u1), aligned.width), min(math.floor(v1), aligned.height)
+    return Window(c0, r0, max(c1 - c0, 0), max(r1 - r0, 0))
 
 
 # -- reading ---------------------------------------------------------------------------------
 
 @dataclass
 class _Cut:
-    """A raster to cut patches from, with each position's patch origin in its pixels."""
+    """A raster to cut patches from, with each position's patch origin in its pixels and the
+    window of its pixels that hold data (:func:`footprint_window`)."""
 
     name: str
     info: RasterInfo
     size: int
     origins: np.ndarray  # [n, 2] (col, row)
+    valid: Window
 
     def inside(self) -> np.ndarray:
-        c, r = self.origins[:, 0], self.origins[:, 1]
-        return (c >= 0) & (r >= 0) & (c + self.size <= self.info.width) & (r + self.size <= self.info.height)
+        c, r, v = self.origins[:, 0], self.origins[:, 1], self.valid
+        return ((c >= v.col_off) & (r >= v.row_off) & (c + self.size <= v.col_off + v.width)
+                & (r + self.size <= v.row_off + v.height))
 
     def read_group(self, members: np.ndarray) -> dict[int, np.ndarray]:
         """Patches ``[size, size, bands]`` of positions ``members``, from one read of their bounding window."""
@@ -199,20 +244,22 @@ def parse_label(spec: dict) -> LabelSpec:
                      tuple(label.get("classes") or ()), label.get("nodata"))
 
 
-def place_patches(rasters: list[tuple[str, RasterInfo, int]], positions: Positions):
-    """Snap positions (reference CRS = the first raster's) to the coarsest raster's node and
-    place every raster's patch around it; returns the centres and one :class:`_Cut` per raster."""
-    reference = rasters[0][1].crs_wkt
-    _, coarse, coarse_size = max(rasters, key=lambda r: r[1].geotransform[1])
-    nx, ny = snap_to_node(coarse, *transform_xy(positions.x, positions.y, reference, coarse.crs_wkt), coarse_size)
-    centre_x, centre_y = transform_xy(nx, ny, coarse.crs_wkt, reference)
+def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions: Positions):
+    """Snap positions to the coarsest raster's node and place every raster's patch around it.
+
+    ``rasters``: (name, aligned info, patch size, :func:`footprint_window`) with every raster on
+    the first one's lattice (:func:`aligned_info`: same CRS, so spacings compare); positions in
+    that CRS. Returns the centres and one :class:`_Cut` per raster.
+    """
+    _, coarse, coarse_size, _ = max(rasters, key=lambda r: r[1].geotransform[1])
+    centre_x, centre_y = snap_to_node(coarse, positions.x, positions.y, coarse_size)
     cuts = []
-    for name, info, size in rasters:
-        if size > min(info.width, info.height):
-            raise EngineError(f"{name}: patch size {size} is bigger than the image {info.path} "
-                              f"({info.width} x {info.height} pixels)")
-        xy = transform_xy(centre_x, centre_y, reference, info.crs_wkt)
-        cuts.append(_Cut(name, info, size, patch_origins(info, *xy, size)))
+    for name, info, size, valid in rasters:
+        if size > min(valid.width, valid.height):
+            where = f" {info.path}" if is_plain_path(info.path) else " (warped onto the reference lattice)"
+            raise EngineError(f"{name}: patch size {size} is bigger than the image{where} "
+                              f"({valid.width} x {valid.height} pixels)")
+        cuts.append(_Cut(name, info, size, patch_origins(info, centre_x, centre_y, size), valid))
     return centre_x, centre_y, cuts
 
 
@@ -222,7 +269,8 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
     Spec: ``sources`` [{path, patch_size (its pixels), name}] (the first is the reference),
     ``positions`` (point layer path; ``layer`` optional), ``class_field`` (class labels),
     ``split_field`` (default ``split``; absent -> all train), ``label`` {kind: class |
-    segmentation | image, path, patch_size (label raster pixels; default the first source's),
+    segmentation | image, path, patch_size (label raster pixels; default the first source's
+    patch size x its spacing / the label's spacing, rounded: the same ground area),
     classes [{value, name, color}] (optional: the classes; other values are ignored), nodata},
     ``output`` (folder), ``shard_size`` (1024), ``read_tile`` (512 reference pixels).
     Result: {output, splits {split: n}, rejected {reason: n}, class_counts}.
@@ -244,10 +292,16 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
     if not len(positions):
         raise EngineError(f"no positions in {spec['positions']}")
     label_info = raster_info(label.path) if label.path else None
-    label_size = label.patch_size or (sources[0].patch_size if label_info else None)
-    rasters = [(s.name, info, s.patch_size) for s, info in zip(sources, infos)]
+    rasters = []
+    for s, info in zip(sources, infos):
+        aligned = aligned_info(info, reference, log=reporter.log)
+        rasters.append((s.name, aligned, s.patch_size, footprint_window(info, aligned)))
+    label_size = None
     if label_info is not None:
-        rasters.append((LABEL, label_info, label_size))
+        resampling = "nearest" if label.kind == "segmentation" else "bilinear"
+        aligned = aligned_info(label_info, reference, resampling, reporter.log)
+        label_size = label.patch_size or default_label_size(sources[0].patch_size, reference, aligned)
+        rasters.append((LABEL, aligned, label_size, footprint_window(label_info, aligned)))
     centre_x, centre_y, all_cuts = place_patches(rasters, positions)
     cuts, label_cut = all_cuts[:len(sources)], (all_cuts[-1] if label_info is not None else None)
 
@@ -260,8 +314,9 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
         raise EngineError(f"none of the {len(positions)} positions has its patches inside every source "
                           f"({', '.join(s.path for s in sources)})")
 
-    manifest_sources = [_source_entry(s, info, reference) for s, info in zip(sources, infos)]
-    manifest_label = _label_entry(label, label_info, label_size, table, reference)
+    manifest_sources = [_source_entry(s, info, cut.info, reference) for s, info, cut in zip(sources, infos, cuts)]
+    label_aligned = label_cut.info if label_cut else None
+    manifest_label = _label_entry(label, label_info, label_aligned, label_size, table, reference)
     groups = read_groups(cuts[0], candidates, int(spec.get("read_tile", READ_TILE)))
     accepted_index, accepted_split, accepted_row = [], [], []
     with atomic_output(output, folder=True) as folder, bounded_gdal_cache():
@@ -272,7 +327,7 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
             labels = label_cut.read_group(members) if label_cut else {}
             for m in members:
                 sample = {name: patches[name][m] for name in patches}
-                if any(nodata_mask(np.moveaxis(p, -1, 0), info.nodata).any()
+                if any(invalid_pixels(p, info.nodata).any()
                        for p, info in zip(sample.values(), infos)):
                     rejected["nodata"] += 1
                     continue
@@ -343,26 +398,34 @@ def _label_value(label: LabelSpec, patch, positions: Positions, m: int, info, ta
         index = int(to_indices(np.array([positions.classes[m]]), table, np.zeros(1, dtype=bool))[0])
         return None if index < 0 else index
     nodata = [label.nodata] * info.bands if label.nodata is not None else info.nodata
-    invalid = nodata_mask(np.moveaxis(patch, -1, 0), nodata)
+    invalid = invalid_pixels(patch, nodata)
     if label.kind == "image":
         return None if invalid.any() else patch.astype(np.float32)
     indices = to_indices(patch[..., 0], table, invalid)
     return None if (indices < 0).all() else indices
 
 
-def _source_entry(source: SourceSpec, info: RasterInfo, reference: RasterInfo) -> dict:
-    gt = info.geotransform
+def default_label_size(source_size: int, reference: RasterInfo, label: RasterInfo) -> int:
+    """The label patch size (label pixels, >= 1) covering the ground of the first source's
+    ``source_size`` patch: ``source_size`` x the reference spacing / the (aligned) label spacing, rounded."""
+    return max(1, round(source_size * reference.geotransform[1] / label.geotransform[1]))
+
+
+def _source_entry(source: SourceSpec, info: RasterInfo, aligned: RasterInfo, reference: RasterInfo) -> dict:
+    """A manifest source: ``spacing``, ``scale`` and ``crs_wkt`` of the aligned raster the patches are cut from."""
+    gt = aligned.geotransform
     return {"name": source.name, "path": str(source.path), "bands": info.bands, "patch_size": source.patch_size,
-            "spacing": [gt[1], -gt[5]], "scale": str(spacing_scale(info, reference)),
-            "dtype": "float32" if info.dtype == "float64" else info.dtype, "crs_wkt": info.crs_wkt,
+            "spacing": [gt[1], -gt[5]], "scale": str(spacing_scale(aligned, reference)),
+            "dtype": "float32" if info.dtype == "float64" else info.dtype, "crs_wkt": aligned.crs_wkt,
             "nodata": list(info.nodata), "descriptions": list(info.descriptions)}
 
 
-def _label_entry(label: LabelSpec, info: RasterInfo | None, size, table, reference: RasterInfo) -> dict:
+def _label_entry(label: LabelSpec, info: RasterInfo | None, aligned: RasterInfo | None, size, table,
+                 reference: RasterInfo) -> dict:
     entry = {"kind": label.kind, "patch_size": size, "classes": table,
              "bands": 1 if info is None or label.kind == "segmentation" else info.bands,
              "spacing": None, "scale": None, "path": label.path, "nodata": _label_nodata(label, info)}
-    if info is not None:
-        entry.update(spacing=[info.geotransform[1], -info.geotransform[5]],
-                     scale=str(spacing_scale(info, reference)))
+    if aligned is not None:
+        entry.update(spacing=[aligned.geotransform[1], -aligned.geotransform[5]],
+                     scale=str(spacing_scale(aligned, reference)))
     return entry

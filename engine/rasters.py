@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -45,15 +46,29 @@ class RasterInfo:
         return Grid.from_geotransform(self.geotransform, self.width, self.height, self.crs_wkt)
 
 
+#: A GDAL connection string rather than a file name: ``GPKG:f.gpkg:table``, ``NETCDF:"f.nc":var``,
+#: ``HDF5:...`` (a driver prefix of two or more characters, so ``C:\`` stays a path).
+_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")
+
+
+def is_plain_path(path: str) -> bool:
+    """True for a file name; False for VRT XML, ``/vsi...`` paths and driver-prefixed sources."""
+    path = path.lstrip()
+    return not (path.startswith(("<", "/vsi")) or _DRIVER_PREFIX.match(path))
+
+
 def raster_info(path: str | os.PathLike) -> RasterInfo:
-    """Describe a raster; :class:`EngineError` if it is missing, has no CRS or is not north-up."""
+    """Describe a raster; :class:`EngineError` if it is missing, has no CRS or is not north-up.
+
+    ``path``: a file, VRT XML, or any GDAL source string (``/vsizip/...``, ``GPKG:f.gpkg:table``).
+    """
     path = str(path)
-    if not path.lstrip().startswith("<") and not Path(path).exists():
+    if is_plain_path(path) and not Path(path).exists():
         raise EngineError(f"raster not found: {path}")
     try:
         dataset = gdal.Open(path)
     except RuntimeError as error:
-        raise EngineError(f"cannot open raster {path}: {error}") from None
+        raise EngineError(f"cannot open raster {path}: GDAL says: {error}") from None
     crs_wkt = dataset.GetProjection()
     if not crs_wkt:
         raise EngineError(f"raster {path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs)")
@@ -82,15 +97,31 @@ _local = threading.local()
 
 
 def open_raster(path: str) -> gdal.Dataset:
-    """A read-only dataset for ``path`` (a file or VRT XML), one handle per thread (GDAL handles
-    are not thread-safe)."""
+    """A read-only dataset for ``path`` (a file, VRT XML or GDAL source string), one handle per
+    thread (GDAL handles are not thread-safe).
+
+    A file replaced or rewritten since its handle was opened (another inode, size or modification
+    time) is reopened and the old handle closed, so a process never reads a rewritten file stale.
+    """
     cache = getattr(_local, "datasets", None)
     if cache is None:
         cache = _local.datasets = {}
-    dataset = cache.get(path)
-    if dataset is None:
-        dataset = cache[path] = gdal.Open(path)
-    return dataset
+    stamp = _file_stamp(path)
+    cached = cache.get(path)
+    if cached is None or cached[0] != stamp:
+        cached = cache[path] = (stamp, gdal.Open(path))
+    return cached[1]
+
+
+def _file_stamp(path: str) -> tuple[int, int, int] | None:
+    """A plain file's (inode, size in bytes, mtime in ns); None for other sources or a missing file."""
+    if not is_plain_path(path):
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 0, dtype=None) -> np.ndarray:
@@ -120,6 +151,18 @@ def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 
         out[rows < 0] = fill
         out[:, cols < 0] = fill
     return out
+
+
+def invalid_pixels(array: np.ndarray, nodata, band_axis: int = -1) -> np.ndarray:
+    """Pixels of ``array`` where any band is NaN (always, declared or not) or equals its declared
+    nodata; ``nodata``: one value or ``None`` per band along ``band_axis``. The one nodata test of
+    sampling, patch extraction and serving: a boolean array shaped like ``array`` without that axis."""
+    bands = np.moveaxis(array, band_axis, 0)
+    bad = np.isnan(bands).any(axis=0) if bands.dtype.kind == "f" else np.zeros(bands.shape[1:], dtype=bool)
+    for band, value in zip(bands, nodata):
+        if value is not None:
+            bad |= band == value
+    return bad
 
 
 # -- aligning sources on the output lattice --------------------------------------------------
@@ -259,10 +302,14 @@ def _warp(info, reference, scale, spacing, resampling, reason, name, log) -> Ali
               reference.origin_x + kx1 * spacing[0], reference.origin_y - ky0 * spacing[1])
     options = dict(format="VRT", dstSRS=reference.crs_wkt, outputBounds=bounds, xRes=spacing[0], yRes=spacing[1],
                    resampleAlg=resampling)
-    if all(value is not None for value in info.nodata):  # per band; outside the source becomes nodata
-        values = " ".join(repr(float(value)) for value in info.nodata)
+    nodata = info.nodata
+    if all(value is not None for value in nodata):  # per band; outside the source becomes nodata
+        values = " ".join(repr(float(value)) for value in nodata)
         options.update(srcNodata=values, dstNodata=values)
-    warped = gdal.Warp("", os.path.abspath(info.path), **options)
+    else:  # float32 (as served) with NaN outside the source, not zeros taken for data
+        options.update(outputType=gdal.GDT_Float32, dstNodata="nan")
+        nodata = tuple(math.nan if value is None else value for value in nodata)
+    warped = gdal.Warp("", os.path.abspath(info.path) if is_plain_path(info.path) else info.path, **options)
     xml = warped.GetMetadata("xml:VRT")[0]
     width, height = warped.RasterXSize, warped.RasterYSize
     warped = None
@@ -270,7 +317,7 @@ def _warp(info, reference, scale, spacing, resampling, reason, name, log) -> Ali
         log(f"source {name} was warped on the fly onto the output lattice ({reason}): "
             f"{width} x {height} pixels of {spacing[0]:g} x {spacing[1]:g}, {resampling} resampling")
     corner = (Fraction(kx0) * scale, Fraction(ky0) * scale)
-    return AlignedSource(xml, name, width, height, info.bands, info.nodata, bounds, spacing, corner, warped=True)
+    return AlignedSource(xml, name, width, height, info.bands, nodata, bounds, spacing, corner, warped=True)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -307,26 +354,34 @@ class GeoTiffWriter:
         self.nodata = nodata
         self.descriptions = tuple(descriptions)
         self.classes = tuple(classes)
+        if self.classes:
+            _check_class_values(self.path, self.dtype, self.classes)
         self._atomic = None
         self._dataset = None
 
     def __enter__(self) -> "GeoTiffWriter":
         self._atomic = atomic_output(self.path)
         temp = self._atomic.__enter__()
-        gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype.type)
-        options = GTIFF_OPTIONS + (FLOAT_OPTIONS if self.dtype.kind == "f" else [])
-        dataset = gdal.GetDriverByName("GTiff").Create(str(temp), self.grid.width, self.grid.height, self.bands,
-                                                       gdal_type, options)
-        dataset.SetGeoTransform(self.grid.geotransform())
-        dataset.SetProjection(self.grid.crs_wkt)
-        for b in range(self.bands):
-            band = dataset.GetRasterBand(b + 1)
-            if self.nodata is not None:
-                band.SetNoDataValue(float(self.nodata))
-            if b < len(self.descriptions):
-                band.SetDescription(self.descriptions[b])
-        if self.classes:
-            _set_palette(dataset.GetRasterBand(1), self.classes)
+        dataset = None
+        try:
+            gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype.type)
+            options = GTIFF_OPTIONS + (FLOAT_OPTIONS if self.dtype.kind == "f" else [])
+            dataset = gdal.GetDriverByName("GTiff").Create(str(temp), self.grid.width, self.grid.height, self.bands,
+                                                           gdal_type, options)
+            dataset.SetGeoTransform(self.grid.geotransform())
+            dataset.SetProjection(self.grid.crs_wkt)
+            for b in range(self.bands):
+                band = dataset.GetRasterBand(b + 1)
+                if self.nodata is not None:
+                    band.SetNoDataValue(float(self.nodata))
+                if b < len(self.descriptions):
+                    band.SetDescription(self.descriptions[b])
+            if self.classes:
+                _set_palette(dataset.GetRasterBand(1), self.classes)
+        except BaseException as error:
+            band = dataset = None  # close the file before the atomic output removes it
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
         self._dataset = dataset
         return self
 
@@ -349,6 +404,19 @@ class GeoTiffWriter:
             with atomic_output(self.path.with_suffix(".qml")) as qml:
                 qml.write_text(class_map_qml(self.classes), encoding="utf-8")
         return False
+
+
+#: Largest class value per class-map type: the next value is left for nodata.
+MAX_CLASS_VALUE = {np.dtype("uint8"): 254, np.dtype("uint16"): 65534}
+
+
+def _check_class_values(path: Path, dtype: np.dtype, classes: tuple[ClassStyle, ...]) -> None:
+    if dtype not in MAX_CLASS_VALUE:
+        raise EngineError(f"class map {path}: a paletted GeoTIFF is uint8 or uint16, not {dtype}")
+    for style in classes:
+        if not 0 <= style.value <= MAX_CLASS_VALUE[dtype]:
+            raise EngineError(f"class map {path}: class {style.name!r} has value {style.value}, outside "
+                              f"0..{MAX_CLASS_VALUE[dtype]} for a {dtype} class map")
 
 
 def _set_palette(band, classes: tuple[ClassStyle, ...]) -> None:

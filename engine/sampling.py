@@ -43,10 +43,12 @@ from .dataset import SPLITS
 from .geometry import patch_start, snap
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import crs_equivalent, pyproj_crs, raster_info
+from .rasters import crs_equivalent, invalid_pixels, pyproj_crs, raster_info
 
 LAYER = "positions"
 BLOCKS_LAYER = "blocks"
+BLOCK_PATCHES = 8  # automatic block side, in patches
+MIN_BLOCKS = 3  # fewer blocks holding positions cannot fill train, valid and test
 STRATEGIES = ("points", "polygons", "label_raster", "grid")
 LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
 READ_BUDGET_BYTES = 64 * 2**20
@@ -237,7 +239,7 @@ def write_positions(path: str | Path, positions: Positions, crs_wkt: str,
         feature.SetGeometry(point)
         layer.CreateFeature(feature)
     layer.CommitTransaction()
-    source = None
+    del source  # closing the dataset writes the GeoPackage
 
 
 # -- raster helpers --------------------------------------------------------------------------
@@ -267,17 +269,6 @@ def footprint_starts(info, x, y, patch_size: int) -> tuple[np.ndarray, np.ndarra
     return cols, rows
 
 
-def nodata_mask(block: np.ndarray, nodata: list) -> np.ndarray:
-    """Pixels of ``block`` ``[bands, h, w]`` where any band is nodata (or NaN)."""
-    bad = np.zeros(block.shape[1:], dtype=bool)
-    for band, value in zip(block, nodata):
-        if np.issubdtype(band.dtype, np.floating):
-            bad |= np.isnan(band)
-        if value is not None:
-            bad |= band == value
-    return bad
-
-
 def _strip_rows(width: int, bands: int, itemsize: int = 8) -> int:
     return max(1, READ_BUDGET_BYTES // max(1, width * bands * itemsize))
 
@@ -301,7 +292,7 @@ def pixels_valid(path: str, info, cols: np.ndarray, rows: np.ndarray) -> np.ndar
         r1 = rows[chosen].max() + 1
         block = dataset.ReadAsArray(int(c0), int(first), int(c1 - c0), int(r1 - first))
         block = block.reshape((info.bands,) + block.shape[-2:])
-        bad = nodata_mask(block, info.nodata)
+        bad = invalid_pixels(block, info.nodata, band_axis=0)
         valid[chosen] = ~bad[rows[chosen] - first, cols[chosen] - c0]
         start = end
     return valid
@@ -405,7 +396,7 @@ def _label_strips(path: str, info, nodata):
     step = _strip_rows(info.width, 1)
     for row in range(0, info.height, step):
         block = band.ReadAsArray(0, row, info.width, min(step, info.height - row))
-        valid = ~nodata_mask(block[None], [nodata])
+        valid = ~invalid_pixels(block[None], [nodata], band_axis=0)
         if np.issubdtype(block.dtype, np.floating):
             integral = block[valid] == np.round(block[valid])
             if not integral.all():
@@ -491,10 +482,10 @@ def grid_positions(path: str, info, patch_size: int, step: int, mask: str | None
         if reporter:
             reporter.check_cancelled()
         block = dataset.ReadAsArray(0, row, info.width, patch_size).reshape(info.bands, patch_size, info.width)
-        bad = nodata_mask(block, info.nodata)
+        bad = invalid_pixels(block, info.nodata, band_axis=0)
         if mask_dataset is not None:
             values = mask_dataset.ReadAsArray(0, row, info.width, patch_size).reshape(-1, patch_size, info.width)[0]
-            bad |= (values == 0) | nodata_mask(values[None], mask_info.nodata[:1])
+            bad |= (values == 0) | invalid_pixels(values[None], mask_info.nodata[:1], band_axis=0)
         bad_cols = np.concatenate([[0], np.cumsum(bad.any(axis=0))])
         ok = bad_cols[starts_c + patch_size] == bad_cols[starts_c]
         x, y = map_coords(info, starts_c[ok] + patch_size / 2, np.full(ok.sum(), row + patch_size / 2))
@@ -571,7 +562,7 @@ def write_blocks(path: str | Path, info, positions: Positions, patch_size: int, 
             f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))"))
         layer.CreateFeature(feature)
     layer.CommitTransaction()
-    source = None
+    del source  # closing the dataset writes the GeoPackage
     return len(blocks)
 
 
@@ -649,7 +640,7 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
     elif strategy == "polygons":
         positions = polygon_positions(
             spec["vector"], info, _required(spec, "class_field"), rng, mode=spec.get("polygon_mode", "random"),
-            samples_per_class=int(spec.get("samples_per_class", 100)), step=int(spec.get("step", 1)),
+            samples_per_class=int(spec.get("samples_per_class", 100)), step=int(spec.get("step") or patch_size),
             border_distance=float(spec.get("border_distance", 0.0)), layer_name=spec.get("layer"),
             reporter=reporter)
     elif strategy == "label_raster":
@@ -658,7 +649,7 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
             int(spec.get("samples", 100)), rng, spec.get("label_nodata"), reporter)
         positions.x, positions.y = transform_xy(positions.x, positions.y, label_wkt, info.crs_wkt)
     elif strategy == "grid":
-        positions = grid_positions(raster, info, patch_size, int(spec.get("step", patch_size)),
+        positions = grid_positions(raster, info, patch_size, int(spec.get("step") or patch_size),
                                    spec.get("mask"), reporter)
     else:
         raise EngineError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
@@ -667,10 +658,14 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
     positions, dropped = filter_on_raster(raster, info, positions, patch_size, reporter)
     proportions = proportions_of(spec.get("split"))
     if spec.get("split_mode", "random") == "blocks":
-        keep, splits = block_splits(info, positions, patch_size, float(_required(spec, "block_size")),
-                                    proportions, rng)
+        block_size = resolved_block_size(spec, info, patch_size)
+        keep, splits = block_splits(info, positions, patch_size, block_size, proportions, rng)
         dropped["block_border"] = int((~keep).sum())
         reporter.log(f"{dropped['block_border']} positions dropped: their patch crosses a block border")
+        held = len(np.unique(block_cells(info, positions.subset(keep), patch_size, block_size)[1], axis=0))
+        if held < MIN_BLOCKS:
+            reporter.warning(f"only {held} block(s) of {block_size:g} map units hold positions: the splits cannot "
+                             f"all get positions; use a smaller block_size (at least {MIN_BLOCKS} blocks)")
         positions = positions.subset(keep)
         positions.splits = splits
     elif spec.get("split_mode", "random") == "random":
@@ -681,6 +676,13 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
         raise EngineError(f"no position left after filtering ({dropped}); check the inputs' overlap, "
                           "nodata and the patch size")
     return positions, dropped, info
+
+
+def resolved_block_size(spec: dict, info, patch_size: int) -> float:
+    """``block_size`` of ``spec`` in map units; 0 or absent = automatic: 8 x the patch size x
+    the raster's pixel spacing (:data:`BLOCK_PATCHES` patches a side, whatever the CRS units)."""
+    block_size = float(spec.get("block_size") or 0)
+    return block_size if block_size else BLOCK_PATCHES * patch_size * info.geotransform[1]
 
 
 def _required(spec: dict, key: str):
@@ -695,11 +697,13 @@ def select_samples_job(spec: dict, reporter: Reporter) -> dict:
     Spec: ``raster`` (the reference image), ``strategy`` (points | polygons | label_raster |
     grid), ``output`` (.gpkg), ``report`` (.csv or .json; default ``<output>_balance.csv``),
     ``patch_size`` (reference pixels, default 1), ``seed`` (0), ``split`` {train, valid, test
-    proportions} (default all train), ``split_mode`` (random | blocks), ``block_size`` (map units).
+    proportions} (default all train), ``split_mode`` (random | blocks), ``block_size`` (map units;
+    0 or absent = 8 x patch_size x the pixel spacing; a warning when fewer than 3 blocks hold positions).
     points/polygons: ``vector``, ``layer`` (optional), ``class_field``; polygons: ``polygon_mode``
-    (random | grid), ``samples_per_class``, ``step`` (pixels), ``border_distance`` (map units).
+    (random | grid), ``samples_per_class``, ``step`` (pixels, grid mode; 0 or absent = patch_size),
+    ``border_distance`` (map units).
     label_raster: ``label_raster``, ``label_strategy`` (constant | total | smallest | all),
-    ``samples``, ``label_nodata`` (default the raster's). grid: ``step`` (default patch_size),
+    ``samples``, ``label_nodata`` (default the raster's). grid: ``step`` (0 or absent = patch_size),
     ``mask`` (raster on the image grid). ``blocks`` (optional, blocks split): a GeoPackage
     receiving the blocks holding positions, with their ``split`` (see :func:`write_blocks`).
     Result: {output, report, count, balance, dropped, blocks (path or None)}.
@@ -721,7 +725,8 @@ def select_samples_job(spec: dict, reporter: Reporter) -> dict:
     write_balance(report, table)
     if spec.get("blocks"):
         with atomic_output(spec["blocks"]) as temp:
-            count = write_blocks(temp, info, positions, int(spec.get("patch_size", 1)), float(spec["block_size"]))
+            patch_size = int(spec.get("patch_size", 1))
+            count = write_blocks(temp, info, positions, patch_size, resolved_block_size(spec, info, patch_size))
         reporter.log(f"{count} split blocks written to {spec['blocks']}")
     reporter.progress(100)
     return {"output": str(output), "report": str(report), "count": len(positions),

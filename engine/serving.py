@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import queue
 import threading
 import time
@@ -39,7 +38,16 @@ from .geometry import (
     tiles,
 )
 from .protocol import EngineError, Reporter
-from .rasters import AlignedSource, ClassStyle, GeoTiffWriter, align_source, raster_info, rasterize, read_window
+from .rasters import (
+    AlignedSource,
+    ClassStyle,
+    GeoTiffWriter,
+    align_source,
+    invalid_pixels,
+    raster_info,
+    rasterize,
+    read_window,
+)
 
 SERVING_BORDERS = BORDER_MODES + ("shrink",)
 NODATA_MODES = ("skip", "mask")
@@ -150,12 +158,11 @@ def _align_sources(geometry: ModelGeometry, source_paths: list[str], resampling:
     reference = infos[0].grid
     aligned = []
     for k, (info, source) in enumerate(zip(infos, geometry.sources)):
-        one = align_source(info, reference, source.scale, resampling, log)
         declared = nodata[k] if nodata else None
-        if declared:  # declared nodata (model metadata) for bands whose raster declares none
-            one = replace(one, nodata=tuple(own if own is not None else value
-                                            for own, value in zip(one.nodata, declared)))
-        aligned.append(one)
+        if declared:  # declared nodata (model metadata) for bands whose raster declares none; a warp honours it
+            info = replace(info, nodata=tuple(own if own is not None else value
+                                              for own, value in zip(info.nodata, declared)))
+        aligned.append(align_source(info, reference, source.scale, resampling, log))
     return tuple(aligned), reference
 
 
@@ -284,12 +291,13 @@ def _sibling(path: str, suffix: str) -> str:
 class _Tile:
     """A read tile: model inputs, or ``fill`` ("background": every source pixel is nodata;
     "nodata": masked out entirely) when the network need not run; ``invalid`` output pixels
-    (rows, cols) become nodata."""
+    (rows, cols) become nodata. See :meth:`_BackgroundWriter.fill_value`."""
 
     task: TileTask
     inputs: list[np.ndarray]
     fill: str | None
     invalid: np.ndarray | None = None
+    empty: np.ndarray | None = None
 
 
 @dataclass
@@ -327,8 +335,11 @@ def make_infer(model, tile_shapes: list[tuple[int, ...]] | None = None):
 
 
 def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Reporter | None = None,
-             executor: Executor | None = None, nodata_mode: str = "skip", background: float = 0) -> RunStats:
-    """Serve ``model`` over ``plan``: read ahead, compute, write in the background."""
+             executor: Executor | None = None, nodata_mode: str = "skip", background: float | None = None) -> RunStats:
+    """Serve ``model`` over ``plan``: read ahead, compute, write in the background.
+
+    Tiles that are nodata in every source are not computed: they are written as each product's
+    nodata; raw (regression/image) products take ``background`` instead when it is given."""
     if nodata_mode not in NODATA_MODES:
         raise EngineError(f"unknown nodata mode {nodata_mode!r}; use one of {', '.join(NODATA_MODES)}")
     reporter = reporter or Reporter(stream=io.StringIO())
@@ -389,10 +400,10 @@ class _TileReader:
         inputs, bad_masks = [], []
         for source, window in zip(plan.sources, task.windows):
             array = read_window(source.path, window, plan.read_mode, dtype=np.float32)
-            bad_masks.append(_nodata_pixels(array, source.nodata))
+            bad_masks.append(invalid_pixels(array, source.nodata))
             inputs.append(array)
         invalid = None
-        fill = "background" if all(bad is not None and bad.all() for bad in bad_masks) else None
+        fill = "background" if all(bad.all() for bad in bad_masks) else None
         if fill and self.nodata_mode == "mask":
             fill = "nodata"
         if not fill and self.nodata_mode == "mask":
@@ -403,43 +414,51 @@ class _TileReader:
             invalid = outside if invalid is None else invalid | outside
         if fill:
             return _Tile(task, [], fill)
-        return _Tile(task, inputs, None, invalid if invalid is not None and invalid.any() else None)
+        empty = _empty(plan.geometry, bad_masks, task.block.width) if self.nodata_mode == "skip" else None
+        return _Tile(task, inputs, None, invalid if invalid is not None and invalid.any() else None,
+                     empty if empty is not None and empty.any() else None)
 
 
-def _nodata_pixels(array: np.ndarray, nodata: tuple[float | None, ...]) -> np.ndarray | None:
-    """Pixels where any band holds its nodata value; ``None`` when no band has nodata."""
-    bad = None
-    for b, value in enumerate(nodata):
-        if value is None:
-            continue
-        band = array[:, :, b]
-        hit = np.isnan(band) if math.isnan(value) else band == band.dtype.type(value)
-        bad = hit if bad is None else bad | hit
-    return bad
+def _block_counts(bad: np.ndarray, blocks: int, step: int, start: int, extent: int) -> np.ndarray:
+    """Nodata pixels in the ``extent``-pixel square of each EF block of a tile's source window,
+    block ``(r, c)`` starting at ``start + (r, c) * step`` (summed-area table, source pixels)."""
+    table = np.pad(np.cumsum(np.cumsum(bad, 0, dtype=np.int64), 1), ((1, 0), (1, 0)))
+    starts = start + np.arange(blocks) * step
+    r0, c0 = starts[:, None], starts[None, :]
+    return table[r0 + extent, c0 + extent] - table[r0, c0 + extent] - table[r0 + extent, c0] + table[r0, c0]
 
 
-def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray | None], size: int) -> np.ndarray:
+def _per_pixel(geometry: ModelGeometry, blocks: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(blocks, geometry.ef, 0), geometry.ef, 1)
+
+
+def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> np.ndarray:
     """Output pixels (``size`` x ``size``) whose EF block's receptive field holds a nodata pixel."""
-    ef = geometry.ef
-    blocks = size // ef
+    blocks = size // geometry.ef
     hit = np.zeros((blocks, blocks), dtype=bool)
     for i, bad in enumerate(bad_masks):
-        if bad is None or not bad.any():
-            continue
-        step, rf = geometry.footprint(i), geometry.sources[i].rf
-        table = np.pad(np.cumsum(np.cumsum(bad, 0, dtype=np.int64), 1), ((1, 0), (1, 0)))
-        starts = np.arange(blocks) * step
-        r0, c0 = starts[:, None], starts[None, :]
-        counts = table[r0 + rf, c0 + rf] - table[r0, c0 + rf] - table[r0 + rf, c0] + table[r0, c0]
-        hit |= counts > 0
-    return np.repeat(np.repeat(hit, ef, 0), ef, 1)
+        if bad.any():
+            hit |= _block_counts(bad, blocks, geometry.footprint(i), 0, geometry.sources[i].rf) > 0
+    return _per_pixel(geometry, hit)
+
+
+def _empty(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> np.ndarray:
+    """Output pixels whose EF block's footprint is nodata in every source: they get what a tile
+    that is nodata everywhere gets, so skipping such tiles does not depend on the tiling."""
+    blocks = size // geometry.ef
+    empty = np.ones((blocks, blocks), dtype=bool)
+    for i, bad in enumerate(bad_masks):
+        step = geometry.footprint(i)
+        empty &= _block_counts(bad, blocks, step, geometry.before(i), step) == step * step
+    return _per_pixel(geometry, empty)
 
 
 class _BackgroundWriter:
     """Turns the kept network outputs of a tile into the products and writes them, in one
     background thread fed by a bounded queue (TensorFlow computes the next tile meanwhile)."""
 
-    def __init__(self, writers: list[GeoTiffWriter], products: list[Product], background: float, depth: int = 2):
+    def __init__(self, writers: list[GeoTiffWriter], products: list[Product], background: float | None,
+                 depth: int = 2):
         self.writers = writers
         self.products = products
         self.background = background
@@ -457,15 +476,27 @@ class _BackgroundWriter:
             raise self.error
         self.queue.put((tile, kept))
 
+    def fill_value(self, product: Product, fill: str) -> float:
+        """What a tile that was not computed holds: the product's nodata, or for an all-nodata
+        ("background") tile of a raw product, ``background`` when given. Never a class or a
+        probability: 0 is a class value and a valid confidence."""
+        raw = product.kind not in CLASSIFIER_PRODUCTS
+        return self.background if fill == "background" and raw and self.background is not None else product.nodata
+
     def _arrays(self, tile: _Tile, kept) -> list[np.ndarray]:
         size = tile.task.block.width
         if kept is None:
-            return [np.full((size, size, p.bands), self.background if tile.fill == "background" else p.nodata,
-                            dtype=p.dtype) for p in self.products]
+            return [np.full((size, size, p.bands), self.fill_value(p, tile.fill), dtype=p.dtype)
+                    for p in self.products]
         arrays = [p.make(kept) for p in self.products]
+        # a network output that is not finite (NaN inputs in a partly nodata tile) is no value
+        invalid = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
         if tile.invalid is not None:
-            for p, array in zip(self.products, arrays):
-                array[tile.invalid] = p.nodata
+            invalid |= tile.invalid
+        for p, array in zip(self.products, arrays):
+            array[invalid] = p.nodata
+            if tile.empty is not None:
+                array[tile.empty] = self.fill_value(p, "background")
         return arrays
 
     def _run(self):
@@ -495,7 +526,7 @@ class _BackgroundWriter:
 def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str, *,
                 products: list[Product] | None = None, tile: int | None = None, border: str = "reflect",
                 extent=None, mask: MaskSpec | None = None, memory_mb: float = DEFAULT_MEMORY_MB,
-                nodata_mode: str = "skip", background: float = 0, nodata: list[tuple | None] | None = None,
+                nodata_mode: str = "skip", background: float | None = None, nodata: list[tuple | None] | None = None,
                 reporter: Reporter | None = None, executor: Executor | None = None) -> dict:
     """Serve a Keras ``model`` with ``geometry`` over ``sources``; by default every output tensor
     is written as float32 bands of ``output``. Returns the job result (see :func:`apply_model_job`)."""
@@ -555,8 +586,10 @@ def apply_model_job(spec: dict, reporter: Reporter) -> dict:
     px, null/0 = from ``memory_mb``), ``border`` (reflect, symmetric, edge, constant, shrink),
     ``extent`` ([xmin, ymin, xmax, ymax] in the reference CRS), ``mask`` and ``mask_layer``
     (polygons: outside is nodata), ``memory_mb`` (budget for the automatic tile size),
-    ``nodata_mode`` (skip: all-nodata tiles get ``background``; mask: also pixels whose receptive
-    field touches nodata become nodata), ``background``, ``stack_outputs`` (regression/image models
+    ``nodata_mode`` (skip: tiles that are nodata (declared or NaN) in every source are written as
+    nodata; mask: also pixels whose receptive field touches nodata become nodata), ``background``
+    (optional: the value of skipped tiles in regression/image outputs instead of their nodata;
+    classifier outputs always get nodata), ``stack_outputs`` (regression/image models
     with several outputs: bands of one raster, else one raster each).
     """
     from .modelfolder import load_model_folder
@@ -573,7 +606,7 @@ def apply_model_job(spec: dict, reporter: Reporter) -> dict:
         loaded.model, metadata.geometry, [str(p) for p in spec["sources"]], spec["output"], products=products,
         tile=spec.get("tile_size") or None, border=spec.get("border", "reflect"), extent=spec.get("extent"),
         mask=mask, memory_mb=spec.get("memory_mb", DEFAULT_MEMORY_MB), nodata_mode=spec.get("nodata_mode", "skip"),
-        background=spec.get("background", 0), nodata=[info.nodata for info in metadata.inputs], reporter=reporter,
+        background=spec.get("background"), nodata=[info.nodata for info in metadata.inputs], reporter=reporter,
     )
     reporter.log(f"wrote {', '.join(result['outputs'].values())} ({result['tiles']} tiles, {result['seconds']} s)")
     return result

@@ -3,15 +3,18 @@
 import functools
 import io
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
 from deepfield.engine.dataset import open_dataset
+from deepfield.engine.geometry import Window, patch_start, snap
 from deepfield.engine.patches import extract_patches_job
 from deepfield.engine.protocol import EngineError, Reporter
-from deepfield.engine.sampling import select_samples_job
+from deepfield.engine.rasters import align_source, raster_info, read_window
+from deepfield.engine.sampling import Positions, select_samples_job, write_positions
 
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"
@@ -53,6 +56,22 @@ def gdal_window(path, x, y, size):
     return np.moveaxis(data, 0, -1), (col, row), gt
 
 
+@functools.lru_cache(maxsize=None)
+def served_source(path, reference, scale):
+    """The source as serving reads it: :func:`align_source` on the reference grid at the model's scale."""
+    return align_source(raster_info(path), raster_info(reference).grid, Fraction(scale))
+
+
+def served_window(path, reference, scale, x, y, size):
+    """What serving reads for a ``size`` patch centred on (x, y): the aligned source's window
+    from the patch-centre rule; also the window's first pixel corner in map units."""
+    aligned = served_source(path, reference, scale)
+    col = patch_start(snap((x - aligned.bounds[0]) / aligned.spacing[0]), size)
+    row = patch_start(snap((aligned.bounds[3] - y) / aligned.spacing[1]), size)
+    corner = (aligned.bounds[0] + col * aligned.spacing[0], aligned.bounds[3] - row * aligned.spacing[1])
+    return read_window(aligned.path, Window(col, row, size, size), dtype=np.float32), corner
+
+
 @pytest.fixture(scope="module")
 def pan_ms(data_dir, tmp_path_factory):
     """Random points over Rotterdam pair 1, pan patch 64 (0.5 m) + MS patch 32 (1 m), MS 16 px target."""
@@ -68,10 +87,15 @@ def pan_ms(data_dir, tmp_path_factory):
     return {"pan": pan, "ms": ms, "folder": folder / "dataset", "result": result, "messages": messages}
 
 
-def test_pan_ms_coregistered_and_equal_to_gdal(pan_ms):
+def test_pan_ms_coregistered_and_equal_to_what_serving_reads(pan_ms):
+    """Pan (0.499993 m) is the reference; MS (1.000048 m) is not exactly 2x, so serving warps it
+    onto the pan lattice at 2x: the MS patches and targets are those warped values."""
     reader = open_dataset(pan_ms["folder"])
     manifest = reader.manifest
     assert [s["scale"] for s in manifest["sources"]] == ["1", "2"]
+    assert served_source(pan_ms["ms"], pan_ms["pan"], "2").warped
+    warped = [m["message"] for m in pan_ms["messages"] if "warped" in m.get("message", "")]
+    assert len(warped) == 2 and all("preproc_tutorial_ms1.tif" in m for m in warped)  # MS source + MS target
     selected = feature_count(pan_ms["folder"].parent / "grid.gpkg")
     assert manifest["splits"]["train"] + manifest["splits"]["valid"] == selected == 15 * 15
     arrays = {split: reader.arrays(split) for split in ("train", "valid")}
@@ -80,17 +104,16 @@ def test_pan_ms_coregistered_and_equal_to_gdal(pan_ms):
     for x, y, _, split, index in positions:
         sources, labels = arrays[split]
         pan, (pc, pr), pgt = gdal_window(pan_ms["pan"], x, y, 64)
-        ms, (mc, mr), mgt = gdal_window(pan_ms["ms"], x, y, 32)
-        target, _, _ = gdal_window(pan_ms["ms"], x, y, 16)
+        ms, (mx, my) = served_window(pan_ms["ms"], pan_ms["pan"], "2", x, y, 32)
+        target, _ = served_window(pan_ms["ms"], pan_ms["pan"], "2", x, y, 16)
         np.testing.assert_array_equal(sources["pan"][index], pan.astype(np.float32))
-        np.testing.assert_array_equal(sources["ms"][index], ms.astype(np.float32))
-        np.testing.assert_array_equal(labels[index], target.astype(np.float32))
-        # both patch centres (map units, from the geotransforms) are the same point, to sub-pixel
+        np.testing.assert_array_equal(sources["ms"][index], ms)
+        np.testing.assert_array_equal(labels[index], target)
+        # both patch centres (map units) are the same point, exactly: the MS lattice is the pan's at 2x
         pan_centre = (pgt[0] + (pc + 32) * pgt[1], pgt[3] + (pr + 32) * pgt[5])
-        ms_centre = (mgt[0] + (mc + 16) * mgt[1], mgt[3] + (mr + 16) * mgt[5])
-        assert abs(pan_centre[0] - ms_centre[0]) < 0.1 * pgt[1]
-        assert abs(pan_centre[1] - ms_centre[1]) < 0.1 * pgt[1]
-        # and the stored position is the MS (coarsest) pixel corner they centre on
+        ms_centre = (mx + 16 * 2 * pgt[1], my + 16 * 2 * pgt[5])
+        assert abs(pan_centre[0] - ms_centre[0]) < 1e-6 and abs(pan_centre[1] - ms_centre[1]) < 1e-6
+        # and the stored position is the (aligned) MS pixel corner they centre on
         assert abs(x - ms_centre[0]) < 1e-6 and abs(y - ms_centre[1]) < 1e-6
 
 
@@ -214,3 +237,82 @@ def test_read_tiles_do_not_change_the_dataset_and_cancel_leaves_nothing(pan_ms, 
     with pytest.raises(JobCancelled):
         extract_patches_job({**spec, "output": str(tmp_path / "cancelled")}, reporter)
     assert not (tmp_path / "cancelled").exists() and not (tmp_path / "cancelled.part").exists()
+
+
+def test_source_in_another_crs_is_warped_like_serving(data_dir, tmp_path):
+    """A crop of the NC stack (bands 1-5: one nodata value, as GeoTIFF stores) warped to EPSG:4326:
+    extraction warps it back onto the reference lattice (logged) and cuts what serving reads,
+    instead of snapping on its degree grid."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    geographic = str(tmp_path / "crop_4326.tif")
+    crop = gdal.Translate("", image, format="VRT", srcWin=[100, 100, 200, 200], bandList=[1, 2, 3, 4, 5])
+    gdal.Warp(geographic, crop, dstSRS="EPSG:4326")
+    run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 9, "step": 25,
+                             "output": str(tmp_path / "grid.gpkg")})
+    result, messages = run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 9, "name": "landsat"},
+                    {"path": geographic, "patch_size": 9, "name": "geographic"}],
+        "positions": str(tmp_path / "grid.gpkg"), "label": {"kind": "image", "path": image},
+        "output": str(tmp_path / "dataset")})
+    warped = [m["message"] for m in messages if "warped" in m.get("message", "")]
+    assert len(warped) == 1 and "crop_4326.tif" in warped[0] and "CRS differs" in warped[0]
+    reader = open_dataset(tmp_path / "dataset")
+    entry = reader.manifest["sources"][1]
+    assert entry["scale"] == "1" and entry["spacing"] == [28.5, 28.5]
+    assert 10 < reader.size("train") < result["rejected"]["outside"] + result["rejected"]["nodata"]
+    sources, _ = reader.arrays("train")
+    errors = np.zeros((3, 3))  # co-registered: the original pixels match best without a shift
+    for x, y, _, _, index in accepted_positions(tmp_path / "dataset"):
+        served, _ = served_window(geographic, image, "1", x, y, 9)
+        np.testing.assert_array_equal(sources["geographic"][index], served)
+        around, _, _ = gdal_window(image, x, y, 11)
+        for dr in range(3):
+            for dc in range(3):
+                errors[dr, dc] += np.abs(around[dr:dr + 9, dc:dc + 9, :5] - served).mean()
+    assert errors.argmin() == 4
+
+
+def test_label_patch_size_defaults_to_the_same_ground_area(data_dir, tmp_path):
+    """A label raster at half the resolution (57 m): the default label patch is 32 x 28.5 / 57 = 16 px."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    coarse = str(tmp_path / "strata_57m.tif")
+    gdal.Translate(coarse, str(data_dir / NC / "strata.tif"), xRes=57, yRes=57, resampleAlg="nearest")
+    run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 32, "step": 64,
+                             "output": str(tmp_path / "grid.gpkg")})
+    _, messages = run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 32, "name": "landsat"}], "positions": str(tmp_path / "grid.gpkg"),
+        "label": {"kind": "segmentation", "path": coarse}, "output": str(tmp_path / "dataset")})
+    assert not [m for m in messages if "warped" in m.get("message", "")]  # 57 m nests in the 28.5 m lattice
+    reader = open_dataset(tmp_path / "dataset")
+    label = reader.manifest["label"]
+    assert label["patch_size"] == 16 and label["scale"] == "2"
+    _, labels = reader.arrays("train")
+    assert labels.shape[1:] == (16, 16) and len(labels) > 5
+    values = [c["value"] for c in label["classes"]]
+    for x, y, _, _, index in accepted_positions(tmp_path / "dataset"):
+        raw, (col, row), gt = gdal_window(coarse, x, y, 16)
+        _, (icol, irow), igt = gdal_window(image, x, y, 32)
+        assert (gt[0] + col * gt[1], gt[3] + row * gt[5]) == (igt[0] + icol * igt[1], igt[3] + irow * igt[5])
+        expected = np.array([[values.index(v) if v in values else -1 for v in line] for line in raw[..., 0]])
+        np.testing.assert_array_equal(labels[index], expected)
+
+
+def test_warped_source_cuts_only_inside_its_footprint(pan_ms, tmp_path):
+    """Serving's warped MS grid is snapped outwards (301 x 301 px of 0.99999 m for 300 px of 1.00005 m):
+    its last column and row lie beyond the MS image (no data, no nodata declared), so patches reaching
+    them are rejected as outside the source."""
+    aligned = served_source(pan_ms["ms"], pan_ms["pan"], "2")
+    assert (aligned.width, aligned.height) == (301, 301)
+    pan = raster_info(pan_ms["pan"])
+    gt = pan.geotransform
+    centres = np.array([[300, 300], [562, 300], [300, 562]])  # pan pixel corners; MS 40 px: cols 261..300
+    write_positions(tmp_path / "points.gpkg", Positions(gt[0] + centres[:, 0] * gt[1], gt[3] + centres[:, 1] * gt[5],
+                                                        None, np.array(["train"] * 3, dtype=object)), pan.crs_wkt)
+    result, _ = run(extract_patches_job, {
+        "sources": [{"path": pan_ms["pan"], "patch_size": 64, "name": "pan"},
+                    {"path": pan_ms["ms"], "patch_size": 40, "name": "ms"}],
+        "positions": str(tmp_path / "points.gpkg"), "label": {"kind": "image", "path": pan_ms["pan"]},
+        "output": str(tmp_path / "dataset")})
+    assert result["splits"]["train"] == 1 and result["rejected"]["outside"] == 2
+    sources, _ = open_dataset(tmp_path / "dataset").arrays("train")
+    assert np.isfinite(sources["ms"][0]).all() and (sources["ms"][0] != 0).any(axis=(0, 2)).all()

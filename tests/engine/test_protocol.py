@@ -58,3 +58,26 @@ def test_atomic_folder_output(tmp_path):
     with atomic_output(target, folder=True) as temp:
         (temp / "a.txt").write_text("x")
     assert (target / "a.txt").read_text() == "x"
+
+
+def test_replacing_an_output_removes_the_old_outputs_side_files(tmp_path):
+    """A float map rerun over a paletted one must not keep its .qml style, statistics or overviews."""
+    target = tmp_path / "map.tif"
+    stale = [tmp_path / "map.qml", tmp_path / "map.tif.aux.xml", tmp_path / "map.tif.ovr"]
+    for path in [target] + stale:
+        path.write_text("old")
+    keep = [tmp_path / "map.tif.bak", tmp_path / "map_confidence.qml", tmp_path / "other.qml"]
+    for path in keep:
+        path.write_text("user's")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as temp:
+            temp.write_text("half")
+            raise RuntimeError("disk full")
+    assert all(path.read_text() == "old" for path in [target] + stale)  # a failed run loses nothing
+    with atomic_output(target) as temp:
+        temp.write_text("new")
+        temp.with_name(temp.name + ".aux.xml").write_text("<new/>")
+    assert target.read_text() == "new" and (tmp_path / "map.tif.aux.xml").read_text() == "<new/>"
+    assert not (tmp_path / "map.qml").exists() and not (tmp_path / "map.tif.ovr").exists()
+    assert all(path.read_text() == "user's" for path in keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["map.tif", "map.tif.aux.xml"] + [p.name for p in keep])

@@ -1,5 +1,8 @@
 """GDAL I/O on real rasters: describing, border-padded reads, aligning/warping, writing."""
 
+import os
+import zipfile
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -45,6 +48,42 @@ def test_raster_info_refusals(data_dir, tmp_path):
     gdal.Open(rotated, gdal.GA_Update).SetGeoTransform((0, 1, 0.2, 0, 0, -1))
     with pytest.raises(EngineError, match="rotated"):
         raster_info(rotated)
+
+
+def test_raster_info_opens_gdal_sources_that_are_not_file_names(data_dir, tmp_path):
+    """QGIS layer sources such as /vsizip/ members and GeoPackage raster tables are not files."""
+    crop = tmp_path / "crop.tif"
+    gdal.Translate(str(crop), str(data_dir / NC), srcWin=[100, 100, 20, 10])
+    expected = read_window(str(crop), Window(0, 0, 20, 10))
+    archive = tmp_path / "crop.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(crop, "inner/crop.tif")
+    zipped_path = f"/vsizip/{archive}/inner/crop.tif"
+    assert (raster_info(zipped_path).width, raster_info(zipped_path).bands) == (20, 6)
+    np.testing.assert_array_equal(read_window(zipped_path, Window(0, 0, 20, 10)), expected)
+    coarse = align_source(raster_info(zipped_path), raster_info(data_dir / NC).grid, 2)  # needs a warp
+    assert coarse.warped and (coarse.width, coarse.height) == (10, 5)
+    gpkg = tmp_path / "rasters.gpkg"
+    gdal.Translate(str(gpkg), str(crop), format="GPKG", outputType=gdal.GDT_Byte, scaleParams=[[]],
+                   bandList=[1, 2, 3], creationOptions=["RASTER_TABLE=landsat"])
+    info = raster_info(f"GPKG:{gpkg}:landsat")
+    assert (info.width, info.height, info.bands, info.dtype) == (20, 10, 3, "uint8")
+    assert info.geotransform == raster_info(crop).geotransform
+    with pytest.raises(EngineError, match=f"cannot open raster GPKG:{gpkg}:nosuchtable: GDAL says: .*nosuchtable"):
+        raster_info(f"GPKG:{gpkg}:nosuchtable")
+    with pytest.raises(EngineError, match="cannot open raster /vsizip/.*missing.tif"):
+        raster_info(f"/vsizip/{archive}/inner/missing.tif")
+
+
+def test_read_window_sees_a_raster_rewritten_in_the_same_process(data_dir, tmp_path):
+    grid = raster_info(data_dir / NC).grid.subgrid(Window(0, 0, 8, 6))
+    path = str(tmp_path / "rewritten.tif")
+    for value in (1, 2):  # atomically replaced (another file), same size
+        with GeoTiffWriter(path, grid, 1, "uint8") as writer:
+            writer.write(Window(0, 0, 8, 6), np.full((6, 8, 1), value))
+        assert (read_window(path, Window(0, 0, 8, 6)) == value).all()
+    gdal.Translate(path, str(data_dir / NC), srcWin=[0, 0, 8, 6], bandList=[1])  # rewritten in place
+    np.testing.assert_array_equal(read_window(path, Window(0, 0, 8, 6))[..., 0], gdal.Open(path).ReadAsArray())
 
 
 @pytest.mark.parametrize("mode", ["reflect", "symmetric", "edge", "constant"])
@@ -123,7 +162,43 @@ def test_geotiff_writer_classes_and_atomicity(data_dir, tmp_path):
     assert metadata["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
     assert band.GetBlockSize() == [256, 256]
     assert 'value="1" color="#ff0000" label="developed"' in (tmp_path / "map.qml").read_text()
+    with GeoTiffWriter(path, grid, 1, "float32") as writer:  # rerun as a float output: no palette style left
+        writer.write(Window(0, 0, 30, 20), np.ones((20, 30, 1)))
+    assert not (tmp_path / "map.qml").exists() and gdal.Open(str(path)).GetRasterBand(1).GetColorTable() is None
     with pytest.raises(RuntimeError):
         with GeoTiffWriter(tmp_path / "broken.tif", grid, 1, "float32"):
             raise RuntimeError("stop")
     assert not list(tmp_path.glob("broken*"))
+
+
+@pytest.mark.parametrize("dtype, value", [("uint8", -1), ("uint8", 255), ("uint16", 70000)])
+def test_geotiff_writer_refuses_class_values_outside_its_type(data_dir, tmp_path, dtype, value):
+    grid = Grid(630534.0, 228114.0, 114.0, 114.0, 30, 20, raster_info(data_dir / NC).crs_wkt)
+    classes = (ClassStyle(1, "water", "#0000ff"), ClassStyle(value, "odd", "#ff0000"))
+    with pytest.raises(EngineError, match=f"class 'odd' has value {value}, outside 0..(254|65534) for a {dtype}"):
+        with GeoTiffWriter(tmp_path / "map.tif", grid, 1, dtype, classes=classes):
+            pass
+    assert not list(tmp_path.iterdir())
+
+
+def test_geotiff_writer_cleans_up_when_setting_up_the_file_fails(data_dir, tmp_path):
+    """The palette fails after the .part file exists: neither it nor an open handle is left."""
+    grid = Grid(630534.0, 228114.0, 114.0, 114.0, 30, 20, raster_info(data_dir / NC).crs_wkt)
+    writer = GeoTiffWriter(tmp_path / "map.tif", grid, 1, "uint8", classes=(ClassStyle(1, "water", "blue"),))
+    with pytest.raises(ValueError) as caught:
+        with writer:  # kept referenced (as by an ExitStack): garbage collection does not clean up
+            pass
+    assert not list(tmp_path.iterdir())
+    assert caught.tb is not None  # the traceback (and its frames' locals) is alive, yet the file is closed
+    assert not [name for name in _open_files() if name.startswith(str(tmp_path))]
+
+
+def _open_files() -> list[str]:
+    """What this process has open (Linux)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor os.listdir itself used
+            pass
+    return names

@@ -10,7 +10,7 @@ an accuracy test), Sentinel-2 10 m bands degraded to 20 m (super-resolution x2).
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,9 +54,8 @@ def read(path: str) -> np.ndarray:
 class Case:
     """A trained zoo model and how to serve it: ``sources`` (crops, model input order), ``tile``
     (small tile, output px), the expected output geotransform, size (cols, rows) and SF, ``outputs``
-    (the job's classifier products), ``nodata_mode`` (``mask`` where the source has nodata: in
-    ``skip`` mode an all-nodata tile gets the background while a mixed tile runs the network on
-    the nodata values, so only ``mask`` is tiling-independent there)."""
+    (the job's classifier products), ``nodata_mode`` (``mask`` where the source has nodata, so that
+    every remaining pixel has a numpy reference; ``skip`` is then checked for tiling independence)."""
 
     folder: Path
     sources: list[str]
@@ -234,6 +233,13 @@ def test_trained_model_serves_exactly_in_tiles_on_the_right_grid(case):
     if case.outputs:
         check_class_map(loaded.metadata.classes, tiled, whole, valid)
         check_class_styles(loaded.metadata.classes, whole_result["output"])
+    if case.nodata_mode == "mask":  # the source has nodata: the default skip mode is tiling-independent too
+        skip = replace(case, nodata_mode="skip")
+        tiled_result, tiled = serve(skip, skip.tile, "tiled_skip")
+        _, whole = serve(skip, ONE_TILE, "whole_skip")
+        assert tiled_result["skipped_tiles"] > 0
+        np.testing.assert_allclose(tiled[-1], whole[-1], atol=1e-5, rtol=1e-6)
+        check_class_map(loaded.metadata.classes, tiled, whole, (tiled[-1] != FLOAT_NODATA).all(-1))
 
 
 def check_class_map(classes, tiled: list[np.ndarray], whole: list[np.ndarray], valid: np.ndarray) -> None:

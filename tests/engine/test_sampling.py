@@ -247,3 +247,35 @@ def test_no_overlap_error(nc, data_dir, tmp_path):
     with pytest.raises(EngineError, match="none of the .* positions falls inside the raster"):
         run({"raster": str(data_dir / "spacenet_solaris" / "preproc_tutorial_ms1.tif"), "strategy": "points",
              "vector": nc["points"], "class_field": "id", "output": str(tmp_path / "out.gpkg")})
+
+
+def test_polygons_grid_step_zero_is_the_patch_size(nc, tmp_path):
+    spec = {"raster": nc["image"], "strategy": "polygons", "vector": nc["polygons"], "class_field": "id",
+            "polygon_mode": "grid", "patch_size": 5}
+    run({**spec, "step": 0, "output": str(tmp_path / "zero.gpkg")})
+    run({**spec, "step": 5, "output": str(tmp_path / "five.gpkg")})
+    zero, _ = read_gpkg(tmp_path / "zero.gpkg")
+    five, _ = read_gpkg(tmp_path / "five.gpkg")
+    assert len(zero) > 10 and [r[:3] for r in zero] == [r[:3] for r in five]
+    gt = gdal.Open(nc["image"]).GetGeoTransform()
+    assert all(int((x - gt[0]) // gt[1]) % 5 == 0 and int((y - gt[3]) // gt[5]) % 5 == 0 for x, y, *_ in zero)
+
+
+def test_automatic_block_size_in_degrees_and_few_blocks_warning(data_dir, tmp_path):
+    """EPSG:4326 (2.7e-6 degree pixels): the automatic block is 8 patches a side; the old default of
+    1000 map units (degrees) puts every position in one block, which the job warns about."""
+    raster = str(data_dir / "spacenet_solaris" / "road_mask_input.tif")
+    spec = {"raster": raster, "strategy": "grid", "patch_size": 32, "split_mode": "blocks", "seed": 2,
+            "split": {"train": 0.6, "valid": 0.2, "test": 0.2}}
+    result, messages = run({**spec, "output": str(tmp_path / "auto.gpkg"), "blocks": str(tmp_path / "blocks.gpkg")})
+    spacing = gdal.Open(raster).GetGeoTransform()[1]
+    polygons = [f.GetGeometryRef().Clone() for f in features(tmp_path / "blocks.gpkg")]
+    side = 8 * 32 * spacing
+    assert len(polygons) >= 9 and all(p.GetArea() <= side ** 2 * (1 + 1e-9) for p in polygons)
+    assert max(p.GetArea() for p in polygons) == pytest.approx(side ** 2, rel=1e-9)
+    assert set(result["balance"]) == {"train", "valid", "test"} and all(result["balance"].values())
+    assert not [m for m in messages if m.get("level") == "warning"]
+    result, messages = run({**spec, "block_size": 1000, "output": str(tmp_path / "one.gpkg")})
+    rows, _ = read_gpkg(tmp_path / "one.gpkg")
+    assert {r[3] for r in rows} == {"train"}
+    assert any("only 1 block(s)" in m.get("message", "") for m in messages if m.get("level") == "warning")

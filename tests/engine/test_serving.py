@@ -328,6 +328,111 @@ def test_nodata_tiles_skipped_and_masked(rasters, tmp_path):
     np.testing.assert_allclose(masked[kept], skipped[kept], atol=1e-6)
 
 
+def test_invalid_pixels_nan_always_declared_per_band_either_axis():
+    """The one nodata test (serving, sampling, patches): NaN always, declared values per band."""
+    from deepfield.engine.rasters import invalid_pixels
+
+    pixels = np.arange(24, dtype=np.float32).reshape(2, 3, 4)  # rows, cols, bands
+    pixels[0, 0, 1] = np.nan  # band 1 declares no nodata: NaN is still nodata
+    pixels[1, 2, 3] = -5  # band 3's nodata
+    pixels[1, 1, 0] = -5  # not band 0's nodata
+    expected = np.array([[True, False, False], [False, False, True]])
+    np.testing.assert_array_equal(invalid_pixels(pixels, (None, None, None, -5)), expected)
+    np.testing.assert_array_equal(invalid_pixels(np.moveaxis(pixels, -1, 0), [None, None, None, -5], band_axis=0),
+                                  expected)
+    integers = np.array([[[0, 3], [255, 255]]], dtype=np.uint8)  # 1 row, 2 cols, 2 bands
+    np.testing.assert_array_equal(invalid_pixels(integers, (0.0, None)), [[True, False]])
+
+
+def blank_left(source, path, marker):
+    """A copy of ``source`` whose columns 0..49 (a third) are nodata: ``declared`` -9999 (the
+    bands' nodata) or ``nan`` with no nodata declared."""
+    gdal.Translate(str(path), source, noData=-9999 if marker == "declared" else "none")
+    dataset = gdal.Open(str(path), gdal.GA_Update)
+    for b in range(dataset.RasterCount):
+        band = dataset.GetRasterBand(b + 1)
+        band.WriteArray(np.full((band.YSize, 50), -9999 if marker == "declared" else np.nan, np.float32))
+    dataset = None
+    return str(path)
+
+
+ZERO_CLASSES = tuple(ClassStyle(v, f"c{v}", "#808080") for v in range(4))  # 0 is a class: class map nodata 4
+
+
+def classify(model, geometry, source, output, **options):
+    """Class map, confidence and probabilities of ``source``, read back."""
+    products = classifier_products(str(output), 0, ZERO_CLASSES, ["class_map", "confidence", "probabilities"])
+    result = serve_model(model, geometry, [source], str(output), products=products, **options)
+    return result, [read(result["outputs"][kind]) for kind in ("class_map", "confidence", "probabilities")]
+
+
+@pytest.mark.parametrize("marker", ["declared", "nan"])
+def test_nodata_columns_are_product_nodata_not_class_zero(rasters, tmp_path, marker):
+    """The left third of the image is nodata (declared, or NaN without a declared nodata); tiles of
+    4 output px (16 source px) are smaller than it. Class 0 exists, so the class map's nodata is 4."""
+    model, geometry = talk(6)
+    source = blank_left(rasters["nc"], tmp_path / "left.tif", marker)
+    _, clean = classify(model, geometry, rasters["nc"], tmp_path / "clean.tif", tile=4)
+    result, (class_map, confidence, probabilities) = classify(model, geometry, source, tmp_path / "skip.tif", tile=4)
+    # output col k reads source cols [4k - 6, 4k + 10): tiles of cols 0..3 and 4..7 read only nodata
+    assert result["skipped_tiles"] == 10 * 2  # 38 x 38 output px: 10 tile rows x 2 tile columns
+    assert (class_map[:, :8] == 4).all() and (confidence[:, :8] == -9999).all()
+    assert (probabilities[:, :8] == -9999).all()
+    np.testing.assert_array_equal(class_map[:, 14:], clean[0][:, 14:])  # col 14 reads [50, 66): clean
+    # mask mode: every output pixel whose receptive field touches the nodata third is nodata
+    _, (class_map, confidence, probabilities) = classify(model, geometry, source, tmp_path / "mask.tif", tile=4,
+                                                         nodata_mode="mask")
+    assert (class_map[:, :14] == 4).all() and (confidence[:, :14] == -9999).all()
+    assert (probabilities[:, :14] == -9999).all()
+    for kept, expected in zip((class_map, confidence, probabilities), clean):
+        np.testing.assert_allclose(kept[:, 14:], expected[:, 14:], atol=1e-6)
+
+
+def two_sources():
+    """Sources ``a`` (6 bands, reference) and ``b`` (1 band), same spacing: one 3 x 3 valid conv."""
+    keras.utils.set_random_seed(7)
+    a, b = keras.Input((None, None, 6)), keras.Input((None, None, 1))
+    y = keras.layers.Concatenate()([keras.layers.Rescaling(1 / 255)(a), keras.layers.Rescaling(1 / 255)(b)])
+    y = keras.layers.Conv2D(1, 3)(y)
+    return keras.Model([a, b], y), ModelGeometry((SourceGeometry("a", 6, 3), SourceGeometry("b", 1, 3)),
+                                                 ef=1, sf=Fraction(1))
+
+
+def test_warped_source_without_nodata_is_nodata_outside_its_footprint(rasters, tmp_path):
+    """Source b: 100 x 100 uint16 px of the NC crop, no nodata, georeferenced in a transverse
+    Mercator on -90 deg (about 7 deg of grid rotation from NC state plane): warped onto the
+    reference lattice, the corners of its bounding box lie outside its footprint."""
+    from osgeo import osr
+
+    model, geometry = two_sources()
+    tmerc = osr.SpatialReference()
+    tmerc.ImportFromProj4("+proj=tmerc +lon_0=-90 +k=1 +x_0=500000 +datum=WGS84 +units=m +no_defs")
+    nc_srs = osr.SpatialReference(wkt=gdal.Open(rasters["nc"]).GetProjection())
+    for srs in (tmerc, nc_srs):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    gt = grid_of(rasters["nc"])[0]
+    x0, y0, _ = osr.CoordinateTransformation(nc_srs, tmerc).TransformPoint(gt[0] + 25 * 28.5, gt[3] - 25 * 28.5)
+    b = str(tmp_path / "b.tif")
+    gdal.Translate(b, rasters["nc"], bandList=[4], srcWin=[25, 25, 100, 100], outputType=gdal.GDT_UInt16,
+                   noData="none", outputSRS=tmerc.ExportToWkt(), outputBounds=[x0, y0, x0 + 2850, y0 - 2850])
+    assert gdal.Open(b).GetRasterBand(1).GetNoDataValue() is None
+    plan = plan_serving(geometry, [rasters["nc"], b])
+    assert plan.warped_sources == ["b.tif"] and math.isnan(plan.sources[1].nodata[0])
+    result, out = serve(model, geometry, [rasters["nc"], b], tmp_path / "out.tif", tile=16, nodata_mode="mask")
+    # where each output pixel centre falls in b's pixels (independent of the warp)
+    ogt, width, height = result["grid"]["geotransform"], result["grid"]["width"], result["grid"]["height"]
+    cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    to_b = osr.CoordinateTransformation(nc_srs, tmerc)
+    points = to_b.TransformPoints(np.stack([ogt[0] + cols.ravel() * ogt[1], ogt[3] + rows.ravel() * ogt[5]], -1))
+    u = (np.array(points)[:, 0] - x0) / 28.5
+    v = (y0 - np.array(points)[:, 1]) / 28.5
+    outside = ((u < -2) | (u > 102) | (v < -2) | (v > 102)).reshape(height, width)
+    inside = ((u > 3) & (u < 97) & (v > 3) & (v < 97)).reshape(height, width)
+    assert outside.sum() > 100 and inside.sum() > 5000  # rotated footprint: real corners outside it
+    assert (out[outside] == -9999).all()  # not computed from a collar of zeros
+    assert (out[inside] != -9999).all()
+
+
 def test_mask_polygons_clip_and_blank(rasters, tmp_path):
     model, geometry = talk(6)
     gt, w, h = grid_of(rasters["nc"])

@@ -57,7 +57,9 @@ def test_the_chain_trains_serves_and_evaluates_on_the_test_blocks(chain, nc):
     assert class_map.GetGeoTransform() == image.GetGeoTransform()
     assert (class_map.RasterXSize, class_map.RasterYSize, class_map.RasterCount) == (489, 443, 1)
     classes = class_map.ReadAsArray()
-    assert set(np.unique(classes).tolist()) <= CLASSES
+    nodata = class_map.GetRasterBand(1).GetNoDataValue()  # where a band of the image is nodata
+    assert nodata not in CLASSES and set(np.unique(classes).tolist()) <= CLASSES | {nodata}
+    assert (classes != nodata).mean() > 0.5
 
     blocks = layer_rows(folder / "blocks.gpkg", "split", "positions")
     assert {split for _, split, _ in blocks} == {"train", "valid", "test"}

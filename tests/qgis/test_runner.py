@@ -50,8 +50,10 @@ def test_a_crashing_worker_is_reported_with_its_last_words(tmp_path):
 
 
 def test_cancel_kills_the_worker_group_and_removes_partial_output(tmp_path):
-    """A worker that ignores SIGTERM and has a child: both are gone within seconds, no .part left."""
+    """A worker that ignores SIGTERM and has a child: both are gone within seconds, and so are the
+    .part files it left (the output's, its GDAL side file's, its class-map style's)."""
     output = tmp_path / "out.tif"
+    (tmp_path / "out.tif.partial").write_text("not ours: kept")
     pids = tmp_path / "pids"
     stubborn = tmp_path / "python"
     stubborn.write_text(textwrap.dedent(f"""\
@@ -60,6 +62,8 @@ def test_cancel_kills_the_worker_group_and_removes_partial_output(tmp_path):
         sleep 300 &
         echo "$$ $!" > {pids}
         echo partial > {output}.part
+        echo partial > {output}.part.aux.xml
+        echo partial > {tmp_path / "out.qml.part"}
         i=0
         while true; do i=$((i+1)); echo '{{"type": "progress", "percent": 1}}'; sleep 0.1; done
         """))
@@ -72,7 +76,7 @@ def test_cancel_kills_the_worker_group_and_removes_partial_output(tmp_path):
     assert time.monotonic() - started < 15
     for pid in map(int, pids.read_text().split()):
         assert not _alive(pid), f"process {pid} survived the cancel"
-    assert not output.exists() and not (tmp_path / "out.tif.part").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.tif.partial", "pids", "python"]
 
 
 def _alive(pid: int) -> bool:
