@@ -19,7 +19,7 @@ export QGIS_PLUGINPATH := $(PLUGINPATH)
 export DEEPFIELD_SHARED_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup apt test demo demo-quick bench screenshot package clean
+.PHONY: setup apt lint test demo demo-quick bench screenshot package clean
 
 setup: $(STAMP) $(PLUGINPATH)/$(PLUGIN)
 
@@ -44,7 +44,7 @@ $(PLUGINPATH)/$(PLUGIN):
 	@mkdir -p $(PLUGINPATH) && ln -sfn $(CURDIR) $@
 
 # Engine tests and QGIS tests run in two processes: TensorFlow and PyQGIS never share one.
-test: setup
+test: lint
 	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/engine -q $(PYTEST_ARGS)
 	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/qgis -q $(PYTEST_ARGS)
 
@@ -54,6 +54,9 @@ demo: setup
 
 demo-quick: setup
 	$(PY) scripts/demo.py --quick --out $(BUILD)/demo-quick
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 # Re-take docs/screenshot.png (QGIS desktop under Xvfb) after the checks of test_desktop pass.
 screenshot: setup

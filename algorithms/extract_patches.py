@@ -87,7 +87,7 @@ class ExtractPatches(EngineAlgorithm):
             sizes = [int(size) for size in sizes]
         except ValueError:
             raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
-        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [_identifier(l.name()) for l in layers]
+        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [_identifier(layer.name()) for layer in layers]
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
         output = self.parameterAsString(parameters, "OUTPUT", context)
@@ -112,8 +112,8 @@ class ExtractPatches(EngineAlgorithm):
             label["classes"] = classes
         spec = {
             "job": "extract_patches",
-            "sources": [{"path": raster_path(l, f"source {n}"), "patch_size": s, "name": n}
-                        for l, s, n in zip(layers, sizes, names)],
+            "sources": [{"path": raster_path(layer, f"source {n}"), "patch_size": s, "name": n}
+                        for layer, s, n in zip(layers, sizes, names)],
             "positions": positions,
             "layer": layer,
             "class_field": class_field,

@@ -89,7 +89,7 @@ def run_job(spec: dict, feedback, python: str | None = None, outputs: list[str] 
     stderr_tail: list[str] = []
     readers = [
         threading.Thread(target=_pump, args=(process.stdout, lines.put), daemon=True),
-        threading.Thread(target=_pump, args=(process.stderr, lambda l: _keep_tail(stderr_tail, l)), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, lambda line: _keep_tail(stderr_tail, line)), daemon=True),
     ]
     for reader in readers:
         reader.start()

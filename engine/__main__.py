@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as error:
         reporter.emit({"type": "error", "kind": "EngineError", "message": str(error), "traceback": ""})
         return 1
-    except Exception as error:  # noqa: BLE001 (the protocol reports every failure)
+    except Exception as error:
         reporter.emit(
             {
                 "type": "error",

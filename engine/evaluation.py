@@ -724,7 +724,8 @@ tr.average td {{ font-weight: bold; }}
 </table>
 <h2>Per class</h2>
 <table id="per-class">
-<tr><th>Value</th><th>Class</th><th>Precision (%)</th><th>Recall (%)</th><th>F-score (%)</th><th>Reference samples</th><th>Map samples</th></tr>
+<tr><th>Value</th><th>Class</th><th>Precision (%)</th><th>Recall (%)</th><th>F-score (%)</th>
+<th>Reference samples</th><th>Map samples</th></tr>
 {rows}
 </table>
 <h2>Confusion matrix</h2>

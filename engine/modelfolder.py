@@ -345,7 +345,7 @@ def load_model_folder(path, verify: bool = True) -> LoadedModel:
     _import_custom_code(folder)
     try:
         model = keras.saving.load_model(file, compile=False)
-    except Exception as error:  # noqa: BLE001 (any loading failure is the folder's problem)
+    except Exception as error:
         raise EngineError(f"{file}: cannot load the Keras model ({type(error).__name__}: {error})") from None
     check_model(model, metadata, str(folder))
     if verify:

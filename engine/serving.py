@@ -509,7 +509,7 @@ class _BackgroundWriter:
                     tile, kept = item
                     for writer, array in zip(self.writers, self._arrays(tile, kept)):
                         writer.write(tile.task.block, array)
-                except BaseException as error:  # noqa: BLE001 (re-raised in the main thread)
+                except BaseException as error:
                     self.error = error
 
     def __exit__(self, *exc):

@@ -45,7 +45,7 @@ def import_python_file(py_file, what: str) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:  # noqa: BLE001 (the user's code: report what failed)
+    except Exception as error:
         del sys.modules[name]
         raise EngineError(f"{path}: importing the {what} failed ({type(error).__name__}: {error})") from None
     return module

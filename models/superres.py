@@ -3,8 +3,9 @@
 The generator learns a residual over a bilinear up-sampling of its source: convolutions at the
 input spacing, ``factor`` up-sampled by transposed convolutions (x2 steps), and a last
 convolution initialised to zero, so that an untrained network is bilinear interpolation when
-the output has the source's bands (else a learned 1 x 1 mix of the up-sampled bands). Hyper-parameters: ``width`` (32), ``blocks`` (4 residual
-blocks), ``factor`` (2 or 4; also ``spec.factor``).
+the output has the source's bands (else a learned 1 x 1 mix of the up-sampled bands).
+Hyper-parameters: ``width`` (32), ``blocks`` (4 residual blocks), ``factor`` (2 or 4; also
+``spec.factor``).
 """
 
 from __future__ import annotations

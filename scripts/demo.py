@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_data import NC_CLASSES, nc_landsat_folder  # noqa: E402
-from qgis_headless import REPO, QgisProcess  # noqa: E402
+from demo_data import NC_CLASSES, nc_landsat_folder
+from qgis_headless import REPO, QgisProcess
 
 #: Indices of the algorithms' enum parameters (qgis_process 3.22 takes enum values as indices).
 GRID_STRATEGY, SPATIAL_BLOCKS, SEGMENTATION_LABELS, UNET = 3, 1, 1, 3

@@ -14,7 +14,7 @@ import pytest
 from ..conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from qgis_headless import ENGINE_PYTHON, QgisProcess, QgisProcessError, qgis_env, run_qgis_process  # noqa: E402,F401
+from qgis_headless import ENGINE_PYTHON, QgisProcess, QgisProcessError, qgis_env, run_qgis_process  # noqa: F401
 
 @pytest.fixture(scope="session")
 def qgis_process(tmp_path_factory) -> QgisProcess:
