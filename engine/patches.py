@@ -38,7 +38,16 @@ from .dataset import DatasetWriter, check_name
 from .geometry import Window, center_index, patch_start
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import RasterInfo, align_source, crs_equivalent, invalid_pixels, is_plain_path, open_raster, raster_info
+from .rasters import (
+    RasterInfo,
+    align_source,
+    class_color,
+    crs_equivalent,
+    invalid_pixels,
+    is_plain_path,
+    open_raster,
+    raster_info,
+)
 from .sampling import Positions, label_counts, map_coords, pixel_coords, read_points, transform_xy, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
@@ -46,10 +55,6 @@ READ_TILE = 512
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
 MAX_SCALE_DENOMINATOR = 16  # scales are simple fractions: 2, 1/2, 3/2, 4/3 ...
 LABEL = "label"
-PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
-           "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")
-
-
 @dataclass(frozen=True)
 class SourceSpec:
     """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
@@ -200,7 +205,7 @@ def class_table(values, classes=()) -> list[dict]:
     for index, value in enumerate(sorted(given or set(int(v) for v in values))):
         entry = given.get(value, {})
         table.append({"index": index, "value": value, "name": str(entry.get("name", value)),
-                      "color": entry.get("color", PALETTE[index % len(PALETTE)])})
+                      "color": entry.get("color", class_color(index))})
     return table
 
 

@@ -419,6 +419,16 @@ def _check_class_values(path: Path, dtype: np.dtype, classes: tuple[ClassStyle, 
                               f"0..{MAX_CLASS_VALUE[dtype]} for a {dtype} class map")
 
 
+#: Default class colours (ColorBrewer Paired), by class index, when a dataset names none.
+PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
+           "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")
+
+
+def class_color(index: int) -> str:
+    """The default colour of the ``index``-th class (the same in datasets, models and maps)."""
+    return PALETTE[index % len(PALETTE)]
+
+
 def _set_palette(band, classes: tuple[ClassStyle, ...]) -> None:
     table = gdal.ColorTable()
     names = [""] * (max(c.value for c in classes) + 1)

@@ -43,6 +43,7 @@ from .rasters import (
     ClassStyle,
     GeoTiffWriter,
     align_source,
+    class_color,
     invalid_pixels,
     raster_info,
     rasterize,
@@ -621,17 +622,10 @@ def products_for(metadata, output: str, kinds: list[str] | None, stack: bool = T
         index = probabilities[0]
         classes = tuple(ClassStyle(int(c.value), c.name, c.color) for c in metadata.classes)
         if not classes:
-            classes = tuple(ClassStyle(v, f"class {v}", _palette(v)) for v in range(outputs[index].bands))
+            classes = tuple(ClassStyle(v, f"class {v}", class_color(v)) for v in range(outputs[index].bands))
         if len(classes) != outputs[index].bands:
             raise EngineError(f"model output {outputs[index].name!r} has {outputs[index].bands} channels but the "
                               f"metadata lists {len(classes)} classes")
         return classifier_products(output, index, classes, list(kinds or ["class_map"]))
     return raw_products(output, [out.bands for out in outputs], [out.name for out in outputs], stack)
 
-
-def _palette(value: int) -> str:
-    """A distinct colour per class value (golden-angle hues)."""
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((value * 0.618033988749895) % 1.0, 0.65, 0.9)
-    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
