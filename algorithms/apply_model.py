@@ -5,6 +5,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputRasterLayer,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -74,6 +75,9 @@ class ApplyModel(EngineAlgorithm):
         ]
         self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
+        # the extra products, <output>_confidence.tif and <output>_probabilities.tif, for the modeler
+        for kind in OUTPUTS[1:]:
+            self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[OUTPUTS.index(kind)]))
 
     def build_job(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, "SOURCES", context)
@@ -115,4 +119,5 @@ class ApplyModel(EngineAlgorithm):
                 style_output(context, result["output"], IMAGE, source=source)
         for name in result.get("warped_sources", []):
             feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")
-        return {"OUTPUT": result["output"]}
+        extras = {kind.upper(): path for kind, path in result.get("outputs", {}).items() if kind in OUTPUTS[1:]}
+        return {"OUTPUT": result["output"], **extras}

@@ -184,6 +184,7 @@ def test_describe_model_states_the_fields(chain):
 def test_apply_model_writes_a_styled_class_map_on_the_input_grid(chain):
     output = Path(chain.applied["OUTPUT"])
     confidence = output.with_name("classes_confidence.tif")
+    assert Path(chain.applied["CONFIDENCE"]) == confidence  # an output the modeler can wire
     scene = gdal.Open(chain.scene)
     metadata = json.loads((Path(chain.training["OUTPUT"]) / "deepfield.json").read_text())
     for path in (output, confidence):
