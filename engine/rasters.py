@@ -158,7 +158,10 @@ def invalid_pixels(array: np.ndarray, nodata, band_axis: int = -1) -> np.ndarray
     nodata; ``nodata``: one value or ``None`` per band along ``band_axis``. The one nodata test of
     sampling, patch extraction and serving: a boolean array shaped like ``array`` without that axis."""
     bands = np.moveaxis(array, band_axis, 0)
-    bad = np.isnan(bands).any(axis=0) if bands.dtype.kind == "f" else np.zeros(bands.shape[1:], dtype=bool)
+    if bands.dtype.kind == "f" and not np.isfinite(bands.sum()):  # a finite sum: no NaN anywhere
+        bad = np.isnan(bands).any(axis=0)
+    else:
+        bad = np.zeros(bands.shape[1:], dtype=bool)
     for band, value in zip(bands, nodata):
         if value is not None:
             bad |= band == value

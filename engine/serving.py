@@ -299,6 +299,7 @@ class _Tile:
     fill: str | None
     invalid: np.ndarray | None = None
     empty: np.ndarray | None = None
+    partial: bool = False  # some source pixel is nodata: the network's outputs may not be finite
 
 
 @dataclass
@@ -415,9 +416,10 @@ class _TileReader:
             invalid = outside if invalid is None else invalid | outside
         if fill:
             return _Tile(task, [], fill)
-        empty = _empty(plan.geometry, bad_masks, task.block.width) if self.nodata_mode == "skip" else None
+        partial = any(bad.any() for bad in bad_masks)
+        empty = _empty(plan.geometry, bad_masks, task.block.width) if partial and self.nodata_mode == "skip" else None
         return _Tile(task, inputs, None, invalid if invalid is not None and invalid.any() else None,
-                     empty if empty is not None and empty.any() else None)
+                     empty if empty is not None and empty.any() else None, partial)
 
 
 def _block_counts(bad: np.ndarray, blocks: int, step: int, start: int, extent: int) -> np.ndarray:
@@ -490,12 +492,13 @@ class _BackgroundWriter:
             return [np.full((size, size, p.bands), self.fill_value(p, tile.fill), dtype=p.dtype)
                     for p in self.products]
         arrays = [p.make(kept) for p in self.products]
-        # a network output that is not finite (NaN inputs in a partly nodata tile) is no value
-        invalid = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
-        if tile.invalid is not None:
-            invalid |= tile.invalid
+        invalid = tile.invalid
+        if tile.partial:  # a network output that is not finite (NaN inputs) is no value
+            nonfinite = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
+            invalid = nonfinite if invalid is None else invalid | nonfinite
         for p, array in zip(self.products, arrays):
-            array[invalid] = p.nodata
+            if invalid is not None:
+                array[invalid] = p.nodata
             if tile.empty is not None:
                 array[tile.empty] = self.fill_value(p, "background")
         return arrays
