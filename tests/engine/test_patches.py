@@ -152,9 +152,9 @@ def test_nc_class_labels_and_rejections(data_dir, tmp_path):
         rows = [p for p in accepted_positions(tmp_path / "dataset") if p[3] == split]
         for x, y, value, _, index in rows:
             assert classes[labels[index]]["value"] == value
-            patch, (col, row), _ = gdal_window(image, x, y, 9)
-            np.testing.assert_array_equal(sources["landsat"][index], patch)
-            assert not (patch == nodata).any()
+            expected, (col, row), _ = gdal_window(image, x, y, 9)
+            np.testing.assert_array_equal(sources["landsat"][index], expected)
+            assert not (expected == nodata).any()
     counts = reader.manifest["class_counts"]["train"]
     assert sum(counts) == reader.size("train")
     assert any("rejected positions" in m.get("message", "") for m in messages)
