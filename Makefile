@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SYS_PYTHON := /usr/bin/python3
 # CPU by default; `make setup TF_PACKAGE='tensorflow[and-cuda]==2.21.*'` for NVIDIA GPUs.
 TF_PACKAGE ?= tensorflow-cpu==2.21.*
-APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb
+APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb zip
 # A folder that holds the plugin as deepfield/ (a link to this checkout), for QGIS_PLUGINPATH.
 BUILD := .build
 PLUGINPATH := $(abspath $(BUILD)/plugins)
