@@ -34,8 +34,8 @@ from osgeo import gdal, ogr, osr
 from .geometry import Bounds, Grid, Window, intersect_bounds
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import RasterInfo, crs_equivalent, raster_info, rasterize
-from .sampling import pixel_coords, read_points
+from .rasters import RasterInfo, bounds_in, crs_transform, raster_info, rasterize
+from .sampling import read_points
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -266,41 +266,9 @@ def _strips(width: int, height: int, block_rows: int) -> Iterator[Window]:
         yield Window(0, row, width, min(rows, height - row))
 
 
-def _srs(wkt: str):
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
-def _transformer(source_wkt: str, target_wkt: str):
-    """An OSR transformation from ``source_wkt`` to ``target_wkt``; None if either is unknown or
-    they are equivalent (:func:`.rasters.crs_equivalent`: the NC data's unnamed LCC is EPSG:3358)."""
-    if not source_wkt or not target_wkt or crs_equivalent(source_wkt, target_wkt):
-        return None
-    return osr.CoordinateTransformation(_srs(source_wkt), _srs(target_wkt))
-
-
-def _bounds_in(bounds, source_wkt: str, target_wkt: str, steps: int = 21):
-    """``bounds`` (xmin, ymin, xmax, ymax) in ``source_wkt`` -> bounding box in ``target_wkt``."""
-    transform = _transformer(source_wkt, target_wkt)
-    if transform is None:
-        return bounds
-    xmin, ymin, xmax, ymax = bounds
-    t = np.linspace(0.0, 1.0, steps)
-    along_x, along_y = xmin + t * (xmax - xmin), ymin + t * (ymax - ymin)
-    xs = np.concatenate([along_x, np.full(steps, xmax), along_x[::-1], np.full(steps, xmin)])
-    ys = np.concatenate([np.full(steps, ymin), along_y, np.full(steps, ymax), along_y[::-1]])
-    points = np.array(transform.TransformPoints(np.column_stack([xs, ys]).tolist()))[:, :2]
-    points = points[np.isfinite(points).all(axis=1)]
-    if not len(points):
-        return None
-    return points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()
-
-
 def _require_overlap(grid: Grid, bounds: Bounds, crs_wkt: str, what: str, path: str) -> None:
     """EngineError unless ``bounds`` (in ``crs_wkt``) overlap the class map's grid."""
-    bounds = _bounds_in(bounds, crs_wkt, grid.crs_wkt)
+    bounds = bounds_in(bounds, crs_wkt, grid.crs_wkt)
     if bounds is None or intersect_bounds([grid.bounds, bounds]) is None:
         raise EngineError(f"the {what} {path} does not overlap the class map")
 
@@ -323,14 +291,6 @@ def _as_classes(values: np.ndarray, path: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def _layer_crs(layer, grid: Grid) -> str:
-    """The CRS to rasterise ``layer`` in: its own when equivalent to the map's (no datum shift), else
-    the map's (GDAL then reprojects the geometries)."""
-    srs = layer.GetSpatialRef()
-    wkt = srs.ExportToWkt() if srs is not None else ""
-    return wkt if _transformer(wkt, grid.crs_wkt) is None and wkt else grid.crs_wkt
-
-
 # -- reference sources: each yields (reference classes, map classes) for a strip of the map --------
 class _RasterReference:
     """A reference raster read on the map's grid (warped nearest to a VRT when grids differ)."""
@@ -340,7 +300,7 @@ class _RasterReference:
         self.path, self.nodata = path, info.nodata[0]
         _require_overlap(grid, info.grid.bounds, info.crs_wkt, "reference raster", path)
         source = _open_raster(path, "reference")
-        same_crs = _transformer(info.crs_wkt, grid.crs_wkt) is None  # or equivalent
+        same_crs = crs_transform(info.crs_wkt, grid.crs_wkt) is None  # or equivalent
         same_grid = (info.width, info.height) == (grid.width, grid.height) and np.allclose(
             info.geotransform, grid.geotransform(), rtol=0, atol=1e-6 * grid.spacing_x)
         if same_crs and same_grid:
@@ -371,8 +331,7 @@ class _PolygonReference:
         self.vector, self.layer, self.field, self.path, self.grid = vector, layer, field_name, path, grid
 
     def samples(self, window: Window, map_values: np.ndarray, map_valid: np.ndarray):
-        values = rasterize(self.grid, window, self.vector, self.layer.GetName(), self.field,
-                           _layer_crs(self.layer, self.grid))
+        values = rasterize(self.grid, window, self.vector, self.layer.GetName(), self.field)
         valid = map_valid & np.isfinite(values)
         return _as_classes(values[valid], f"{self.path} field {self.field!r}"), map_values[valid]
 
@@ -386,7 +345,7 @@ class _PointReference:
         if not len(points.x):
             raise EngineError(f"the reference layer {spec.reference} has no point with a value in field "
                               f"{spec.class_field!r}")
-        cols, rows = (np.floor(v) for v in pixel_coords(info, points.x, points.y))
+        cols, rows = (np.floor(v) for v in info.grid.pixel(points.x, points.y))
         inside = (np.isfinite(cols) & np.isfinite(rows) & (cols >= 0) & (cols < info.width)
                   & (rows >= 0) & (rows < info.height))
         if not inside.any():
@@ -538,7 +497,7 @@ def accumulate(spec: EvaluationSpec, info: RasterInfo, reporter: Reporter) -> Co
         valid = _valid(raw, info.nodata[0])
         if mask is not None:
             vector, layer = mask
-            valid &= rasterize(grid, window, vector, layer.GetName(), crs_wkt=_layer_crs(layer, grid))
+            valid &= rasterize(grid, window, vector, layer.GetName())
         map_values = np.zeros(raw.shape, dtype=np.int64)
         map_values[valid] = _as_classes(raw[valid], spec.map)
         ref, pred = reference.samples(window, map_values, valid)

@@ -125,10 +125,13 @@ Bounds = tuple[float, float, float, float]
 SNAP_TOLERANCE = 1e-6
 
 
-def snap(value: float) -> float:
-    """``value`` rounded to the nearest integer when it is within :data:`SNAP_TOLERANCE`."""
-    nearest = round(value)
-    return float(nearest) if abs(value - nearest) < SNAP_TOLERANCE else value
+def snap(value):
+    """``value`` rounded to the nearest integer when it is within :data:`SNAP_TOLERANCE`
+    (a number, or element-wise on a numpy array)."""
+    value = np.asarray(value, dtype=float)
+    nearest = np.round(value)
+    snapped = np.where(np.abs(value - nearest) < SNAP_TOLERANCE, nearest, value)
+    return float(snapped) if snapped.ndim == 0 else snapped
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,16 @@ class Grid:
             self.origin_y - window.row_off * self.spacing_y,
         )
 
-    def pixel(self, x: float, y: float) -> tuple[float, float]:
-        """Pixel-edge coordinates ``(col, row)`` of map point ``(x, y)`` (snapped, see :func:`snap`)."""
+    def pixel(self, x, y):
+        """Pixel-edge coordinates ``(col, row)`` of map point(s) ``(x, y)`` (snapped, see :func:`snap`);
+        numbers or numpy arrays."""
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
         return snap((x - self.origin_x) / self.spacing_x), snap((self.origin_y - y) / self.spacing_y)
+
+    def map_xy(self, col, row):
+        """Map coordinates of pixel-edge coordinates ``(col, row)`` (numbers or numpy arrays)."""
+        col, row = np.asarray(col, dtype=float), np.asarray(row, dtype=float)
+        return self.origin_x + col * self.spacing_x, self.origin_y - row * self.spacing_y
 
     def window_from_bounds(self, bounds: Bounds) -> Window:
         """The smallest window covering ``bounds`` (rounded outwards to whole pixels)."""

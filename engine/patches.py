@@ -48,7 +48,7 @@ from .rasters import (
     open_raster,
     raster_info,
 )
-from .sampling import Positions, label_counts, map_coords, pixel_coords, read_points, transform_xy, write_positions
+from .sampling import Positions, label_counts, read_points, transform_xy, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
 READ_TILE = 512
@@ -83,16 +83,16 @@ def snap_to_node(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: int
     The node is the centre of the pixel holding the point (odd sizes) or the nearest pixel
     corner (even sizes); see :func:`engine.geometry.center_index`.
     """
-    u, v = pixel_coords(info, x, y)
+    u, v = info.grid.pixel(x, y)
     half = 0.5 if patch_size % 2 else 0.0
     nu = np.array([center_index(a, patch_size) + half for a in u])
     nv = np.array([center_index(b, patch_size) + half for b in v])
-    return map_coords(info, nu, nv)
+    return info.grid.map_xy(nu, nv)
 
 
 def patch_origins(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: int) -> np.ndarray:
     """``[n, 2]`` first (col, row) of the ``patch_size`` patch around each point, in ``info``'s pixels."""
-    u, v = pixel_coords(info, x, y)
+    u, v = info.grid.pixel(x, y)
     return np.array([[patch_start(a, patch_size), patch_start(b, patch_size)] for a, b in zip(u, v)],
                     dtype=np.int64).reshape(-1, 2)
 
@@ -134,7 +134,7 @@ def footprint_window(info: RasterInfo, aligned: RasterInfo) -> Window:
     x = np.concatenate([along_x, np.full_like(t, xmax), along_x, np.full_like(t, xmin)])
     y = np.concatenate([np.full_like(t, ymax), along_y, np.full_like(t, ymin), along_y])
     x, y = transform_xy(x, y, info.crs_wkt, aligned.crs_wkt)
-    (u0, u1), (v0, v1) = pixel_coords(aligned, np.array([x.min(), x.max()]), np.array([y.max(), y.min()]))
+    (u0, u1), (v0, v1) = aligned.grid.pixel(np.array([x.min(), x.max()]), np.array([y.max(), y.min()]))
     c0, r0 = max(math.ceil(u0), 0), max(math.ceil(v0), 0)
     c1, r1 = min(math.floor(u1), aligned.width), min(math.floor(v1), aligned.height)
     return Window(c0, r0, max(c1 - c0, 0), max(r1 - r0, 0))

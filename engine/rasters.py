@@ -233,19 +233,54 @@ def _proj_terms(proj4: str) -> set[str]:
     return terms
 
 
-def rasterize(grid: Grid, window: Window, vector, layer: str | None = None, attribute: str | None = None,
-              crs_wkt: str | None = None) -> np.ndarray:
+
+def crs_transform(source_wkt: str, target_wkt: str):
+    """An OSR transformation (x = easting/longitude) from ``source_wkt`` to ``target_wkt``, or
+    ``None`` when either CRS is unknown or they are equivalent (:func:`crs_equivalent`: no datum
+    shift that the data never went through)."""
+    if not source_wkt or not target_wkt or crs_equivalent(source_wkt, target_wkt):
+        return None
+    source, target = osr.SpatialReference(), osr.SpatialReference()
+    source.ImportFromWkt(source_wkt)
+    target.ImportFromWkt(target_wkt)
+    for srs in (source, target):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(source, target)
+
+
+def bounds_in(bounds, source_wkt: str, target_wkt: str, steps: int = 21):
+    """``bounds`` (xmin, ymin, xmax, ymax) in ``source_wkt`` -> their bounding box in ``target_wkt``
+    (edges densified by ``steps`` points); ``None`` when no point transforms."""
+    transform = crs_transform(source_wkt, target_wkt)
+    if transform is None:
+        return tuple(bounds)
+    xmin, ymin, xmax, ymax = bounds
+    t = np.linspace(0.0, 1.0, steps)
+    along_x, along_y = xmin + t * (xmax - xmin), ymin + t * (ymax - ymin)
+    xs = np.concatenate([along_x, np.full(steps, xmax), along_x[::-1], np.full(steps, xmin)])
+    ys = np.concatenate([np.full(steps, ymin), along_y, np.full(steps, ymax), along_y[::-1]])
+    points = np.array(transform.TransformPoints(np.column_stack([xs, ys]).tolist()))[:, :2]
+    points = points[np.isfinite(points).all(axis=1)]
+    if not len(points):
+        return None
+    return points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()
+
+def rasterize(grid: Grid, window: Window, vector, layer: str | None = None,
+              attribute: str | None = None) -> np.ndarray:
     """Burn a vector layer into ``window`` of ``grid`` (pixels whose centre is inside a polygon).
 
     ``vector``: a path or an open GDAL/OGR dataset; ``layer``: its layer name (default: the
-    first). ``crs_wkt``: the CRS to burn in (default the grid's; GDAL reprojects the geometries
-    when the layer's CRS differs). With ``attribute``: float64 values of that field, NaN where no
-    feature or a null value; without: a boolean coverage.
+    first). A layer in another CRS is reprojected by GDAL; in an equivalent one (or none) it is
+    burnt as it is. With ``attribute``: float64 values of that field, NaN where no feature or a
+    null value; without: a boolean coverage.
     """
+    source = gdal.OpenEx(str(vector), gdal.OF_VECTOR) if isinstance(vector, (str, os.PathLike)) else vector
+    srs = (source.GetLayerByName(layer) if layer else source.GetLayer(0)).GetSpatialRef()
+    layer_wkt = srs.ExportToWkt() if srs is not None else ""
     target = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1,
                                                gdal.GDT_Float64 if attribute else gdal.GDT_Byte)
     target.SetGeoTransform(grid.subgrid(window).geotransform())
-    target.SetProjection(crs_wkt or grid.crs_wkt)
+    target.SetProjection(grid.crs_wkt if crs_transform(layer_wkt, grid.crs_wkt) else layer_wkt or grid.crs_wkt)
     band = target.GetRasterBand(1)
     band.Fill(math.nan if attribute else 0)
     layers = [layer] if layer else None
@@ -253,7 +288,7 @@ def rasterize(grid: Grid, window: Window, vector, layer: str | None = None, attr
         options = gdal.RasterizeOptions(layers=layers, attribute=attribute, where=f'"{attribute}" IS NOT NULL')
     else:
         options = gdal.RasterizeOptions(layers=layers, burnValues=[1])
-    gdal.Rasterize(target, vector, options=options)
+    gdal.Rasterize(target, source, options=options)
     values = band.ReadAsArray()
     return values if attribute else values.astype(bool)
 

@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import SPLITS
-from .geometry import patch_start, snap
+from .geometry import patch_start
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import crs_equivalent, invalid_pixels, pyproj_crs, raster_info
+from .rasters import crs_equivalent, crs_transform, invalid_pixels, pyproj_crs, raster_info
 
 LAYER = "positions"
 BLOCKS_LAYER = "blocks"
@@ -86,20 +86,6 @@ def transform_xy(x: np.ndarray, y: np.ndarray, src_wkt: str, dst_wkt: str) -> tu
     transformer = Transformer.from_crs(pyproj_crs(src_wkt), pyproj_crs(dst_wkt), always_xy=True)
     tx, ty = transformer.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     return np.asarray(tx), np.asarray(ty)
-
-
-def _osr_transform(src_wkt: str, dst_wkt: str):
-    """An OSR transformation for geometries, or None when the CRSs are equivalent."""
-    if not src_wkt or not dst_wkt or crs_equivalent(src_wkt, dst_wkt):
-        return None
-    from osgeo import osr
-
-    src, dst = osr.SpatialReference(), osr.SpatialReference()
-    src.ImportFromWkt(src_wkt)
-    dst.ImportFromWkt(dst_wkt)
-    for srs in (src, dst):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return osr.CoordinateTransformation(src, dst)
 
 
 # -- vectors ---------------------------------------------------------------------------------
@@ -244,26 +230,9 @@ def write_positions(path: str | Path, positions: Positions, crs_wkt: str,
 
 # -- raster helpers --------------------------------------------------------------------------
 
-_snap = np.vectorize(snap, otypes=[float])
-
-
-def pixel_coords(info, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map coordinates to pixel-edge coordinates ``(u, v)`` of a north-up raster (snapped)."""
-    grid = info.grid
-    u = (np.asarray(x, dtype=float) - grid.origin_x) / grid.spacing_x
-    v = (grid.origin_y - np.asarray(y, dtype=float)) / grid.spacing_y
-    return (_snap(u), _snap(v)) if u.size else (u, v)
-
-
-def map_coords(info, u, v) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-edge coordinates ``(u, v)`` of a north-up raster to map coordinates."""
-    gt = info.geotransform
-    return gt[0] + np.asarray(u, dtype=float) * gt[1], gt[3] + np.asarray(v, dtype=float) * gt[5]
-
-
 def footprint_starts(info, x, y, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """First column and row of each position's ``patch_size`` patch (patch-centre rule)."""
-    u, v = pixel_coords(info, x, y)
+    u, v = info.grid.pixel(x, y)
     cols = np.array([patch_start(a, patch_size) for a in u], dtype=np.int64)
     rows = np.array([patch_start(b, patch_size) for b in v], dtype=np.int64)
     return cols, rows
@@ -301,7 +270,7 @@ def pixels_valid(path: str, info, cols: np.ndarray, rows: np.ndarray) -> np.ndar
 def filter_on_raster(path: str, info, positions: Positions, patch_size: int,
                      reporter: Reporter) -> tuple[Positions, dict]:
     """Drop positions outside the raster, whose footprint leaves it, or on a nodata pixel."""
-    u, v = pixel_coords(info, positions.x, positions.y)
+    u, v = info.grid.pixel(positions.x, positions.y)
     inside = (u >= 0) & (u < info.width) & (v >= 0) & (v < info.height)
     if len(positions) and not inside.any():
         raise EngineError(
@@ -331,7 +300,7 @@ def polygon_positions(path: str, info, class_field: str, rng: np.random.Generato
 
     source, layer = _open_layer(path, layer_name)
     class_index = _field_index(layer, class_field, path)
-    transform = _osr_transform(_layer_wkt(layer, path, reporter, info.crs_wkt), info.crs_wkt)
+    transform = crs_transform(_layer_wkt(layer, path, reporter, info.crs_wkt), info.crs_wkt)
     memory = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
     burn = memory.CreateLayer("polygons", None, ogr.wkbMultiPolygon)
     burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
@@ -384,7 +353,7 @@ def polygon_positions(path: str, info, class_field: str, rng: np.random.Generato
 
 
 def _pixel_centres(info, cols, rows) -> tuple[np.ndarray, np.ndarray]:
-    return map_coords(info, np.asarray(cols) + 0.5, np.asarray(rows) + 0.5)
+    return info.grid.map_xy(np.asarray(cols) + 0.5, np.asarray(rows) + 0.5)
 
 
 def _label_strips(path: str, info, nodata):
@@ -488,7 +457,7 @@ def grid_positions(path: str, info, patch_size: int, step: int, mask: str | None
             bad |= (values == 0) | invalid_pixels(values[None], mask_info.nodata[:1], band_axis=0)
         bad_cols = np.concatenate([[0], np.cumsum(bad.any(axis=0))])
         ok = bad_cols[starts_c + patch_size] == bad_cols[starts_c]
-        x, y = map_coords(info, starts_c[ok] + patch_size / 2, np.full(ok.sum(), row + patch_size / 2))
+        x, y = info.grid.map_xy(starts_c[ok] + patch_size / 2, np.full(ok.sum(), row + patch_size / 2))
         xs.append(x)
         ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
@@ -547,7 +516,7 @@ def write_blocks(path: str | Path, info, positions: Positions, patch_size: int, 
     _, cells = block_cells(info, positions, patch_size, block_size)
     blocks, first, counts = np.unique(cells, axis=0, return_index=True, return_counts=True)
     x0, y0 = info.geotransform[0], info.geotransform[3]
-    x1, y1 = map_coords(info, info.width, info.height)
+    x1, y1 = info.grid.map_xy(info.width, info.height)
     source, layer = create_gpkg_layer(path, BLOCKS_LAYER, info.crs_wkt, ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("split", ogr.OFTString))
     layer.CreateField(ogr.FieldDefn("positions", ogr.OFTInteger))

@@ -43,6 +43,7 @@ from .rasters import (
     ClassStyle,
     GeoTiffWriter,
     align_source,
+    bounds_in,
     class_color,
     invalid_pixels,
     raster_info,
@@ -184,7 +185,7 @@ def _common_extent(aligned, extent, mask: MaskSpec | None, crs_wkt: str):
 
 def _mask_bounds(mask: MaskSpec, crs_wkt: str) -> tuple[float, float, float, float]:
     """Bounds of the mask polygons in the reference CRS."""
-    from osgeo import ogr, osr
+    from osgeo import ogr
 
     dataset = ogr.Open(mask.path)
     if dataset is None:
@@ -194,14 +195,10 @@ def _mask_bounds(mask: MaskSpec, crs_wkt: str) -> tuple[float, float, float, flo
         raise EngineError(f"mask {mask.path} has no layer {mask.layer!r}")
     xmin, xmax, ymin, ymax = layer.GetExtent()
     source_crs = layer.GetSpatialRef()
-    if source_crs is None:
-        return (xmin, ymin, xmax, ymax)
-    target = osr.SpatialReference()
-    target.ImportFromWkt(crs_wkt)
-    for crs in (source_crs, target):
-        crs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    transform = osr.CoordinateTransformation(source_crs, target)
-    return tuple(transform.TransformBounds(xmin, ymin, xmax, ymax, 21))
+    bounds = bounds_in((xmin, ymin, xmax, ymax), source_crs.ExportToWkt() if source_crs else "", crs_wkt)
+    if bounds is None:
+        raise EngineError(f"the mask {mask.path} cannot be transformed into the reference CRS")
+    return bounds
 
 
 def describe_serving(geometry: ModelGeometry, tile: int) -> list[str]:
