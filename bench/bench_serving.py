@@ -90,7 +90,7 @@ def streaming(folder: Path) -> dict:
 
     The machine is shared: the three are measured back to back in rounds; ratios are per round.
     """
-    from deepfield.engine.rasters import ClassStyle
+    from deepfield.engine.classes import ClassStyle
     from deepfield.engine.serving import _TileReader, classifier_products, make_infer, plan_serving, serve_model
 
     model, geometry = unet()

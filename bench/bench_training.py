@@ -29,7 +29,7 @@ DATA = Path(os.environ.get("DEEPFIELD_SHARED_DATA", HERE.parent.parent / "shared
 
 from deepfield.engine import training  # noqa: E402
 from deepfield.engine.dataset import open_dataset  # noqa: E402
-from deepfield.engine.evaluation import confusion_matrix, summarize  # noqa: E402
+from deepfield.engine.metrics import confusion_matrix, summarize  # noqa: E402
 from deepfield.engine.patches import extract_patches_job  # noqa: E402
 from deepfield.engine.protocol import Reporter  # noqa: E402
 from deepfield.engine.sampling import select_samples_job  # noqa: E402

@@ -1,11 +1,11 @@
-"""The "check environment" job: versions of everything the engine relies on."""
+"""The versions of everything the engine relies on (Python, numpy, GDAL, PROJ, TensorFlow, GPUs)."""
 
 from __future__ import annotations
 
 import platform
 import sys
 
-from .protocol import EngineError, Reporter
+from .errors import EngineError
 
 
 def versions() -> dict:
@@ -54,14 +54,3 @@ def _keras_version() -> str:
         return keras.__version__
     except ImportError:
         return ""
-
-
-def check_environment(spec: dict, reporter: Reporter) -> dict:
-    reporter.progress(10)
-    info = versions()
-    for key, value in info.items():
-        reporter.log(f"{key}: {value}")
-    if not info["gpus"]:
-        reporter.log("No GPU visible to TensorFlow: models run on the CPU.")
-    reporter.progress(100)
-    return info

@@ -23,7 +23,6 @@ import io
 import json
 import math
 import xml.etree.ElementTree as ElementTree
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,7 +33,10 @@ from osgeo import gdal, ogr, osr
 from .geometry import Bounds, Grid, Window, intersect_bounds
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import RasterInfo, bounds_in, crs_transform, raster_info, rasterize
+from .classes import ClassStyle
+from .crs import bounds_in, crs_transform
+from .metrics import ConfusionCounts, ratio, summarize
+from .rasters import RasterInfo, raster_info, rasterize
 from .sampling import read_points
 
 gdal.UseExceptions()
@@ -51,152 +53,7 @@ FILES = {
 }
 
 
-# -- metrics (pure numpy) ------------------------------------------------------------------------
-def confusion_matrix(reference: np.ndarray, predicted: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-    """Count (reference, predicted) pairs: ``m[i, j]`` = samples of ``classes[i]`` predicted ``classes[j]``.
-
-    ``reference`` and ``predicted`` are integer arrays of the same shape; pairs where either value
-    is not in ``classes`` are not counted. Returns an ``int64`` array of shape ``(n, n)``.
-    """
-    reference = np.asarray(reference).ravel()
-    predicted = np.asarray(predicted).ravel()
-    if reference.shape != predicted.shape:
-        raise ValueError(f"reference has {reference.size} values, predicted {predicted.size}")
-    classes = np.asarray(classes, dtype=np.int64)
-    n = classes.size
-    order = np.argsort(classes, kind="stable")
-    ordered = classes[order]
-    if n == 0:
-        return np.zeros((0, 0), dtype=np.int64)
-
-    def index(values):
-        position = np.clip(np.searchsorted(ordered, values), 0, n - 1)
-        return order[position], ordered[position] == values
-
-    rows, in_rows = index(reference)
-    cols, in_cols = index(predicted)
-    keep = in_rows & in_cols
-    flat = np.bincount(rows[keep] * n + cols[keep], minlength=n * n)
-    return flat.reshape(n, n).astype(np.int64)
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Element-wise ``numerator / denominator`` with 0 where the denominator is 0."""
-    numerator = np.asarray(numerator, dtype=np.float64)
-    denominator = np.asarray(denominator, dtype=np.float64)
-    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
-
-
-def class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Per class (one value per row of ``matrix``): precision, recall, F-score, support, predicted.
-
-    ``precision`` = correct / mapped as the class (column sum), ``recall`` = correct / reference
-    samples of the class (row sum, the ``support``), ``f1`` = their harmonic mean; ``predicted``
-    is the column sum.
-    """
-    matrix = np.asarray(matrix, dtype=np.int64)
-    correct = np.diag(matrix)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    precision = _ratio(correct, predicted)
-    recall = _ratio(correct, support)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": _ratio(2 * precision * recall, precision + recall),
-        "support": support,
-        "predicted": predicted,
-    }
-
-
-def overall_accuracy(matrix: np.ndarray) -> float:
-    """Fraction of samples whose mapped class equals the reference class (0 with no sample)."""
-    matrix = np.asarray(matrix)
-    return float(_ratio(np.trace(matrix), matrix.sum()))
-
-
-def cohen_kappa(matrix: np.ndarray) -> float:
-    """Cohen's kappa ``(p_o - p_e) / (1 - p_e)``; ``p_e`` from the row and column marginals.
-
-    NaN when ``p_e == 1`` (a single class in both reference and map), as scikit-learn.
-    """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    total = matrix.sum()
-    if total == 0:
-        return math.nan
-    observed = np.trace(matrix) / total
-    expected = float(np.dot(matrix.sum(axis=1), matrix.sum(axis=0))) / total**2
-    if expected == 1.0:
-        return math.nan
-    return float((observed - expected) / (1.0 - expected))
-
-
-def macro_f1(matrix: np.ndarray) -> float:
-    """Unweighted mean of the per-class F-scores (every row of ``matrix`` counts once)."""
-    return float(np.mean(class_scores(matrix)["f1"])) if len(matrix) else 0.0
-
-
-def weighted_f1(matrix: np.ndarray) -> float:
-    """Mean of the per-class F-scores weighted by reference support (row sums)."""
-    scores = class_scores(matrix)
-    return float(_ratio(np.dot(scores["f1"], scores["support"]), scores["support"].sum()))
-
-
-def summarize(matrix: np.ndarray) -> dict:
-    """Every score of ``matrix`` as plain floats: OA, kappa, macro and weighted P/R/F, per class lists."""
-    scores = class_scores(matrix)
-    weights = scores["support"]
-    summary = {"samples": int(np.asarray(matrix).sum()), "overall_accuracy": overall_accuracy(matrix),
-               "kappa": cohen_kappa(matrix)}
-    for name in ("precision", "recall", "f1"):
-        values = scores[name]
-        summary[f"macro_{name}"] = float(np.mean(values)) if values.size else 0.0
-        summary[f"weighted_{name}"] = float(_ratio(np.dot(values, weights), weights.sum()))
-    summary["per_class"] = {name: values.tolist() for name, values in scores.items()}
-    return summary
-
-
-class ConfusionCounts:
-    """A confusion matrix accumulated block by block over class values not known in advance."""
-
-    def __init__(self) -> None:
-        self._pairs: Counter = Counter()
-
-    def add(self, reference: np.ndarray, predicted: np.ndarray) -> None:
-        """Count the pairs of two integer arrays of the same shape."""
-        if reference.size == 0:
-            return
-        classes = np.union1d(np.unique(reference), np.unique(predicted))
-        matrix = confusion_matrix(reference, predicted, classes)
-        for i, j in zip(*np.nonzero(matrix)):
-            self._pairs[int(classes[i]), int(classes[j])] += int(matrix[i, j])
-
-    @property
-    def classes(self) -> list[int]:
-        """Sorted class values seen in the reference or the map."""
-        return sorted({value for pair in self._pairs for value in pair})
-
-    def matrix(self, classes: Sequence[int] | None = None) -> np.ndarray:
-        """The accumulated matrix over ``classes`` (default: :attr:`classes`)."""
-        classes = self.classes if classes is None else list(classes)
-        index = {value: i for i, value in enumerate(classes)}
-        matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
-        for (ref, pred), count in self._pairs.items():
-            if ref in index and pred in index:
-                matrix[index[ref], index[pred]] += count
-        return matrix
-
-
 # -- the job spec ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClassInfo:
-    """A class value, its display name and colour (``#rrggbb`` or "")."""
-
-    value: int
-    name: str
-    color: str = ""
-
-
 @dataclass(frozen=True)
 class EvaluationSpec:
     """The ``evaluate_map`` job spec (paths as given; see :func:`evaluate_map_job`)."""
@@ -208,7 +65,7 @@ class EvaluationSpec:
     class_field: str | None = None
     mask: str | None = None
     mask_layer: str | None = None
-    classes: tuple[ClassInfo, ...] = ()
+    classes: tuple[ClassStyle, ...] = ()
     ignore_values: tuple[int, ...] = ()
 
     @classmethod
@@ -218,7 +75,7 @@ class EvaluationSpec:
                 raise EngineError(f"evaluate_map: the spec needs {key!r}")
         try:
             classes = tuple(
-                ClassInfo(int(c["value"]), str(c.get("name") or f"class {int(c['value'])}"), str(c.get("color") or ""))
+                ClassStyle(int(c["value"]), str(c.get("name") or f"class {int(c['value'])}"), str(c.get("color") or ""))
                 for c in spec.get("classes") or ()
             )
             ignore = tuple(int(v) for v in spec.get("ignore_values") or ())
@@ -410,7 +267,7 @@ def open_reference(spec: EvaluationSpec, info: RasterInfo, reporter: Reporter):
 
 
 # -- class names ---------------------------------------------------------------------------------------
-def map_classes(path: str) -> dict[int, ClassInfo]:
+def map_classes(path: str) -> dict[int, ClassStyle]:
     """Class names and colours stored with a class map: its ``.qml`` style, else its GDAL RAT or
     category names and colour table (band 1). Empty when none."""
     qml = Path(path).with_suffix(".qml")
@@ -429,7 +286,7 @@ def map_classes(path: str) -> dict[int, ClassInfo]:
             colors[value] = f"#{r:02x}{g:02x}{b:02x}"
     names.update({value: name for value, name in enumerate(band.GetCategoryNames() or []) if name})
     names.update(_rat_names(band.GetDefaultRAT()))
-    return {value: ClassInfo(value, name, colors.get(value, "")) for value, name in names.items()}
+    return {value: ClassStyle(value, name, colors.get(value, "")) for value, name in names.items()}
 
 
 def _rat_names(rat) -> dict[int, str]:
@@ -449,7 +306,7 @@ def _rat_names(rat) -> dict[int, str]:
     return names
 
 
-def _qml_classes(qml: Path) -> dict[int, ClassInfo]:
+def _qml_classes(qml: Path) -> dict[int, ClassStyle]:
     """Classes of a QGIS raster style: paletted ``paletteEntry`` or pseudocolor ``item`` elements."""
     try:
         root = ElementTree.parse(qml).getroot()
@@ -462,14 +319,14 @@ def _qml_classes(qml: Path) -> dict[int, ClassInfo]:
         except ValueError:
             continue
         if value == int(value) and entry.get("label"):
-            classes[int(value)] = ClassInfo(int(value), entry.get("label"), entry.get("color", "")[:7])
+            classes[int(value)] = ClassStyle(int(value), entry.get("label"), entry.get("color", "")[:7])
     return classes
 
 
-def class_infos(values: Sequence[int], given: Sequence[ClassInfo], map_path: str) -> list[ClassInfo]:
+def class_infos(values: Sequence[int], given: Sequence[ClassStyle], map_path: str) -> list[ClassStyle]:
     """Names for ``values``: the spec's classes, else the map's stored names, else ``class <v>``."""
     known = {c.value: c for c in given} if given else map_classes(map_path)
-    return [known.get(v, ClassInfo(v, f"class {v}")) for v in values]
+    return [known.get(v, ClassStyle(v, f"class {v}")) for v in values]
 
 
 # -- the job ---------------------------------------------------------------------------------------------
@@ -533,7 +390,7 @@ def evaluate_map_job(spec: dict, reporter: Reporter) -> dict:
     return {"metrics": metrics, "files": files}
 
 
-def metrics_document(matrix: np.ndarray, classes: Sequence[ClassInfo], spec: EvaluationSpec) -> dict:
+def metrics_document(matrix: np.ndarray, classes: Sequence[ClassStyle], spec: EvaluationSpec) -> dict:
     """Everything measured, JSON-ready (NaN -> None): inputs, classes, matrix, scores."""
     summary = summarize(matrix)
     per_class = summary.pop("per_class")
@@ -604,7 +461,7 @@ def confusion_png(metrics: dict) -> bytes:
 
     matrix = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
     names = [c["name"] for c in metrics["classes"]]
-    fractions = _ratio(matrix, matrix.sum(axis=1, keepdims=True))
+    fractions = ratio(matrix, matrix.sum(axis=1, keepdims=True))
     size = min(16.0, 3.0 + 0.6 * len(names))
     figure = Figure(figsize=(size + 1.5, size), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)

@@ -40,7 +40,7 @@ from .fields import check_declared, derive_geometry, model_inputs
 from .geometry import ModelGeometry, SourceGeometry
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import ClassStyle
+from .classes import ClassStyle
 
 FORMAT = "deepfield-model"
 VERSION = 1

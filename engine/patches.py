@@ -34,6 +34,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .classes import class_color
+from .crs import bounds_in, crs_equivalent
 from .dataset import DatasetWriter, check_name
 from .geometry import Window, center_index, patch_start
 from .outputs import atomic_output
@@ -41,14 +43,12 @@ from .protocol import EngineError, Reporter
 from .rasters import (
     RasterInfo,
     align_source,
-    class_color,
-    crs_equivalent,
     invalid_pixels,
     is_plain_path,
     open_raster,
     raster_info,
 )
-from .sampling import Positions, label_counts, read_points, transform_xy, write_positions
+from .sampling import Positions, label_counts, read_points, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
 READ_TILE = 512
@@ -128,13 +128,8 @@ def footprint_window(info: RasterInfo, aligned: RasterInfo) -> Window:
     beyond the footprint hold no data (0 or NaN when the raster declares no nodata)."""
     if aligned is info:
         return Window(0, 0, info.width, info.height)
-    xmin, ymin, xmax, ymax = info.grid.bounds
-    t = np.linspace(0.0, 1.0, 21)  # densified edges: straight lines bend in another CRS
-    along_x, along_y = xmin + t * (xmax - xmin), ymin + t * (ymax - ymin)
-    x = np.concatenate([along_x, np.full_like(t, xmax), along_x, np.full_like(t, xmin)])
-    y = np.concatenate([np.full_like(t, ymax), along_y, np.full_like(t, ymin), along_y])
-    x, y = transform_xy(x, y, info.crs_wkt, aligned.crs_wkt)
-    (u0, u1), (v0, v1) = aligned.grid.pixel(np.array([x.min(), x.max()]), np.array([y.max(), y.min()]))
+    xmin, ymin, xmax, ymax = bounds_in(info.grid.bounds, info.crs_wkt, aligned.crs_wkt)
+    (u0, u1), (v0, v1) = aligned.grid.pixel(np.array([xmin, xmax]), np.array([ymax, ymin]))
     c0, r0 = max(math.ceil(u0), 0), max(math.ceil(v0), 0)
     c1, r1 = min(math.floor(u1), aligned.width), min(math.floor(v1), aligned.height)
     return Window(c0, r0, max(c1 - c0, 0), max(r1 - r0, 0))

@@ -24,13 +24,9 @@ import threading
 import time
 from typing import IO, Any
 
+from .errors import EngineError, JobCancelled
 
-class EngineError(Exception):
-    """A clear, specific error for the user: the message is shown without a traceback."""
-
-
-class JobCancelled(Exception):
-    """Raised at the next cancellation check after the job was asked to stop."""
+__all__ = ["EngineError", "JobCancelled", "Reporter"]
 
 
 class Reporter:

@@ -10,15 +10,15 @@ import math
 import os
 import re
 import threading
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from osgeo import gdal, gdal_array, osr
 
+from .classes import ClassStyle, class_map_qml, rgb
+from .crs import crs_equivalent, crs_transform
 from .geometry import Grid, Window, border_indices, snap
 from .outputs import atomic_output
 from .protocol import EngineError
@@ -199,72 +199,6 @@ class AlignedSource:
         return int(col), int(row)
 
 
-def pyproj_crs(wkt: str):
-    """A pyproj CRS from WKT (the source CRS of a bound CRS: towgs84 clauses are not a CRS)."""
-    from pyproj import CRS
-
-    crs = CRS.from_wkt(wkt)
-    return crs.source_crs if crs.is_bound else crs
-
-
-def crs_equivalent(wkt_a: str, wkt_b: str) -> bool:
-    """True when two CRSs define the same coordinates (same projection, parameters, ellipsoid).
-
-    Datum names and towgs84 clauses are ignored: an unnamed LCC on GRS80 with EPSG:3358's
-    parameters is EPSG:3358 (the NC sample data), and reprojecting between them would shift
-    points by a datum transformation that the data never went through.
-    """
-    a, b = pyproj_crs(wkt_a), pyproj_crs(wkt_b)
-    if a.equals(b, ignore_axis_order=True):
-        return True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proj_a, proj_b = a.to_proj4(), b.to_proj4()
-    return _proj_terms(proj_a) == _proj_terms(proj_b)
-
-
-def _proj_terms(proj4: str) -> set[str]:
-    ignored = ("+towgs84", "+no_defs", "+type", "+datum", "+wktext")
-    terms = {t for t in proj4.split() if not t.startswith(ignored)}
-    datums = {"+datum=WGS84": "+ellps=WGS84", "+datum=NAD83": "+ellps=GRS80"}
-    for term in proj4.split():
-        if term in datums:
-            terms.add(datums[term])
-    return terms
-
-
-
-def crs_transform(source_wkt: str, target_wkt: str):
-    """An OSR transformation (x = easting/longitude) from ``source_wkt`` to ``target_wkt``, or
-    ``None`` when either CRS is unknown or they are equivalent (:func:`crs_equivalent`: no datum
-    shift that the data never went through)."""
-    if not source_wkt or not target_wkt or crs_equivalent(source_wkt, target_wkt):
-        return None
-    source, target = osr.SpatialReference(), osr.SpatialReference()
-    source.ImportFromWkt(source_wkt)
-    target.ImportFromWkt(target_wkt)
-    for srs in (source, target):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return osr.CoordinateTransformation(source, target)
-
-
-def bounds_in(bounds, source_wkt: str, target_wkt: str, steps: int = 21):
-    """``bounds`` (xmin, ymin, xmax, ymax) in ``source_wkt`` -> their bounding box in ``target_wkt``
-    (edges densified by ``steps`` points); ``None`` when no point transforms."""
-    transform = crs_transform(source_wkt, target_wkt)
-    if transform is None:
-        return tuple(bounds)
-    xmin, ymin, xmax, ymax = bounds
-    t = np.linspace(0.0, 1.0, steps)
-    along_x, along_y = xmin + t * (xmax - xmin), ymin + t * (ymax - ymin)
-    xs = np.concatenate([along_x, np.full(steps, xmax), along_x[::-1], np.full(steps, xmin)])
-    ys = np.concatenate([np.full(steps, ymin), along_y, np.full(steps, ymax), along_y[::-1]])
-    points = np.array(transform.TransformPoints(np.column_stack([xs, ys]).tolist()))[:, :2]
-    points = points[np.isfinite(points).all(axis=1)]
-    if not len(points):
-        return None
-    return points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()
-
 def rasterize(grid: Grid, window: Window, vector, layer: str | None = None,
               attribute: str | None = None) -> np.ndarray:
     """Burn a vector layer into ``window`` of ``grid`` (pixels whose centre is inside a polygon).
@@ -366,15 +300,6 @@ GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFL
 FLOAT_OPTIONS = ["ZLEVEL=1"]
 
 
-@dataclass(frozen=True)
-class ClassStyle:
-    """A class of a class map: pixel value, name, colour ``#rrggbb``."""
-
-    value: int
-    name: str
-    color: str
-
-
 class GeoTiffWriter:
     """A tiled DEFLATE GeoTIFF on ``grid``, written atomically (``<path>.part`` until closed).
 
@@ -457,56 +382,12 @@ def _check_class_values(path: Path, dtype: np.dtype, classes: tuple[ClassStyle, 
                               f"0..{MAX_CLASS_VALUE[dtype]} for a {dtype} class map")
 
 
-#: Default class colours (ColorBrewer Paired), by class index, when a dataset names none.
-PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
-           "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")
-
-
-def class_color(index: int) -> str:
-    """The default colour of the ``index``-th class (the same in datasets, models and maps)."""
-    return PALETTE[index % len(PALETTE)]
-
-
 def _set_palette(band, classes: tuple[ClassStyle, ...]) -> None:
     table = gdal.ColorTable()
     names = [""] * (max(c.value for c in classes) + 1)
     for style in classes:
-        table.SetColorEntry(style.value, _rgb(style.color) + (255,))
+        table.SetColorEntry(style.value, rgb(style.color) + (255,))
         names[style.value] = style.name
     band.SetRasterColorTable(table)
     band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
     band.SetCategoryNames(names)
-
-
-def _rgb(color: str) -> tuple[int, int, int]:
-    color = color.lstrip("#")
-    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
-
-
-def class_map_qml(classes: tuple[ClassStyle, ...]) -> str:
-    """A QGIS style (``.qml``) drawing band 1 with one colour and label per class."""
-    entries = "\n".join(
-        f'        <paletteEntry value="{c.value}" color="{c.color}" label={quoteattr(c.name)} alpha="255"/>'
-        for c in classes
-    )
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22" styleCategories="AllStyleCategories">
-  <pipe>
-    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
-      <rasterTransparency/>
-      <minMaxOrigin><limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor></minMaxOrigin>
-      <colorPalette>
-{entries}
-      </colorPalette>
-      <colorramp type="randomcolors" name="[source]"/>
-    </rasterrenderer>
-    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation saturation="0" colorizeOn="0" grayscaleMode="0" colorizeRed="255" colorizeGreen="128"
-      colorizeBlue="128" colorizeStrength="100"/>
-    <rasterresampler maxOversampling="2"/>
-  </pipe>
-  <blendMode>0</blendMode>
-</qgis>
-"""

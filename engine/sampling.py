@@ -43,7 +43,8 @@ from .dataset import SPLITS
 from .geometry import patch_start
 from .outputs import atomic_output
 from .protocol import EngineError, Reporter
-from .rasters import crs_equivalent, crs_transform, invalid_pixels, pyproj_crs, raster_info
+from .crs import crs_transform, transform_xy
+from .rasters import invalid_pixels, raster_info
 
 LAYER = "positions"
 BLOCKS_LAYER = "blocks"
@@ -73,19 +74,6 @@ class Positions:
         return Positions(self.x[keep], self.y[keep],
                          None if self.classes is None else self.classes[keep],
                          None if self.splits is None else self.splits[keep])
-
-
-# -- CRS -------------------------------------------------------------------------------------
-
-def transform_xy(x: np.ndarray, y: np.ndarray, src_wkt: str, dst_wkt: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reproject coordinates (x = easting/longitude) unless the CRSs are equivalent."""
-    if not src_wkt or not dst_wkt or crs_equivalent(src_wkt, dst_wkt):
-        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    from pyproj import Transformer
-
-    transformer = Transformer.from_crs(pyproj_crs(src_wkt), pyproj_crs(dst_wkt), always_xy=True)
-    tx, ty = transformer.transform(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
-    return np.asarray(tx), np.asarray(ty)
 
 
 # -- vectors ---------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from .classes import ClassStyle, class_color
+from .crs import bounds_in
 from .device import compute_device, tensorflow
 from .executors import Executor, ThreadExecutor
 from .fields import pack_inputs
@@ -40,11 +42,8 @@ from .geometry import (
 from .protocol import EngineError, Reporter
 from .rasters import (
     AlignedSource,
-    ClassStyle,
     GeoTiffWriter,
     align_source,
-    bounds_in,
-    class_color,
     invalid_pixels,
     raster_info,
     rasterize,

@@ -438,7 +438,7 @@ def validate(view: TrainingView, batches, task: Task, loss) -> dict:
 
 
 def _validate_classifier(view, batches, task, loss) -> dict:
-    from .evaluation import confusion_matrix, summarize
+    from .metrics import confusion_matrix, summarize
 
     n_classes = len(task.classes)
     matrix = np.zeros((n_classes, n_classes), np.int64)
@@ -634,9 +634,10 @@ def write_scalars(folder: Path, step: int, row: dict) -> None:
 
 def confusion_document(matrix, task: Task, config: TrainConfig, epoch: int) -> dict:
     """The final validation's confusion matrix, in ``evaluate_map``'s metrics.json schema."""
-    from .evaluation import ClassInfo, EvaluationSpec, metrics_document
+    from .classes import ClassStyle
+    from .evaluation import EvaluationSpec, metrics_document
 
-    classes = [ClassInfo(int(c["value"]), str(c.get("name") or c["value"]), str(c.get("color") or ""))
+    classes = [ClassStyle(int(c["value"]), str(c.get("name") or c["value"]), str(c.get("color") or ""))
                for c in task.classes]
     source = EvaluationSpec(map=f"{config.output} (epoch {epoch})",
                             reference=f"{config.dataset} (valid split)", output_folder=config.output)

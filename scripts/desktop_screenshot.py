@@ -47,7 +47,8 @@ def write_class_map(path: Path, source: Path | None = None) -> Path:
     from osgeo import gdal
 
     from deepfield.engine.geometry import Window
-    from deepfield.engine.rasters import ClassStyle, GeoTiffWriter, raster_info
+    from deepfield.engine.classes import ClassStyle
+    from deepfield.engine.rasters import GeoTiffWriter, raster_info
 
     source = source or nc_landsat_folder() / "strata.tif"
     info = raster_info(source)

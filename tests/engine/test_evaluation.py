@@ -20,12 +20,12 @@ from osgeo import gdal, ogr, osr
 from sklearn import metrics as skm
 
 from deepfield.engine import evaluation
-from deepfield.engine.evaluation import (
+from deepfield.engine.evaluation import evaluate_map_job
+from deepfield.engine.metrics import (
     ConfusionCounts,
     class_scores,
     cohen_kappa,
     confusion_matrix,
-    evaluate_map_job,
     macro_f1,
     overall_accuracy,
     summarize,

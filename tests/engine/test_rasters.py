@@ -9,8 +9,8 @@ from osgeo import gdal
 
 from deepfield.engine.geometry import Grid, Window
 from deepfield.engine.protocol import EngineError
+from deepfield.engine.classes import ClassStyle
 from deepfield.engine.rasters import (
-    ClassStyle,
     GeoTiffWriter,
     align_source,
     raster_info,

@@ -9,7 +9,7 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from deepfield.engine.protocol import EngineError, Reporter
-from deepfield.engine.rasters import crs_equivalent
+from deepfield.engine.crs import crs_equivalent
 from deepfield.engine.sampling import select_samples_job
 
 NC = "nc_landsat7_landcover"

@@ -17,7 +17,8 @@ from osgeo import gdal
 from deepfield.engine.fields import call_model
 from deepfield.engine.geometry import ModelGeometry, SourceGeometry
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
-from deepfield.engine.rasters import ClassStyle, raster_info
+from deepfield.engine.classes import ClassStyle
+from deepfield.engine.rasters import raster_info
 from deepfield.engine.serving import (
     MaskSpec,
     classifier_products,

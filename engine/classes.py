@@ -1,0 +1,65 @@
+"""Classes of a class map: value, name, colour, and how QGIS is told about them.
+
+One type, :class:`ClassStyle`, for datasets, models, class maps and evaluation reports.
+Colours are ``#rrggbb`` strings; "" means "not given" (a default from :data:`PALETTE` is used
+where one is needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+
+@dataclass(frozen=True)
+class ClassStyle:
+    """A class of a class map: pixel value, name, colour ``#rrggbb``."""
+
+    value: int
+    name: str
+    color: str = ""
+
+
+#: Default class colours (ColorBrewer Paired), by class index, when a dataset names none.
+PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
+           "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")
+
+
+def class_color(index: int) -> str:
+    """The default colour of the ``index``-th class (the same in datasets, models and maps)."""
+    return PALETTE[index % len(PALETTE)]
+
+
+def rgb(color: str) -> tuple[int, int, int]:
+    """``#rrggbb`` -> (red, green, blue), 0..255."""
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def class_map_qml(classes: tuple[ClassStyle, ...]) -> str:
+    """A QGIS style (``.qml``) drawing band 1 with one colour and label per class."""
+    entries = "\n".join(
+        f'        <paletteEntry value="{c.value}" color="{c.color}" label={quoteattr(c.name)} alpha="255"/>'
+        for c in classes
+    )
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+      <rasterTransparency/>
+      <minMaxOrigin><limits>None</limits><extent>WholeRaster</extent><statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower><cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor></minMaxOrigin>
+      <colorPalette>
+{entries}
+      </colorPalette>
+      <colorramp type="randomcolors" name="[source]"/>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" colorizeOn="0" grayscaleMode="0" colorizeRed="255" colorizeGreen="128"
+      colorizeBlue="128" colorizeStrength="100"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
