@@ -227,6 +227,19 @@ def rasterize(grid: Grid, window: Window, vector, layer: str | None = None,
     return values if attribute else values.astype(bool)
 
 
+#: How values of each kind are resampled when a raster is warped: categories are never blended.
+RESAMPLING = {"classes": "nearest", "image": "bilinear"}
+
+
+def resampling_for(values: str) -> str:
+    """The GDAL resampling for warping a raster of ``values``: ``"classes"`` (label rasters, class
+    maps, references) -> nearest; ``"image"`` (measurements) -> bilinear."""
+    try:
+        return RESAMPLING[values]
+    except KeyError:
+        raise ValueError(f"values must be one of {', '.join(RESAMPLING)}, not {values!r}") from None
+
+
 def align_source(info: RasterInfo, reference: Grid, scale: Fraction, resampling: str = "bilinear",
                  log=None) -> AlignedSource:
     """Put ``info`` on the lattice of ``reference`` scaled by ``scale`` (its spacing / the
