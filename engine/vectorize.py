@@ -1,0 +1,316 @@
+"""Class map to polygons, streamed by tiles, with no seam at tile borders.
+
+Vocabulary:
+
+- A **region** is a set of 4-connected pixels of one class (pixels sharing an edge, as
+  ``gdal.Polygonize`` connects them by default); each region becomes one polygon with its
+  class value and name.
+- A **tile** is a window of the class map (``tile_size`` pixels square, the last ones clipped);
+  tiles are read row of tiles by row of tiles, left to right.
+- A **piece** is what ``gdal.Polygonize`` makes of a region inside one tile. A region cut by tile
+  borders has several pieces; its polygon is their union.
+
+Method (exact, and memory flat as the map grows taller): each tile is polygonized in integer
+pixel coordinates (``x = col``, ``y = -row``), so the pieces of a region share bit-identical
+vertices along tile borders and their union is exact. The pieces are rasterised back onto their
+tile (pixel centres) to know which piece holds each border pixel; two pixels facing each other
+across a tile border, of the same class and both valid, put their pieces in one region
+(union-find). After a row of tiles, a region with no piece on that row's bottom border can grow
+no more: its pieces are unioned, moved to map coordinates with GDAL's own arithmetic
+(``x = gt[0] + col * gt[1]``, ``y = gt[3] + row * gt[5]``, so the vertices are those of one
+polygonize of the whole map), filtered by area, simplified and written. Memory holds one row of
+tiles and the regions still open across its bottom border, whatever the number of rows.
+
+Pixels that are nodata (the band's nodata, NaN) or of a class to skip belong to no polygon.
+Areas are in squared map units, the simplification tolerance in map units (of the map's CRS).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .classes import ClassStyle, class_color
+from .errors import EngineError, InvalidSpec
+from .evaluation import map_classes
+from .geometry import Window
+from .layer_styles import categorized_polygons_qml, store_default_style
+from .outputs import atomic_output
+from .protocol import Reporter
+from .rasters import RasterInfo, invalid_pixels, raster_info, read_window
+from .sampling import create_gpkg_layer
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+osr.UseExceptions()
+
+#: The polygon layer of the output GeoPackage, and its fields.
+LAYER = "class_polygons"
+CLASS_FIELD, NAME_FIELD = "class", "name"
+#: Default tile side (pixels): a row of tiles of a 40 000 px wide map reads 40 000 x 1 024 pixels.
+TILE_SIZE = 1024
+#: The largest class value polygonize handles (it reads values as 32-bit integers).
+MAX_CLASS_VALUE = 2**31 - 1
+#: The CRS of pieces and their tiles: pixel-edge coordinates (rasterising pieces back needs one).
+PIXELS = osr.SpatialReference()
+PIXELS.SetLocalCS("pixels of the class map (x = col, y = -row)")
+
+
+@dataclass
+class ClassTally:
+    """Polygons written for one class value: how many, and their area (squared map units)."""
+
+    polygons: int = 0
+    area: float = 0.0
+
+
+@dataclass
+class _Region:
+    """A region still being assembled: its class value and its pieces (pixel coordinates)."""
+
+    value: int
+    pieces: list = field(default_factory=list)
+
+
+class _Regions:
+    """Union-find over pieces: piece id -> region, with the pieces of each region (at its root)."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+        self.regions: dict[int, _Region] = {}
+
+    def add(self, piece: int, value: int, geometry) -> None:
+        self.parent[piece] = piece
+        self.regions[piece] = _Region(value, [geometry])
+
+    def root(self, piece: int) -> int:
+        while self.parent[piece] != piece:
+            self.parent[piece] = self.parent[self.parent[piece]]
+            piece = self.parent[piece]
+        return piece
+
+    def join(self, a: int, b: int) -> None:
+        ra, rb = self.root(a), self.root(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.regions[ra].pieces.extend(self.regions.pop(rb).pieces)
+
+    def close_all_but(self, open_pieces: np.ndarray) -> list[_Region]:
+        """Remove and return the regions holding none of ``open_pieces``; forget every piece id
+        but the roots of the regions kept (``open_pieces`` must be renamed with :meth:`root` first)."""
+        keep = {int(p) for p in open_pieces}
+        closed = [region for root, region in self.regions.items() if root not in keep]
+        self.regions = {root: region for root, region in self.regions.items() if root in keep}
+        self.parent = {root: root for root in self.regions}
+        return closed
+
+
+def tiles(width: int, height: int, size: int) -> Iterator[list[Window]]:
+    """Rows of tiles of ``size`` pixels covering a ``width`` x ``height`` raster (last ones clipped)."""
+    for row in range(0, height, size):
+        yield [Window(col, row, min(size, width - col), min(size, height - row)) for col in range(0, width, size)]
+
+
+def polygonize_tile(values: np.ndarray, valid: np.ndarray, window: Window) -> tuple[list, np.ndarray]:
+    """Pieces of one tile: ``([(class value, polygon in pixel coordinates)], piece index per pixel)``.
+
+    ``values``: int32 class values of the tile's pixels; ``valid``: pixels that belong to a polygon.
+    Polygons are in pixel-edge coordinates of the whole map, ``x = col`` and ``y = -row``;
+    the index array is -1 where ``valid`` is false.
+    """
+    rows, cols = values.shape
+    raster = gdal.GetDriverByName("MEM").Create("", cols, rows, 3, gdal.GDT_Int32)
+    raster.SetGeoTransform((window.col_off, 1, 0, -window.row_off, 0, -1))
+    raster.SetSpatialRef(PIXELS)
+    raster.GetRasterBand(1).WriteArray(values)
+    raster.GetRasterBand(2).WriteArray(valid.astype(np.int32))
+    vectors = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = vectors.CreateLayer("pieces", PIXELS, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn("piece", ogr.OFTInteger))
+    gdal.Polygonize(raster.GetRasterBand(1), raster.GetRasterBand(2), layer, 0)
+    pieces = []
+    for index, feature in enumerate(list(layer)):
+        feature.SetField("piece", index)
+        layer.SetFeature(feature)
+        pieces.append((feature.GetField("value"), feature.GetGeometryRef().Clone()))
+    index_band = raster.GetRasterBand(3)
+    index_band.Fill(-1)
+    gdal.RasterizeLayer(raster, [3], layer, options=["ATTRIBUTE=piece"])
+    return pieces, index_band.ReadAsArray()
+
+
+def _join_across(regions: _Regions, ids_a: np.ndarray, values_a: np.ndarray,
+                 ids_b: np.ndarray, values_b: np.ndarray) -> None:
+    """Join the regions of pixels facing each other (element by element) across a tile border."""
+    facing = (ids_a >= 0) & (ids_b >= 0) & (values_a == values_b)
+    for a, b in np.unique(np.stack([ids_a[facing], ids_b[facing]], axis=1), axis=0):
+        regions.join(int(a), int(b))
+
+
+def read_classes(info: RasterInfo, window: Window, skip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(int32 class values, valid)`` of a window of the class map (band 1).
+
+    Invalid: nodata (the band's nodata, NaN) or a value in ``skip``. A float map must hold whole
+    numbers: :class:`EngineError` otherwise.
+    """
+    raw = read_window(info.path, window)[:, :, :1]
+    valid = ~invalid_pixels(raw, info.nodata[:1])
+    raw = raw[:, :, 0]
+    if raw.dtype.kind == "f" and np.any(raw[valid] != np.floor(raw[valid])):
+        example = raw[valid][raw[valid] != np.floor(raw[valid])][0]
+        raise EngineError(f"the class map {info.path} holds non-integer values (e.g. {example}); "
+                          "class values must be whole numbers")
+    values = np.where(valid, raw, 0).astype(np.int64)
+    valid &= ~np.isin(values, skip)
+    if np.any(np.abs(values[valid]) > MAX_CLASS_VALUE):
+        raise EngineError(f"the class map {info.path} holds class values beyond {MAX_CLASS_VALUE}")
+    return values.astype(np.int32), valid
+
+
+def regions_of(info: RasterInfo, skip: tuple[int, ...] = (), tile_size: int = TILE_SIZE,
+               reporter: Reporter | None = None) -> Iterator[tuple[int, ogr.Geometry]]:
+    """``(class value, polygon in map coordinates)`` of every region of the class map, streamed.
+
+    Regions are yielded as soon as they are complete (after the row of tiles where they end).
+    ``reporter``: cancellation checked and progress (0..95 %) reported after every tile.
+    """
+    if tile_size < 1:
+        raise InvalidSpec(f"the tile size must be at least 1 pixel, got {tile_size}")
+    skip_values = np.asarray(skip, dtype=np.int64)
+    regions = _Regions()
+    above_ids = np.full(info.width, -1, dtype=np.int64)
+    above_values = np.zeros(info.width, dtype=np.int32)
+    next_piece = 0
+    rows = list(tiles(info.width, info.height, tile_size))
+    total, done = sum(len(r) for r in rows), 0
+    for row in rows:
+        left_ids = left_values = None
+        for window in row:
+            values, valid = read_classes(info, window, skip_values)
+            pieces, index = polygonize_tile(values, valid, window)
+            ids = np.where(index >= 0, index + next_piece, -1)
+            for offset, (value, geometry) in enumerate(pieces):
+                regions.add(next_piece + offset, value, geometry)
+            next_piece += len(pieces)
+            columns = slice(window.col_off, window.col_end)
+            _join_across(regions, above_ids[columns], above_values[columns], ids[0], values[0])
+            if left_ids is not None:
+                _join_across(regions, left_ids, left_values, ids[:, 0], values[:, 0])
+            left_ids, left_values = ids[:, -1], values[:, -1]
+            above_ids[columns], above_values[columns] = ids[-1], values[-1]
+            done += 1
+            if reporter is not None:
+                reporter.check_cancelled()
+                reporter.progress(95.0 * done / total)
+        open_ids = above_ids >= 0
+        above_ids[open_ids] = [regions.root(int(p)) for p in above_ids[open_ids]]
+        for region in regions.close_all_but(np.unique(above_ids[open_ids])):
+            yield region.value, to_map(union(region.pieces), info.geotransform)
+    for region in regions.close_all_but(np.empty(0)):
+        yield region.value, to_map(union(region.pieces), info.geotransform)
+
+
+def union(pieces: list) -> ogr.Geometry:
+    """The union of a region's pieces (one polygon: they share edges, in exact coordinates)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    collection = ogr.Geometry(ogr.wkbMultiPolygon)
+    for piece in pieces:
+        collection.AddGeometry(piece)
+    return collection.UnionCascaded()
+
+
+def to_map(geometry: ogr.Geometry, geotransform) -> ogr.Geometry:
+    """A (multi)polygon in pixel coordinates (``x = col``, ``y = -row``) moved to map coordinates
+    of the north-up ``geotransform``, computed as GDAL computes pixel corners."""
+    wkb = bytearray(geometry.ExportToIsoWkb(ogr.wkbNDR))
+    _move_polygons(wkb, 0, geotransform)
+    return ogr.CreateGeometryFromWkb(bytes(wkb))
+
+
+def _move_polygons(wkb: bytearray, offset: int, gt) -> int:
+    """Transform the little-endian WKB Polygon or MultiPolygon at ``offset`` in place; its end offset."""
+    kind, count = struct.unpack_from("<II", wkb, offset + 1)
+    offset += 9
+    if kind == ogr.wkbMultiPolygon:
+        for _ in range(count):
+            offset = _move_polygons(wkb, offset, gt)
+        return offset
+    for _ in range(count):  # rings
+        (points,) = struct.unpack_from("<I", wkb, offset)
+        xy = np.frombuffer(wkb, dtype="<f8", count=2 * points, offset=offset + 4).reshape(points, 2)
+        xy[:, 0] = gt[0] + xy[:, 0] * gt[1]
+        xy[:, 1] = gt[3] + -xy[:, 1] * gt[5]
+        offset += 4 + 16 * points
+    return offset
+
+
+def class_name(known: dict[int, ClassStyle], value: int) -> str:
+    """The name of class ``value``: its known name, else ``class <value>``."""
+    return known[value].name if value in known else f"class {value}"
+
+
+def class_styles(values, known: dict[int, ClassStyle]) -> tuple[ClassStyle, ...]:
+    """Name and colour of each class value (sorted): the ``known`` ones, missing colours from the
+    palette (by rank among ``values``)."""
+    return tuple(ClassStyle(value, class_name(known, value), known[value].color if value in known and
+                            known[value].color else class_color(index))
+                 for index, value in enumerate(sorted(values)))
+
+
+def vectorize_class_map(map_path: str, output: str | os.PathLike, min_area: float = 0.0, simplify: float = 0.0,
+                        skip: tuple[int, ...] = (), classes: tuple[ClassStyle, ...] = (),
+                        tile_size: int = TILE_SIZE, reporter: Reporter | None = None) -> list[dict]:
+    """Write the regions of the class map ``map_path`` (band 1) as polygons to the GeoPackage ``output``.
+
+    Layer :data:`LAYER`, fields ``class`` (value) and ``name``, the map's CRS, and the class
+    colours as its default QGIS style. ``min_area`` (squared map units): smaller regions are
+    dropped (not merged into a neighbour); ``simplify`` (map units): Douglas-Peucker tolerance,
+    each polygon's topology preserved (neighbours are simplified independently); ``skip``: class
+    values that get no polygon; ``classes``: names and colours (default: those stored with the
+    map, see :func:`.evaluation.map_classes`). Returns, per class written (by value):
+    ``{"value", "name", "color", "polygons", "area"}`` (area of the unsimplified polygons).
+    """
+    info = raster_info(map_path)
+    output = Path(output)
+    if output.suffix.lower() != ".gpkg":
+        raise InvalidSpec(f"the output {output} must be a GeoPackage (.gpkg)")
+    if output.resolve() == Path(map_path).resolve():
+        raise InvalidSpec(f"the output {output} is the class map itself; choose another file")
+    if np.dtype(info.dtype).kind not in "iuf":
+        raise EngineError(f"the class map {map_path} is {info.dtype}; class values must be integers")
+    if min_area < 0 or simplify < 0:
+        raise InvalidSpec(f"the minimum area ({min_area}) and the simplification tolerance ({simplify}) "
+                          "must be 0 or more")
+    known = {c.value: c for c in classes} if classes else map_classes(map_path)
+    tally: dict[int, ClassTally] = {}
+    with atomic_output(output) as temp:
+        dataset, layer = create_gpkg_layer(temp, LAYER, info.crs_wkt, ogr.wkbPolygon)
+        layer.CreateField(ogr.FieldDefn(CLASS_FIELD, ogr.OFTInteger))
+        layer.CreateField(ogr.FieldDefn(NAME_FIELD, ogr.OFTString))
+        dataset.StartTransaction()
+        for value, polygon in regions_of(info, tuple(skip), tile_size, reporter):
+            area = polygon.GetArea()
+            if area < min_area:
+                continue
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField(CLASS_FIELD, value)
+            feature.SetField(NAME_FIELD, class_name(known, value))
+            feature.SetGeometryDirectly(polygon.SimplifyPreserveTopology(simplify) if simplify > 0 else polygon)
+            layer.CreateFeature(feature)
+            counts = tally.setdefault(value, ClassTally())
+            counts.polygons += 1
+            counts.area += area
+        styles = class_styles(tally, known)
+        store_default_style(dataset, layer, categorized_polygons_qml(styles, CLASS_FIELD), output.stem)
+        dataset.CommitTransaction()
+        dataset = layer = None
+    return [{"value": s.value, "name": s.name, "color": s.color, "polygons": tally[s.value].polygons,
+             "area": tally[s.value].area} for s in styles]
