@@ -218,13 +218,14 @@ def regions_of(info: RasterInfo, skip: tuple[int, ...] = (), tile_size: int = TI
 
 
 def union(pieces: list) -> ogr.Geometry:
-    """The union of a region's pieces (one polygon: they share edges, in exact coordinates)."""
+    """The union of a region's pieces: one polygon (they share edges, in exact coordinates),
+    without the vertices the tile borders left on its straight edges (Douglas-Peucker at 0)."""
     if len(pieces) == 1:
         return pieces[0]
     collection = ogr.Geometry(ogr.wkbMultiPolygon)
     for piece in pieces:
         collection.AddGeometry(piece)
-    return collection.UnionCascaded()
+    return collection.UnionCascaded().SimplifyPreserveTopology(0)
 
 
 def to_map(geometry: ogr.Geometry, geotransform) -> ogr.Geometry:
@@ -258,11 +259,10 @@ def class_name(known: dict[int, ClassStyle], value: int) -> str:
 
 
 def class_styles(values, known: dict[int, ClassStyle]) -> tuple[ClassStyle, ...]:
-    """Name and colour of each class value (sorted): the ``known`` ones, missing colours from the
-    palette (by rank among ``values``)."""
-    return tuple(ClassStyle(value, class_name(known, value), known[value].color if value in known and
-                            known[value].color else class_color(index))
-                 for index, value in enumerate(sorted(values)))
+    """Name and colour of each class value (sorted): the ``known`` ones; a missing colour is the
+    palette's colour of that value (:func:`.classes.class_color`), whatever else is written."""
+    return tuple(ClassStyle(value, class_name(known, value), value in known and known[value].color
+                            or class_color(value)) for value in sorted(values))
 
 
 def vectorize_class_map(map_path: str, output: str | os.PathLike, min_area: float = 0.0, simplify: float = 0.0,
@@ -293,24 +293,26 @@ def vectorize_class_map(map_path: str, output: str | os.PathLike, min_area: floa
     tally: dict[int, ClassTally] = {}
     with atomic_output(output) as temp:
         dataset, layer = create_gpkg_layer(temp, LAYER, info.crs_wkt, ogr.wkbPolygon)
-        layer.CreateField(ogr.FieldDefn(CLASS_FIELD, ogr.OFTInteger))
-        layer.CreateField(ogr.FieldDefn(NAME_FIELD, ogr.OFTString))
-        dataset.StartTransaction()
-        for value, polygon in regions_of(info, tuple(skip), tile_size, reporter):
-            area = polygon.GetArea()
-            if area < min_area:
-                continue
-            feature = ogr.Feature(layer.GetLayerDefn())
-            feature.SetField(CLASS_FIELD, value)
-            feature.SetField(NAME_FIELD, class_name(known, value))
-            feature.SetGeometryDirectly(polygon.SimplifyPreserveTopology(simplify) if simplify > 0 else polygon)
-            layer.CreateFeature(feature)
-            counts = tally.setdefault(value, ClassTally())
-            counts.polygons += 1
-            counts.area += area
-        styles = class_styles(tally, known)
-        store_default_style(dataset, layer, categorized_polygons_qml(styles, CLASS_FIELD), output.stem)
-        dataset.CommitTransaction()
-        dataset = layer = None
+        try:
+            layer.CreateField(ogr.FieldDefn(CLASS_FIELD, ogr.OFTInteger))
+            layer.CreateField(ogr.FieldDefn(NAME_FIELD, ogr.OFTString))
+            dataset.StartTransaction()
+            for value, polygon in regions_of(info, tuple(skip), tile_size, reporter):
+                area = polygon.GetArea()
+                if area < min_area:
+                    continue
+                feature = ogr.Feature(layer.GetLayerDefn())
+                feature.SetField(CLASS_FIELD, value)
+                feature.SetField(NAME_FIELD, class_name(known, value))
+                feature.SetGeometryDirectly(polygon.SimplifyPreserveTopology(simplify) if simplify > 0 else polygon)
+                layer.CreateFeature(feature)
+                counts = tally.setdefault(value, ClassTally())
+                counts.polygons += 1
+                counts.area += area
+            styles = class_styles(tally, known)
+            store_default_style(dataset, layer, categorized_polygons_qml(styles, CLASS_FIELD), output.stem)
+            dataset.CommitTransaction()
+        finally:
+            dataset = layer = None  # closed before the atomic output renames or removes the file
     return [{"value": s.value, "name": s.name, "color": s.color, "polygons": tally[s.value].polygons,
              "area": tally[s.value].area} for s in styles]

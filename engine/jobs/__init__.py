@@ -22,6 +22,7 @@ JOBS: dict[str, str] = {
     "extract_patches": "patches:extract_patches_job",
     "train_model": "training:train_model_job",
     "evaluate_map": "evaluation:evaluate_map_job",
+    "vectorize_class_map": "jobs.vectorize_class_map:run",
 }
 
 
