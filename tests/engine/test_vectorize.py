@@ -24,6 +24,8 @@ from deepfield.engine.jobs import get_job
 from deepfield.engine.protocol import Reporter
 from deepfield.engine.vectorize import LAYER, vectorize_class_map
 
+from ..polygonize import reference_polygons
+
 STRATA = "nc_landsat7_landcover/strata.tif"  # 489 x 443 px, 28.5 m, classes 1..7 (Float32)
 PIXEL_AREA = 28.5 * 28.5
 
@@ -31,17 +33,6 @@ PIXEL_AREA = 28.5 * 28.5
 @pytest.fixture(scope="module")
 def strata(data_dir) -> str:
     return str(data_dir / STRATA)
-
-
-def reference_polygons(path: str, skip=()) -> list[tuple[int, ogr.Geometry]]:
-    """(class, polygon) of one gdal.Polygonize over the whole band 1, nodata masked, ``skip`` dropped."""
-    dataset = gdal.Open(path)
-    band = dataset.GetRasterBand(1)
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = memory.CreateLayer("reference", None, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-    gdal.Polygonize(band, band.GetMaskBand(), layer, 0)
-    return [(f.GetField("value"), f.GetGeometryRef().Clone()) for f in layer if f.GetField("value") not in skip]
 
 
 def written(path) -> list[tuple[int, str, ogr.Geometry]]:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr
+from osgeo import gdal
+
+from ..polygonize import reference_polygons
 
 ALG = "deepfield:vectorizeclassmap"
 STRATA = "nc_landsat7_landcover/strata.tif"  # 489 x 443 px, 28.5 m, classes 1..7 (Float32)
@@ -35,17 +37,6 @@ def paletted(data_dir, tmp_path_factory) -> str:
     return str(path)
 
 
-def polygonize_count(path: str, skip=()) -> int:
-    """Polygons of one gdal.Polygonize over the whole band 1 (nodata masked), ``skip`` classes left out."""
-    dataset = gdal.Open(path)
-    band = dataset.GetRasterBand(1)
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = memory.CreateLayer("reference", None, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-    gdal.Polygonize(band, band.GetMaskBand(), layer, 0)
-    return sum(1 for f in layer if f.GetField("value") not in skip)
-
-
 def categories(layer) -> dict[int, tuple[str, str]]:
     """value -> (label, fill colour) of a categorized vector layer's renderer."""
     renderer = layer.renderer()
@@ -69,7 +60,7 @@ def test_in_process_loaded_with_the_class_colours_the_user_sees(qgis_app, palett
         results = processing.runAndLoadResults(ALG, {"INPUT": class_map.id(), "SKIP_VALUES": "2, 7",
                                                      "TILE_SIZE": 40, "OUTPUT": str(output)})
         assert results["OUTPUT"] == str(output)
-        assert results["POLYGONS"] == polygonize_count(paletted, skip=(2, 7))
+        assert results["POLYGONS"] == len(reference_polygons(paletted, skip=(2, 7)))
         loaded = [layer for layer in QgsProject.instance().mapLayers().values()
                   if layer.source().split("|")[0] == str(output)]
         assert len(loaded) == 1 and loaded[0].featureCount() == results["POLYGONS"]
