@@ -27,9 +27,10 @@ Areas are in squared map units, the simplification tolerance in map units (of th
 
 from __future__ import annotations
 
+import math
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -75,7 +76,7 @@ class _Region:
     """A region still being assembled: its class value and its pieces (pixel coordinates)."""
 
     value: int
-    pieces: list = field(default_factory=list)
+    pieces: list
 
 
 class _Regions:
@@ -188,9 +189,8 @@ def regions_of(info: RasterInfo, skip: tuple[int, ...] = (), tile_size: int = TI
     above_ids = np.full(info.width, -1, dtype=np.int64)
     above_values = np.zeros(info.width, dtype=np.int32)
     next_piece = 0
-    rows = list(tiles(info.width, info.height, tile_size))
-    total, done = sum(len(r) for r in rows), 0
-    for row in rows:
+    total, done = math.ceil(info.width / tile_size) * math.ceil(info.height / tile_size), 0
+    for row in tiles(info.width, info.height, tile_size):
         left_ids = left_values = None
         for window in row:
             values, valid = read_classes(info, window, skip_values)

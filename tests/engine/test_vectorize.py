@@ -22,7 +22,8 @@ from deepfield.engine.contract import VectorizeClassMapSpec
 from deepfield.engine.errors import EngineError, InvalidSpec, JobCancelled
 from deepfield.engine.jobs import get_job
 from deepfield.engine.protocol import Reporter
-from deepfield.engine.vectorize import LAYER, vectorize_class_map
+from deepfield.engine.rasters import raster_info
+from deepfield.engine.vectorize import LAYER, regions_of, vectorize_class_map
 
 from ..polygonize import reference_polygons
 
@@ -257,3 +258,17 @@ def test_the_input_is_never_written(strata, tmp_path):
     vectorize_class_map(strata, tmp_path / "p.gpkg", tile_size=200)
     assert Path(strata).stat().st_mtime_ns == before
     assert not Path(strata).with_suffix(".qml").exists()
+
+
+def test_regions_are_released_as_soon_as_they_are_complete(strata):
+    """Streaming: a region is yielded after the row of tiles where it ends, not at the end of the map
+    (what keeps memory flat as the map grows taller)."""
+    stream = io.StringIO()
+    reporter = Reporter(stream, min_interval_s=0)
+    seen_at = []  # progress (percent) when each region arrives
+    for _ in regions_of(raster_info(strata), tile_size=64, reporter=reporter):
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        seen_at.append(max(m["percent"] for m in lines if m["type"] == "progress"))
+    rows = -(-443 // 64)  # 7 rows of 8 tiles
+    assert min(seen_at) == pytest.approx(95 / rows, abs=0.01)  # the first ones after the first row
+    assert np.mean(np.array(seen_at) <= 95 * 4 / rows) > 0.4  # many before the map is half read
