@@ -265,6 +265,20 @@ def class_styles(values, known: dict[int, ClassStyle]) -> tuple[ClassStyle, ...]
                             or class_color(value)) for value in sorted(values))
 
 
+def _create_part_gpkg(temp: Path, crs_wkt: str):
+    """``(dataset, layer)``: the temporary GeoPackage with the empty polygon layer :data:`LAYER`.
+
+    Its SQLite journal is kept in memory: a killed worker leaves only ``<output>.part`` (which the
+    QGIS side removes), never a ``<output>.part-journal``; a failed ``.part`` is discarded anyway.
+    """
+    previous = gdal.GetConfigOption("OGR_SQLITE_JOURNAL")
+    gdal.SetConfigOption("OGR_SQLITE_JOURNAL", "MEMORY")  # read when the file is opened
+    try:
+        return create_gpkg_layer(temp, LAYER, crs_wkt, ogr.wkbPolygon)
+    finally:
+        gdal.SetConfigOption("OGR_SQLITE_JOURNAL", previous)
+
+
 def vectorize_class_map(map_path: str, output: str | os.PathLike, min_area: float = 0.0, simplify: float = 0.0,
                         skip: tuple[int, ...] = (), classes: tuple[ClassStyle, ...] = (),
                         tile_size: int = TILE_SIZE, reporter: Reporter | None = None) -> list[dict]:
@@ -292,7 +306,7 @@ def vectorize_class_map(map_path: str, output: str | os.PathLike, min_area: floa
     known = {c.value: c for c in classes} if classes else map_classes(map_path)
     tally: dict[int, ClassTally] = {}
     with atomic_output(output) as temp:
-        dataset, layer = create_gpkg_layer(temp, LAYER, info.crs_wkt, ogr.wkbPolygon)
+        dataset, layer = _create_part_gpkg(temp, info.crs_wkt)
         try:
             layer.CreateField(ogr.FieldDefn(CLASS_FIELD, ogr.OFTInteger))
             layer.CreateField(ogr.FieldDefn(NAME_FIELD, ogr.OFTString))

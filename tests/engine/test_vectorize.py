@@ -272,3 +272,25 @@ def test_regions_are_released_as_soon_as_they_are_complete(strata):
     rows = -(-443 // 64)  # 7 rows of 8 tiles
     assert min(seen_at) == pytest.approx(95 / rows, abs=0.01)  # the first ones after the first row
     assert np.mean(np.array(seen_at) <= 95 * 4 / rows) > 0.4  # many before the map is half read
+
+
+class FolderWatcher(Reporter):
+    """A reporter that lists the output folder at every progress report (while the job writes)."""
+
+    def __init__(self, folder: Path):
+        super().__init__(io.StringIO(), min_interval_s=0)
+        self.folder = folder
+        self.listings: set[str] = set()
+
+    def progress(self, percent: float) -> None:
+        self.listings.update(p.name for p in self.folder.iterdir())
+        super().progress(percent)
+
+
+def test_while_writing_only_the_part_file_exists(strata, tmp_path):
+    """A worker killed at any moment leaves ``<output>.part`` alone (removed by the QGIS side): no
+    SQLite journal beside it, and nothing under the final name."""
+    watcher = FolderWatcher(tmp_path)
+    vectorize_class_map(strata, tmp_path / "polygons.gpkg", tile_size=48, reporter=watcher)
+    assert watcher.listings == {"polygons.gpkg.part"}
+    assert [p.name for p in tmp_path.iterdir()] == ["polygons.gpkg"]
