@@ -138,9 +138,9 @@ def polygonize_tile(values: np.ndarray, valid: np.ndarray, window: Window) -> tu
     gdal.Polygonize(raster.GetRasterBand(1), raster.GetRasterBand(2), layer, 0)
     pieces = []
     for index, feature in enumerate(list(layer)):
-        feature.SetField("piece", index)
+        feature.SetField(1, index)  # the "piece" field
         layer.SetFeature(feature)
-        pieces.append((feature.GetField("value"), feature.GetGeometryRef().Clone()))
+        pieces.append((feature.GetField(0), feature.GetGeometryRef().Clone()))
     index_band = raster.GetRasterBand(3)
     index_band.Fill(-1)
     gdal.RasterizeLayer(raster, [3], layer, options=["ATTRIBUTE=piece"])
@@ -212,45 +212,69 @@ def regions_of(info: RasterInfo, skip: tuple[int, ...] = (), tile_size: int = TI
         open_ids = above_ids >= 0
         above_ids[open_ids] = [regions.root(int(p)) for p in above_ids[open_ids]]
         for region in regions.close_all_but(np.unique(above_ids[open_ids])):
-            yield region.value, to_map(union(region.pieces), info.geotransform)
+            yield region.value, _map_polygon(region, info.geotransform)
     for region in regions.close_all_but(np.empty(0)):
-        yield region.value, to_map(union(region.pieces), info.geotransform)
+        yield region.value, _map_polygon(region, info.geotransform)
 
 
-def union(pieces: list) -> ogr.Geometry:
-    """The union of a region's pieces: one polygon (they share edges, in exact coordinates),
-    without the vertices the tile borders left on its straight edges (Douglas-Peucker at 0)."""
+def _map_polygon(region: _Region, geotransform) -> ogr.Geometry:
+    return polygon([to_map(ring, geotransform) for ring in region_rings(region.pieces)])
+
+
+def region_rings(pieces: list) -> list[np.ndarray]:
+    """The rings (pixel coordinates, exterior first) of the union of a region's pieces.
+
+    Only the exteriors are unioned: a piece's hole lies inside its tile and no other piece of the
+    region can be in it (it would be 4-connected to that piece inside the tile), so the holes of
+    the pieces are holes of the union as they are, added after the (much cheaper) union of the
+    exteriors. Vertices the tile borders left in the middle of straight edges are dropped.
+    """
     if len(pieces) == 1:
-        return pieces[0]
-    collection = ogr.Geometry(ogr.wkbMultiPolygon)
+        return rings(pieces[0])
+    exteriors = ogr.Geometry(ogr.wkbMultiPolygon)
+    holes = []
     for piece in pieces:
-        collection.AddGeometry(piece)
-    return collection.UnionCascaded().SimplifyPreserveTopology(0)
+        exterior, *inner = rings(piece)
+        exteriors.AddGeometry(polygon([exterior]))
+        holes += inner
+    return [drop_straight_vertices(ring) for ring in rings(exteriors.UnionCascaded())] + holes
 
 
-def to_map(geometry: ogr.Geometry, geotransform) -> ogr.Geometry:
-    """A (multi)polygon in pixel coordinates (``x = col``, ``y = -row``) moved to map coordinates
-    of the north-up ``geotransform``, computed as GDAL computes pixel corners."""
-    wkb = bytearray(geometry.ExportToIsoWkb(ogr.wkbNDR))
-    _move_polygons(wkb, 0, geotransform)
-    return ogr.CreateGeometryFromWkb(bytes(wkb))
-
-
-def _move_polygons(wkb: bytearray, offset: int, gt) -> int:
-    """Transform the little-endian WKB Polygon or MultiPolygon at ``offset`` in place; its end offset."""
-    kind, count = struct.unpack_from("<II", wkb, offset + 1)
-    offset += 9
-    if kind == ogr.wkbMultiPolygon:
-        for _ in range(count):
-            offset = _move_polygons(wkb, offset, gt)
-        return offset
-    for _ in range(count):  # rings
+def rings(geometry: ogr.Geometry) -> list[np.ndarray]:
+    """The rings of a polygon (exterior first) as closed ``(n, 2)`` arrays of ``(x, y)``."""
+    wkb = geometry.ExportToIsoWkb(ogr.wkbNDR)
+    kind, count = struct.unpack_from("<II", wkb, 1)
+    if kind != ogr.wkbPolygon:
+        raise ValueError(f"a region's pieces must union to one polygon, not a geometry of WKB type {kind}")
+    offset, found = 9, []
+    for _ in range(count):
         (points,) = struct.unpack_from("<I", wkb, offset)
-        xy = np.frombuffer(wkb, dtype="<f8", count=2 * points, offset=offset + 4).reshape(points, 2)
-        xy[:, 0] = gt[0] + xy[:, 0] * gt[1]
-        xy[:, 1] = gt[3] + -xy[:, 1] * gt[5]
+        found.append(np.frombuffer(wkb, dtype="<f8", count=2 * points, offset=offset + 4).reshape(points, 2))
         offset += 4 + 16 * points
-    return offset
+    return found
+
+
+def polygon(ring_list: list[np.ndarray]) -> ogr.Geometry:
+    """A polygon from closed rings (exterior first)."""
+    parts = [struct.pack("<BII", 1, ogr.wkbPolygon, len(ring_list))]
+    for ring in ring_list:
+        parts += [struct.pack("<I", len(ring)), np.ascontiguousarray(ring, dtype="<f8").tobytes()]
+    return ogr.CreateGeometryFromWkb(b"".join(parts))
+
+
+def drop_straight_vertices(ring: np.ndarray) -> np.ndarray:
+    """A closed ring of horizontal and vertical edges without its vertices in the middle of an edge."""
+    points = ring[:-1]
+    before, after = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
+    kept = points[~np.any((before == points) & (points == after), axis=1)]
+    return np.vstack([kept, kept[:1]])
+
+
+def to_map(ring: np.ndarray, geotransform) -> np.ndarray:
+    """A ring in pixel coordinates (``x = col``, ``y = -row``) in map coordinates of the north-up
+    ``geotransform``, bit for bit as GDAL computes pixel corners (``gt[0] + col * gt[1]``,
+    ``gt[3] + row * gt[5]``: IEEE sums commute and negation is exact)."""
+    return ring * np.array([geotransform[1], -geotransform[5]]) + np.array([geotransform[0], geotransform[3]])
 
 
 def class_name(known: dict[int, ClassStyle], value: int) -> str:
@@ -316,8 +340,8 @@ def vectorize_class_map(map_path: str, output: str | os.PathLike, min_area: floa
                 if area < min_area:
                     continue
                 feature = ogr.Feature(layer.GetLayerDefn())
-                feature.SetField(CLASS_FIELD, value)
-                feature.SetField(NAME_FIELD, class_name(known, value))
+                feature.SetField(0, value)  # CLASS_FIELD
+                feature.SetField(1, class_name(known, value))  # NAME_FIELD
                 feature.SetGeometryDirectly(polygon.SimplifyPreserveTopology(simplify) if simplify > 0 else polygon)
                 layer.CreateFeature(feature)
                 counts = tally.setdefault(value, ClassTally())
