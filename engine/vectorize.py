@@ -16,10 +16,15 @@ vertices along tile borders and their union is exact. The pieces are rasterised 
 tile (pixel centres) to know which piece holds each border pixel; two pixels facing each other
 across a tile border, of the same class and both valid, put their pieces in one region
 (union-find). After a row of tiles, a region with no piece on that row's bottom border can grow
-no more: its pieces are unioned, moved to map coordinates with GDAL's own arithmetic
-(``x = gt[0] + col * gt[1]``, ``y = gt[3] + row * gt[5]``, so the vertices are those of one
-polygonize of the whole map), filtered by area, simplified and written. Memory holds one row of
-tiles and the regions still open across its bottom border, whatever the number of rows.
+no more: its pieces are unioned (see :func:`region_rings`), moved to map coordinates with GDAL's
+own arithmetic (``x = gt[0] + col * gt[1]``, ``y = gt[3] + row * gt[5]``, so the vertices are
+those of one polygonize of the whole map), filtered by area, simplified and written. Memory holds
+the pixels of one tile, the pieces of one row of tiles and the regions still open across its
+bottom border, whatever the number of rows (a row of tiles spans ``width x tile_size`` pixels:
+very wide maps want smaller tiles).
+
+Why not polygonize, then dissolve by class with OGR: a dissolve also joins regions that touch
+only at a corner (8-connected) or are separate, and it needs every polygon of a class at once.
 
 Pixels that are nodata (the band's nodata, NaN) or of a class to skip belong to no polygon.
 Areas are in squared map units, the simplification tolerance in map units (of the map's CRS).
