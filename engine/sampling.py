@@ -1,15 +1,17 @@
-"""Sample positions: where patches are cut, their class, their split (``select_samples`` job).
+"""Sample positions: where patches are cut, their class, their split (the library of the
+``select_samples`` job, :mod:`engine.jobs.select_samples`).
 
 Vocabulary:
 
-- A **position** is a point in the map units of the *reference raster* (the image patches will
-  be cut from), optionally with a class value (an integer) and a split (``train``, ``valid``,
-  ``test``). Positions are written as a GeoPackage point layer ``positions`` with fields
-  ``class`` (integer or null), ``split`` and the feature id ``fid`` (1..n).
+- A **position** (:class:`engine.vectors.Positions`) is a point in the map units of the
+  *reference raster* (the image patches will be cut from), optionally with a class value (an
+  integer) and a split (``train``, ``valid``, ``test``); written by
+  :func:`engine.vectors.write_positions`.
 - The **footprint** of a position is the ``patch_size`` x ``patch_size`` reference pixels of
   its patch, placed by the patch-centre rule (:func:`engine.geometry.patch_start`).
 
-Strategies (``spec["strategy"]``):
+Strategies (``spec["strategy"]``) are :class:`Sampler` classes in the registry :data:`SAMPLERS`,
+all with one signature, ``sample(info, rng, reporter) -> Positions``:
 
 ``points``      a point layer with an integer class field, any CRS (reprojected; equivalent
                 CRSs, e.g. EPSG:3358 and an unnamed LCC with the same parameters, are not).
@@ -31,189 +33,24 @@ footprint of one split overlaps a footprint of another. The same seed gives the 
 
 from __future__ import annotations
 
-import csv
-import json
-import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from .dataset import SPLITS
+from .contract import SPLITS, SelectSamplesSpec
+from .crs import transform_xy
+from .errors import EngineError, InvalidSpec, NoOverlap
 from .geometry import patch_start
-from .outputs import atomic_output
-from .protocol import EngineError, Reporter
-from .crs import crs_transform, transform_xy
-from .rasters import invalid_pixels, raster_info
+from .protocol import Reporter
+from .rasters import RasterInfo, invalid_pixels, raster_info
+from .vectors import Positions, class_polygons, read_points, write_features
 
-LAYER = "positions"
 BLOCKS_LAYER = "blocks"
 BLOCK_PATCHES = 8  # automatic block side, in patches
 MIN_BLOCKS = 3  # fewer blocks holding positions cannot fill train, valid and test
-STRATEGIES = ("points", "polygons", "label_raster", "grid")
-LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
 READ_BUDGET_BYTES = 64 * 2**20
-
-
-# -- positions -------------------------------------------------------------------------------
-
-@dataclass
-class Positions:
-    """Positions in the reference raster's CRS (map units); ``classes`` is None without classes."""
-
-    x: np.ndarray
-    y: np.ndarray
-    classes: np.ndarray | None = None
-    splits: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def subset(self, keep: np.ndarray) -> "Positions":
-        """The positions where the boolean or index array ``keep`` selects."""
-        return Positions(self.x[keep], self.y[keep],
-                         None if self.classes is None else self.classes[keep],
-                         None if self.splits is None else self.splits[keep])
-
-
-# -- vectors ---------------------------------------------------------------------------------
-
-def _open_layer(path: str, layer_name: str | None = None):
-    from osgeo import ogr
-
-    ogr.UseExceptions()
-    try:
-        source = ogr.Open(str(path))
-    except RuntimeError as error:
-        raise EngineError(f"cannot open vector file {path}: {error}") from None
-    if source is None:
-        raise EngineError(f"cannot open vector file {path}")
-    layer = source.GetLayerByName(layer_name) if layer_name else source.GetLayer(0)
-    if layer is None:
-        raise EngineError(f"{path}: no layer {layer_name!r}")
-    return source, layer
-
-
-def _layer_wkt(layer, path: str, reporter: Reporter | None, target_wkt: str) -> str:
-    srs = layer.GetSpatialRef()
-    if srs is None:
-        if reporter:
-            reporter.warning(f"{path} has no CRS: its coordinates are taken in the raster's CRS")
-        return target_wkt
-    return srs.ExportToWkt()
-
-
-def _field_index(layer, field: str, path: str) -> int:
-    definition = layer.GetLayerDefn()
-    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
-    if field not in names:
-        raise EngineError(f"{path}: no field {field!r}; fields: {', '.join(names) or 'none'}")
-    return names.index(field)
-
-
-def _integer(value, field: str, path: str) -> int | None:
-    """A class value as an int; None for null; EngineError for a value that is not integer-like."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number != int(number):
-        raise EngineError(f"{path}: class field {field!r} must hold integers; found {value!r}")
-    return int(number)
-
-
-def read_points(path: str, target_wkt: str, class_field: str | None = None,
-                split_field: str | None = None, layer_name: str | None = None,
-                reporter: Reporter | None = None) -> Positions:
-    """Points of a vector layer, reprojected onto ``target_wkt``; features with a null class skipped.
-
-    Multi-points give one position per part. ``split_field`` values must be train/valid/test.
-    """
-    from osgeo import ogr
-
-    source, layer = _open_layer(path, layer_name)
-    src_wkt = _layer_wkt(layer, path, reporter, target_wkt)
-    class_index = _field_index(layer, class_field, path) if class_field else None
-    split_index = _field_index(layer, split_field, path) if split_field else None
-    xs, ys, classes, splits, skipped = [], [], [], [], 0
-    for feature in layer:
-        geometry = feature.GetGeometryRef()
-        if geometry is None:
-            skipped += 1
-            continue
-        if ogr.GT_Flatten(geometry.GetGeometryType()) not in (ogr.wkbPoint, ogr.wkbMultiPoint):
-            raise EngineError(f"{path}: expected a point layer, found {geometry.GetGeometryName()}")
-        value = None
-        if class_index is not None:
-            value = _integer(feature.GetField(class_index), class_field, path)
-            if value is None:
-                skipped += 1
-                continue
-        split = feature.GetField(split_index) if split_index is not None else "train"
-        if split not in SPLITS:
-            raise EngineError(f"{path}: field {split_field!r} holds {split!r}; expected one of {', '.join(SPLITS)}")
-        parts = [geometry] if geometry.GetGeometryCount() == 0 else [
-            geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
-        for part in parts:
-            xs.append(part.GetX())
-            ys.append(part.GetY())
-            classes.append(value)
-            splits.append(split)
-    del source
-    if skipped and reporter:
-        reporter.warning(f"{path}: {skipped} feature(s) without geometry or class value skipped")
-    x, y = transform_xy(np.array(xs), np.array(ys), src_wkt, target_wkt)
-    return Positions(x, y, np.array(classes, dtype=np.int64) if class_field else None,
-                     np.array(splits, dtype=object))
-
-
-def create_gpkg_layer(path: str | Path, name: str, crs_wkt: str, geometry_type: int):
-    """A new GeoPackage ``path`` with one empty layer ``name`` (FID column ``fid``): (source, layer)."""
-    from osgeo import gdal, ogr, osr
-
-    ogr.UseExceptions()
-    gdal.PushErrorHandler("CPLQuietErrorHandler")  # the ".part" extension warning
-    try:
-        source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    finally:
-        gdal.PopErrorHandler()
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(crs_wkt)
-    return source, source.CreateLayer(name, srs, geometry_type, ["FID=fid"])
-
-
-def write_positions(path: str | Path, positions: Positions, crs_wkt: str,
-                    extra_fields: dict[str, np.ndarray] | None = None) -> None:
-    """Write ``positions`` as the GeoPackage point layer ``positions`` (fid 1..n, class, split)."""
-    from osgeo import ogr
-
-    source, layer = create_gpkg_layer(path, LAYER, crs_wkt, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
-    layer.CreateField(ogr.FieldDefn("split", ogr.OFTString))
-    extra_fields = extra_fields or {}
-    for name in extra_fields:
-        layer.CreateField(ogr.FieldDefn(name, ogr.OFTInteger64))
-    definition = layer.GetLayerDefn()
-    extra = [(definition.GetFieldIndex(name), values.tolist()) for name, values in extra_fields.items()]
-    classes = None if positions.classes is None else positions.classes.tolist()
-    splits = ["train"] * len(positions) if positions.splits is None else [str(s) for s in positions.splits]
-    layer.StartTransaction()
-    for i, (x, y) in enumerate(zip(positions.x.tolist(), positions.y.tolist())):
-        feature = ogr.Feature(definition)
-        feature.SetFID(i + 1)
-        if classes is not None:
-            feature.SetField(0, classes[i])
-        feature.SetField(1, splits[i])
-        for index, values in extra:
-            feature.SetField(index, values[i])
-        point = ogr.Geometry(ogr.wkbPoint)
-        point.AddPoint_2D(x, y)
-        feature.SetGeometry(point)
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    del source  # closing the dataset writes the GeoPackage
 
 
 # -- raster helpers --------------------------------------------------------------------------
@@ -261,7 +98,7 @@ def filter_on_raster(path: str, info, positions: Positions, patch_size: int,
     u, v = info.grid.pixel(positions.x, positions.y)
     inside = (u >= 0) & (u < info.width) & (v >= 0) & (v < info.height)
     if len(positions) and not inside.any():
-        raise EngineError(
+        raise NoOverlap(
             f"none of the {len(positions)} positions falls inside the raster {path} "
             f"(check that the vector layer and the raster overlap)")
     cols, rows = footprint_starts(info, positions.x, positions.y, patch_size)
@@ -279,65 +116,95 @@ def filter_on_raster(path: str, info, positions: Positions, patch_size: int,
 
 # -- strategies ------------------------------------------------------------------------------
 
-def polygon_positions(path: str, info, class_field: str, rng: np.random.Generator, *,
-                      mode: str = "random", samples_per_class: int = 100, step: int = 1,
-                      border_distance: float = 0.0, layer_name: str | None = None,
-                      reporter: Reporter | None = None) -> Positions:
-    """Pixel centres of the raster inside the class polygons (random per class or a grid)."""
-    from osgeo import gdal, ogr
+class Sampler(ABC):
+    """A sampling strategy (after torchgeo's ``GeoSampler``): its parameters are set when it is
+    made; :meth:`sample` returns candidate positions in the CRS of the reference raster ``info``.
 
-    source, layer = _open_layer(path, layer_name)
-    class_index = _field_index(layer, class_field, path)
-    transform = crs_transform(_layer_wkt(layer, path, reporter, info.crs_wkt), info.crs_wkt)
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
-    burn = memory.CreateLayer("polygons", None, ogr.wkbMultiPolygon)
-    burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
-    values: list[int] = []
-    for feature in layer:
-        value = _integer(feature.GetField(class_index), class_field, path)
-        geometry = feature.GetGeometryRef()
-        if value is None or geometry is None:
-            continue
-        geometry = geometry.Clone()
-        if transform is not None:
-            geometry.Transform(transform)
-        if border_distance > 0:
-            geometry = geometry.Buffer(-float(border_distance))
-            if geometry.IsEmpty():
-                continue
-        if value not in values:
-            values.append(value)
-        out = ogr.Feature(burn.GetLayerDefn())
-        out.SetField("burn", values.index(value) + 1)
-        out.SetGeometry(geometry)
-        burn.CreateFeature(out)
-    target = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Int32)
-    target.SetGeoTransform(info.geotransform)
-    gdal.RasterizeLayer(target, [1], burn, options=["ATTRIBUTE=burn"])
-    codes = target.ReadAsArray()
-    del source
-    if not codes.any():
-        raise EngineError(f"no pixel centre of {info.path} lies inside the polygons of {path} "
-                          "(no overlap, or border_distance too large)")
-    xs, ys, classes = [], [], []
-    for code, value in enumerate(values, start=1):
-        rows, cols = np.nonzero(codes == code)
-        if mode == "grid":
-            keep = (rows % step == 0) & (cols % step == 0)
-            rows, cols = rows[keep], cols[keep]
-        elif mode == "random":
-            if len(rows) < samples_per_class and reporter:
-                reporter.warning(f"class {value}: only {len(rows)} pixels inside its polygons "
-                                 f"(asked {samples_per_class})")
-            chosen = np.sort(rng.choice(len(rows), size=min(samples_per_class, len(rows)), replace=False))
-            rows, cols = rows[chosen], cols[chosen]
-        else:
-            raise EngineError(f"unknown polygon_mode {mode!r}; use 'random' or 'grid'")
-        x, y = _pixel_centres(info, cols, rows)
-        xs.append(x)
-        ys.append(y)
-        classes.append(np.full(len(x), value, dtype=np.int64))
-    return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes))
+    Units: ``*_px`` values are pixels of the reference raster, ``*_map_units`` values are in its
+    CRS's map units. Candidates are filtered on the raster afterwards (:func:`filter_on_raster`).
+    """
+
+    #: The strategy's name in :data:`.contract.SAMPLING_STRATEGIES` (the spec's ``strategy``).
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, spec: SelectSamplesSpec) -> "Sampler":
+        """The sampler a ``select_samples`` spec describes."""
+
+    @abstractmethod
+    def sample(self, info: RasterInfo, rng: np.random.Generator, reporter: Reporter) -> Positions:
+        """Candidate positions over the raster ``info`` (map units of its CRS)."""
+
+
+@dataclass(frozen=True)
+class PointSampler(Sampler):
+    """The points of a layer with an integer class field, any CRS (reprojected; equivalent CRSs,
+    e.g. EPSG:3358 and an unnamed LCC with the same parameters, are not)."""
+
+    name: ClassVar[str] = "points"
+    vector: str
+    class_field: str
+    layer: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: SelectSamplesSpec) -> "PointSampler":
+        return cls(spec.vector, spec.class_field, spec.layer)
+
+    def sample(self, info: RasterInfo, rng: np.random.Generator, reporter: Reporter) -> Positions:
+        return read_points(self.vector, info.crs_wkt, self.class_field, layer_name=self.layer,
+                           warn=reporter.warning)
+
+
+@dataclass(frozen=True)
+class PolygonSampler(Sampler):
+    """Pixel centres of the raster inside class polygons: ``samples_per_class`` random ones per
+    class (``mode`` random) or every ``step_px``-th column and row (``mode`` grid), at least
+    ``border_distance_map_units`` inside the polygons."""
+
+    name: ClassVar[str] = "polygons"
+    vector: str
+    class_field: str
+    layer: str | None = None
+    mode: str = "random"
+    samples_per_class: int = 100
+    step_px: int = 1
+    border_distance_map_units: float = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: SelectSamplesSpec) -> "PolygonSampler":
+        return cls(spec.vector, spec.class_field, spec.layer, spec.polygon_mode, int(spec.samples_per_class),
+                   int(spec.step or spec.patch_size), float(spec.border_distance))
+
+    def sample(self, info: RasterInfo, rng: np.random.Generator, reporter: Reporter) -> Positions:
+        from osgeo import gdal
+
+        burn, values = class_polygons(self.vector, self.class_field, info.crs_wkt,
+                                      self.border_distance_map_units, self.layer, reporter.warning)
+        target = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Int32)
+        target.SetGeoTransform(info.geotransform)
+        gdal.RasterizeLayer(target, [1], burn.GetLayer(0), options=["ATTRIBUTE=burn"])
+        codes = target.ReadAsArray()
+        if not codes.any():
+            raise NoOverlap(f"no pixel centre of {info.path} lies inside the polygons of {self.vector} "
+                            "(no overlap, or border_distance too large)")
+        xs, ys, classes = [], [], []
+        for code, value in enumerate(values, start=1):
+            rows, cols = np.nonzero(codes == code)
+            if self.mode == "grid":
+                keep = (rows % self.step_px == 0) & (cols % self.step_px == 0)
+                rows, cols = rows[keep], cols[keep]
+            else:
+                if len(rows) < self.samples_per_class:
+                    reporter.warning(f"class {value}: only {len(rows)} pixels inside its polygons "
+                                     f"(asked {self.samples_per_class})")
+                chosen = np.sort(rng.choice(len(rows), size=min(self.samples_per_class, len(rows)), replace=False))
+                rows, cols = rows[chosen], cols[chosen]
+            x, y = _pixel_centres(info, cols, rows)
+            xs.append(x)
+            ys.append(y)
+            classes.append(np.full(len(x), value, dtype=np.int64))
+        return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes))
 
 
 def _pixel_centres(info, cols, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -375,81 +242,104 @@ def label_counts(path: str, nodata=None) -> dict[int, int]:
     return dict(sorted(counts.items()))
 
 
-def label_positions(path: str, strategy: str, samples: int, rng: np.random.Generator,
-                    nodata=None, reporter: Reporter | None = None) -> tuple[Positions, str]:
-    """Pixel centres of a label raster chosen per class; returns them and the label raster's CRS."""
-    if strategy not in LABEL_STRATEGIES:
-        raise EngineError(f"unknown label strategy {strategy!r}; one of {', '.join(LABEL_STRATEGIES)}")
-    info = raster_info(path)
-    nodata = info.nodata[0] if nodata is None else nodata
-    counts = label_counts(path, nodata)
-    quota = _quotas(counts, strategy, samples)
-    if reporter:
+@dataclass(frozen=True)
+class LabelRasterSampler(Sampler):
+    """Pixel centres of a label raster chosen per class (its integer nodata skipped), by
+    ``strategy``: ``constant`` (``samples`` per class), ``total`` (``samples`` spread evenly over
+    the classes), ``smallest`` (as many per class as the smallest class has), ``all``."""
+
+    name: ClassVar[str] = "label_raster"
+    label_raster: str
+    strategy: str = "constant"
+    samples: int = 100
+    nodata: float | None = None
+
+    @classmethod
+    def from_spec(cls, spec: SelectSamplesSpec) -> "LabelRasterSampler":
+        return cls(spec.label_raster, spec.label_strategy, int(spec.samples), spec.label_nodata)
+
+    def sample(self, info: RasterInfo, rng: np.random.Generator, reporter: Reporter) -> Positions:
+        label = raster_info(self.label_raster)
+        nodata = label.nodata[0] if self.nodata is None else self.nodata
+        counts = label_counts(self.label_raster, nodata)
+        quota = self.quotas(counts)
         reporter.log("label pixels per class: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
                      + "; selecting " + ", ".join(f"{k}: {v}" for k, v in sorted(quota.items())))
-    # choose ordinals (the k-th pixel of a class in raster order), then find them in a second pass
-    chosen = {value: np.sort(rng.choice(counts[value], size=quota[value], replace=False)) for value in sorted(counts)}
-    seen = dict.fromkeys(counts, 0)
-    xs, ys, classes = [], [], []
-    for row0, labels, valid in _label_strips(path, info, nodata):
-        for value in chosen:
-            rows, cols = np.nonzero(valid & (labels == value))
-            ordinals = seen[value] + np.arange(len(rows))
-            keep = np.isin(ordinals, chosen[value], assume_unique=True)
-            seen[value] += len(rows)
-            x, y = _pixel_centres(info, cols[keep], rows[keep] + row0)
+        # choose ordinals (the k-th pixel of a class in raster order), then find them in a second pass
+        chosen = {value: np.sort(rng.choice(counts[value], size=quota[value], replace=False))
+                  for value in sorted(counts)}
+        seen = dict.fromkeys(counts, 0)
+        xs, ys, classes = [], [], []
+        for row0, labels, valid in _label_strips(self.label_raster, label, nodata):
+            for value in chosen:
+                rows, cols = np.nonzero(valid & (labels == value))
+                ordinals = seen[value] + np.arange(len(rows))
+                keep = np.isin(ordinals, chosen[value], assume_unique=True)
+                seen[value] += len(rows)
+                x, y = _pixel_centres(label, cols[keep], rows[keep] + row0)
+                xs.append(x)
+                ys.append(y)
+                classes.append(np.full(len(x), value, dtype=np.int64))
+        x, y = transform_xy(np.concatenate(xs), np.concatenate(ys), label.crs_wkt, info.crs_wkt)
+        return Positions(x, y, np.concatenate(classes))
+
+    def quotas(self, counts: dict[int, int]) -> dict[int, int]:
+        """Positions to select per class value, given the label pixels per class value."""
+        if self.strategy == "all":
+            return dict(counts)
+        if self.strategy == "smallest":
+            per_class = min(counts.values())
+        elif self.strategy == "constant":
+            per_class = int(self.samples)
+        else:  # total
+            per_class = int(self.samples) // len(counts)
+        return {value: min(per_class, count) for value, count in counts.items()}
+
+
+@dataclass(frozen=True)
+class GridSampler(Sampler):
+    """Footprints of ``patch_size_px`` every ``step_px`` pixels over the raster (after torchgeo's
+    ``GridGeoSampler``) whose pixels are all valid: no band is nodata (or NaN) and, with ``mask``
+    (a raster on the same grid), the mask is non-zero and not its nodata. No classes."""
+
+    name: ClassVar[str] = "grid"
+    patch_size_px: int
+    step_px: int
+    mask: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: SelectSamplesSpec) -> "GridSampler":
+        return cls(int(spec.patch_size), int(spec.step or spec.patch_size), spec.mask or None)
+
+    def sample(self, info: RasterInfo, rng: np.random.Generator, reporter: Reporter) -> Positions:
+        from osgeo import gdal
+
+        size, path = self.patch_size_px, info.path
+        mask_info = raster_info(self.mask) if self.mask else None
+        if mask_info and (mask_info.width, mask_info.height) != (info.width, info.height):
+            raise InvalidSpec(f"mask {self.mask} is {mask_info.width} x {mask_info.height} pixels; "
+                              f"it must be on the grid of {path} ({info.width} x {info.height})")
+        dataset, mask_dataset = gdal.Open(str(path)), gdal.Open(str(self.mask)) if self.mask else None
+        starts_c = np.arange(0, info.width - size + 1, self.step_px)
+        xs, ys = [], []
+        for row in range(0, info.height - size + 1, self.step_px):
+            reporter.check_cancelled()
+            block = dataset.ReadAsArray(0, row, info.width, size).reshape(info.bands, size, info.width)
+            bad = invalid_pixels(block, info.nodata, band_axis=0)
+            if mask_dataset is not None:
+                values = mask_dataset.ReadAsArray(0, row, info.width, size).reshape(-1, size, info.width)[0]
+                bad |= (values == 0) | invalid_pixels(values[None], mask_info.nodata[:1], band_axis=0)
+            bad_cols = np.concatenate([[0], np.cumsum(bad.any(axis=0))])
+            ok = bad_cols[starts_c + size] == bad_cols[starts_c]
+            x, y = info.grid.map_xy(starts_c[ok] + size / 2, np.full(ok.sum(), row + size / 2))
             xs.append(x)
             ys.append(y)
-            classes.append(np.full(len(x), value, dtype=np.int64))
-    return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes)), info.crs_wkt
+        return Positions(np.concatenate(xs), np.concatenate(ys), None)
 
 
-def _quotas(counts: dict[int, int], strategy: str, samples: int) -> dict[int, int]:
-    if strategy == "all":
-        return dict(counts)
-    if strategy == "smallest":
-        per_class = min(counts.values())
-    elif strategy == "constant":
-        per_class = int(samples)
-    else:  # total
-        per_class = int(samples) // len(counts)
-    return {value: min(per_class, count) for value, count in counts.items()}
-
-
-def grid_positions(path: str, info, patch_size: int, step: int, mask: str | None = None,
-                   reporter: Reporter | None = None) -> Positions:
-    """Footprints of ``patch_size`` every ``step`` pixels whose pixels are all valid.
-
-    A pixel is valid when no band is nodata (or NaN) and, with ``mask`` (a raster on the same
-    grid), the mask is non-zero and not its nodata.
-    """
-    from osgeo import gdal
-
-    if patch_size > min(info.width, info.height):
-        raise EngineError(f"patch size {patch_size} is bigger than the image {path} "
-                          f"({info.width} x {info.height} pixels)")
-    mask_info = raster_info(mask) if mask else None
-    if mask_info and (mask_info.width, mask_info.height) != (info.width, info.height):
-        raise EngineError(f"mask {mask} is {mask_info.width} x {mask_info.height} pixels; "
-                          f"it must be on the grid of {path} ({info.width} x {info.height})")
-    dataset, mask_dataset = gdal.Open(str(path)), gdal.Open(str(mask)) if mask else None
-    starts_c = np.arange(0, info.width - patch_size + 1, step)
-    xs, ys = [], []
-    for row in range(0, info.height - patch_size + 1, step):
-        if reporter:
-            reporter.check_cancelled()
-        block = dataset.ReadAsArray(0, row, info.width, patch_size).reshape(info.bands, patch_size, info.width)
-        bad = invalid_pixels(block, info.nodata, band_axis=0)
-        if mask_dataset is not None:
-            values = mask_dataset.ReadAsArray(0, row, info.width, patch_size).reshape(-1, patch_size, info.width)[0]
-            bad |= (values == 0) | invalid_pixels(values[None], mask_info.nodata[:1], band_axis=0)
-        bad_cols = np.concatenate([[0], np.cumsum(bad.any(axis=0))])
-        ok = bad_cols[starts_c + patch_size] == bad_cols[starts_c]
-        x, y = info.grid.map_xy(starts_c[ok] + patch_size / 2, np.full(ok.sum(), row + patch_size / 2))
-        xs.append(x)
-        ys.append(y)
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return Positions(x, y, None)
+#: Strategy name -> sampler class (one per name of :data:`.contract.SAMPLING_STRATEGIES`).
+SAMPLERS: dict[str, type[Sampler]] = {
+    sampler.name: sampler for sampler in (PointSampler, PolygonSampler, LabelRasterSampler, GridSampler)}
 
 
 # -- splits ----------------------------------------------------------------------------------
@@ -459,10 +349,10 @@ def proportions_of(split: dict | None) -> np.ndarray:
     split = split or {"train": 1.0}
     unknown = set(split) - set(SPLITS)
     if unknown:
-        raise EngineError(f"unknown split name(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
+        raise InvalidSpec(f"unknown split name(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
     values = np.array([float(split.get(name, 0.0)) for name in SPLITS])
     if (values < 0).any() or values.sum() <= 0:
-        raise EngineError(f"split proportions must be >= 0 and not all 0: {split}")
+        raise InvalidSpec(f"split proportions must be >= 0 and not all 0: {split}")
     return values / values.sum()
 
 
@@ -487,7 +377,7 @@ def block_cells(info, positions: Positions, patch_size: int, block_size: float) 
     ``(y0 - (j+1)*block_size, y0 - j*block_size]``.
     """
     if block_size <= 0:
-        raise EngineError(f"block_size must be > 0 map units, got {block_size}")
+        raise InvalidSpec(f"block_size must be > 0 map units, got {block_size}")
     cols, rows = footprint_starts(info, positions.x, positions.y, patch_size)
     sx, sy = info.geotransform[1], -info.geotransform[5]
     first_bx, last_bx = np.floor(cols * sx / block_size), np.ceil((cols + patch_size) * sx / block_size) - 1
@@ -496,7 +386,7 @@ def block_cells(info, positions: Positions, patch_size: int, block_size: float) 
     return keep, np.stack([first_bx, first_by], axis=1).astype(np.int64)
 
 
-def write_blocks(path: str | Path, info, positions: Positions, patch_size: int, block_size: float) -> int:
+def write_blocks(path, info, positions: Positions, patch_size: int, block_size: float) -> int:
     """Write the blocks holding ``positions`` (split by blocks) as the GeoPackage polygon layer
     :data:`BLOCKS_LAYER` (fields ``split``, ``positions``), clipped to the raster; returns the block count."""
     from osgeo import ogr
@@ -505,21 +395,16 @@ def write_blocks(path: str | Path, info, positions: Positions, patch_size: int, 
     blocks, first, counts = np.unique(cells, axis=0, return_index=True, return_counts=True)
     x0, y0 = info.geotransform[0], info.geotransform[3]
     x1, y1 = info.grid.map_xy(info.width, info.height)
-    source, layer = create_gpkg_layer(path, BLOCKS_LAYER, info.crs_wkt, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("split", ogr.OFTString))
-    layer.CreateField(ogr.FieldDefn("positions", ogr.OFTInteger))
-    layer.StartTransaction()
-    for (i, j), index, count in zip(blocks.tolist(), first.tolist(), counts.tolist()):
-        left, right = x0 + i * block_size, min(x0 + (i + 1) * block_size, float(x1))
-        top, bottom = y0 - j * block_size, max(y0 - (j + 1) * block_size, float(y1))
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("split", str(positions.splits[index]))
-        feature.SetField("positions", count)
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))"))
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    del source  # closing the dataset writes the GeoPackage
+
+    def rows():
+        for (i, j), index, count in zip(blocks.tolist(), first.tolist(), counts.tolist()):
+            left, right = x0 + i * block_size, min(x0 + (i + 1) * block_size, float(x1))
+            top, bottom = y0 - j * block_size, max(y0 - (j + 1) * block_size, float(y1))
+            yield {"split": str(positions.splits[index]), "positions": count}, ogr.CreateGeometryFromWkt(
+                f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))")
+
+    write_features(path, BLOCKS_LAYER, info.crs_wkt, ogr.wkbPolygon,
+                   {"split": ogr.OFTString, "positions": ogr.OFTInteger}, rows())
     return len(blocks)
 
 
@@ -557,134 +442,48 @@ def balance(positions: Positions) -> dict[str, dict[str, int]]:
     return table
 
 
-def write_balance(path: str | Path, table: dict[str, dict[str, int]]) -> None:
-    """The class balance table as CSV (split, class, count) or JSON (by the path's suffix)."""
-    path = Path(path)
-    with atomic_output(path) as temp:
-        if path.suffix.lower() == ".json":
-            temp.write_text(json.dumps(table, indent=1), encoding="utf-8")
-            return
-        with open(temp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["split", "class", "count"])
-            for split, counts in table.items():
-                for value, count in counts.items():
-                    writer.writerow([split, value, count])
-
-
 def format_balance(table: dict[str, dict[str, int]]) -> str:
     return "; ".join(f"{split}: " + (", ".join(f"{k}={v}" for k, v in counts.items()) or "empty")
                      for split, counts in table.items())
 
 
-# -- job -------------------------------------------------------------------------------------
+# -- selection -------------------------------------------------------------------------------
 
-def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, object]:
-    """Positions of ``spec`` (see the module docstring), filtered, with their splits."""
-    raster = spec.get("raster")
-    if not raster:
-        raise EngineError("select_samples needs 'raster': the image the patches will be cut from")
-    info = raster_info(raster)
-    patch_size = int(spec.get("patch_size", 1))
-    if patch_size < 1 or patch_size > min(info.width, info.height):
-        raise EngineError(f"patch size {patch_size} does not fit the image {raster} "
+def resolved_block_size(block_size_map_units: float, info: RasterInfo, patch_size_px: int) -> float:
+    """The split blocks' side in map units: ``block_size_map_units``, or when it is 0 automatic:
+    :data:`BLOCK_PATCHES` patches a side (x the raster's pixel spacing, whatever the CRS units)."""
+    return float(block_size_map_units) or BLOCK_PATCHES * patch_size_px * info.geotransform[1]
+
+
+def select_positions(info: RasterInfo, sampler: Sampler, patch_size_px: int, split: dict | None,
+                     split_mode: str, block_size_map_units: float, rng: np.random.Generator,
+                     reporter: Reporter) -> tuple[Positions, dict]:
+    """Positions of ``sampler`` over the raster ``info``, filtered (:func:`filter_on_raster`),
+    with their splits (``split``: proportions; ``split_mode`` random or blocks, see the module
+    docstring; ``block_size_map_units``: the blocks' side, see :func:`resolved_block_size`).
+    Returns them and the dropped counts by reason."""
+    if patch_size_px < 1 or patch_size_px > min(info.width, info.height):
+        raise InvalidSpec(f"patch size {patch_size_px} does not fit the image {info.path} "
                           f"({info.width} x {info.height} pixels)")
-    rng = np.random.default_rng(int(spec.get("seed", 0)))
-    strategy = spec.get("strategy")
-    if strategy == "points":
-        positions = read_points(spec["vector"], info.crs_wkt, _required(spec, "class_field"),
-                                layer_name=spec.get("layer"), reporter=reporter)
-    elif strategy == "polygons":
-        positions = polygon_positions(
-            spec["vector"], info, _required(spec, "class_field"), rng, mode=spec.get("polygon_mode", "random"),
-            samples_per_class=int(spec.get("samples_per_class", 100)), step=int(spec.get("step") or patch_size),
-            border_distance=float(spec.get("border_distance", 0.0)), layer_name=spec.get("layer"),
-            reporter=reporter)
-    elif strategy == "label_raster":
-        positions, label_wkt = label_positions(
-            _required(spec, "label_raster"), spec.get("label_strategy", "constant"),
-            int(spec.get("samples", 100)), rng, spec.get("label_nodata"), reporter)
-        positions.x, positions.y = transform_xy(positions.x, positions.y, label_wkt, info.crs_wkt)
-    elif strategy == "grid":
-        positions = grid_positions(raster, info, patch_size, int(spec.get("step") or patch_size),
-                                   spec.get("mask"), reporter)
-    else:
-        raise EngineError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
-    reporter.log(f"{strategy}: {len(positions)} candidate positions")
+    positions = sampler.sample(info, rng, reporter)
+    reporter.log(f"{sampler.name}: {len(positions)} candidate positions")
     reporter.progress(40)
-    positions, dropped = filter_on_raster(raster, info, positions, patch_size, reporter)
-    proportions = proportions_of(spec.get("split"))
-    if spec.get("split_mode", "random") == "blocks":
-        block_size = resolved_block_size(spec, info, patch_size)
-        keep, splits = block_splits(info, positions, patch_size, block_size, proportions, rng)
+    positions, dropped = filter_on_raster(info.path, info, positions, patch_size_px, reporter)
+    proportions = proportions_of(split)
+    if split_mode == "blocks":
+        block_size = block_size_map_units
+        keep, splits = block_splits(info, positions, patch_size_px, block_size, proportions, rng)
         dropped["block_border"] = int((~keep).sum())
         reporter.log(f"{dropped['block_border']} positions dropped: their patch crosses a block border")
-        held = len(np.unique(block_cells(info, positions.subset(keep), patch_size, block_size)[1], axis=0))
+        held = len(np.unique(block_cells(info, positions.subset(keep), patch_size_px, block_size)[1], axis=0))
         if held < MIN_BLOCKS:
             reporter.warning(f"only {held} block(s) of {block_size:g} map units hold positions: the splits cannot "
                              f"all get positions; use a smaller block_size (at least {MIN_BLOCKS} blocks)")
         positions = positions.subset(keep)
         positions.splits = splits
-    elif spec.get("split_mode", "random") == "random":
-        positions.splits = random_splits(positions.classes, len(positions), proportions, rng)
     else:
-        raise EngineError(f"unknown split_mode {spec.get('split_mode')!r}; use 'random' or 'blocks'")
+        positions.splits = random_splits(positions.classes, len(positions), proportions, rng)
     if not len(positions):
         raise EngineError(f"no position left after filtering ({dropped}); check the inputs' overlap, "
-                          "nodata and the patch size")
-    return positions, dropped, info
-
-
-def resolved_block_size(spec: dict, info, patch_size: int) -> float:
-    """``block_size`` of ``spec`` in map units; 0 or absent = automatic: 8 x the patch size x
-    the raster's pixel spacing (:data:`BLOCK_PATCHES` patches a side, whatever the CRS units)."""
-    block_size = float(spec.get("block_size") or 0)
-    return block_size if block_size else BLOCK_PATCHES * patch_size * info.geotransform[1]
-
-
-def _required(spec: dict, key: str):
-    if spec.get(key) in (None, ""):
-        raise EngineError(f"select_samples with strategy {spec.get('strategy')!r} needs {key!r}")
-    return spec[key]
-
-
-def select_samples_job(spec: dict, reporter: Reporter) -> dict:
-    """Job ``select_samples``: write the positions GeoPackage and the class balance table.
-
-    Spec: ``raster`` (the reference image), ``strategy`` (points | polygons | label_raster |
-    grid), ``output`` (.gpkg), ``report`` (.csv or .json; default ``<output>_balance.csv``),
-    ``patch_size`` (reference pixels, default 1), ``seed`` (0), ``split`` {train, valid, test
-    proportions} (default all train), ``split_mode`` (random | blocks), ``block_size`` (map units;
-    0 or absent = 8 x patch_size x the pixel spacing; a warning when fewer than 3 blocks hold positions).
-    points/polygons: ``vector``, ``layer`` (optional), ``class_field``; polygons: ``polygon_mode``
-    (random | grid), ``samples_per_class``, ``step`` (pixels, grid mode; 0 or absent = patch_size),
-    ``border_distance`` (map units).
-    label_raster: ``label_raster``, ``label_strategy`` (constant | total | smallest | all),
-    ``samples``, ``label_nodata`` (default the raster's). grid: ``step`` (0 or absent = patch_size),
-    ``mask`` (raster on the image grid). ``blocks`` (optional, blocks split): a GeoPackage
-    receiving the blocks holding positions, with their ``split`` (see :func:`write_blocks`).
-    Result: {output, report, count, balance, dropped, blocks (path or None)}.
-    """
-    output = spec.get("output")
-    if not output:
-        raise EngineError("select_samples needs 'output': the GeoPackage to write")
-    if spec.get("blocks") and spec.get("split_mode", "random") != "blocks":
-        raise EngineError(f"select_samples writes the split blocks ({spec['blocks']}) only with "
-                          "split_mode 'blocks'")
-    positions, dropped, info = select_positions(spec, reporter)
-    reporter.check_cancelled()
-    reporter.progress(80)
-    table = balance(positions)
-    reporter.log("class balance per split: " + format_balance(table))
-    report = spec.get("report") or str(Path(output).with_name(Path(output).stem + "_balance.csv"))
-    with atomic_output(output) as temp:
-        write_positions(temp, positions, info.crs_wkt)
-    write_balance(report, table)
-    if spec.get("blocks"):
-        with atomic_output(spec["blocks"]) as temp:
-            patch_size = int(spec.get("patch_size", 1))
-            count = write_blocks(temp, info, positions, patch_size, resolved_block_size(spec, info, patch_size))
-        reporter.log(f"{count} split blocks written to {spec['blocks']}")
-    reporter.progress(100)
-    return {"output": str(output), "report": str(report), "count": len(positions),
-            "balance": table, "dropped": dropped, "blocks": spec.get("blocks") or None}
+                        "nodata and the patch size")
+    return positions, dropped

@@ -635,17 +635,16 @@ def write_scalars(folder: Path, step: int, row: dict) -> None:
 def confusion_document(matrix, task: Task, config: TrainConfig, epoch: int) -> dict:
     """The final validation's confusion matrix, in ``evaluate_map``'s metrics.json schema."""
     from .classes import ClassStyle
-    from .evaluation import EvaluationSpec, metrics_document
+    from .reports import metrics_document
 
     classes = [ClassStyle(int(c["value"]), str(c.get("name") or c["value"]), str(c.get("color") or ""))
                for c in task.classes]
-    source = EvaluationSpec(map=f"{config.output} (epoch {epoch})",
-                            reference=f"{config.dataset} (valid split)", output_folder=config.output)
-    return metrics_document(np.asarray(matrix, np.int64), classes, source)
+    return metrics_document(np.asarray(matrix, np.int64), classes, map=f"{config.output} (epoch {epoch})",
+                            reference=f"{config.dataset} (valid split)")
 
 
 def write_confusion(folder: Path, document: dict) -> None:
-    from .evaluation import confusion_png
+    from .reports import confusion_png
 
     (folder / f"{CONFUSION}.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
     (folder / f"{CONFUSION}.png").write_bytes(confusion_png(document))

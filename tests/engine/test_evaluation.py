@@ -20,7 +20,8 @@ from osgeo import gdal, ogr, osr
 from sklearn import metrics as skm
 
 from deepfield.engine import evaluation
-from deepfield.engine.evaluation import evaluate_map_job
+from deepfield.engine.contract import REPORT_FILES
+from deepfield.engine.jobs.evaluate_map import run as evaluate_map_job
 from deepfield.engine.metrics import (
     ConfusionCounts,
     class_scores,
@@ -182,7 +183,7 @@ def test_strata_against_labelled_pixels(labelled_pixels_run):
     assert [c["value"] for c in metrics["classes"]] == [1, 2, 3, 4, 5, 6, 7]
     assert [c["name"] for c in metrics["classes"]] == [f"class {v}" for v in range(1, 8)]
     assert sum(map(sum, metrics["confusion_matrix"])) == 2872
-    assert set(files) == set(evaluation.FILES)
+    assert set(files) == set(REPORT_FILES)
 
 
 def test_report_files_agree_with_metrics_json(labelled_pixels_run):

@@ -11,10 +11,11 @@ from osgeo import gdal, ogr
 
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.geometry import Window, patch_start, snap
-from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.protocol import EngineError, Reporter
 from deepfield.engine.rasters import align_source, raster_info, read_window
-from deepfield.engine.sampling import Positions, select_samples_job, write_positions
+from deepfield.engine.jobs.select_samples import run as select_samples_job
+from deepfield.engine.vectors import Positions, write_positions
 
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"

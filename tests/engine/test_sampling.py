@@ -10,7 +10,7 @@ from osgeo import gdal, ogr, osr
 
 from deepfield.engine.protocol import EngineError, Reporter
 from deepfield.engine.crs import crs_equivalent
-from deepfield.engine.sampling import select_samples_job
+from deepfield.engine.jobs.select_samples import run as select_samples_job
 
 NC = "nc_landsat7_landcover"
 

@@ -11,9 +11,9 @@ from osgeo import gdal
 
 from deepfield.engine import training
 from deepfield.engine.dataset import open_dataset
-from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
-from deepfield.engine.sampling import select_samples_job
+from deepfield.engine.jobs.select_samples import run as select_samples_job
 
 NC = "nc_landsat7_landcover"
 CLASSES = [{"value": v, "name": n} for v, n in enumerate(
