@@ -1,4 +1,5 @@
-"""Map accuracy: compare a class map with reference labels; the ``evaluate_map`` job.
+"""Map accuracy: compare a class map with reference labels (the library of the ``evaluate_map``
+job, :mod:`engine.jobs.evaluate_map`; the report files are written by :mod:`engine.reports`).
 
 Vocabulary:
 
