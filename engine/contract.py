@@ -296,9 +296,9 @@ class EvaluateMapSpec(JobSpec):
             if not getattr(self, key):
                 raise InvalidSpec(f"evaluate_map: the spec needs {key!r}")
         try:
-            for c in self.classes:
+            for c in self.classes or ():
                 int(c["value"])
-            for v in self.ignore_values:
+            for v in self.ignore_values or ():
                 int(v)
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidSpec(f"evaluate_map: 'classes' must be [{{value, name, color}}] and "

@@ -275,7 +275,7 @@ def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> C
         mask = open_layer(spec.mask, spec.mask_layer, "mask")
     map_dataset = _open_raster(spec.map, "class map")
     map_band = map_dataset.GetRasterBand(1)
-    ignore = np.asarray(spec.ignore_values, dtype=np.int64)
+    ignore = np.asarray(spec.ignore_values or (), dtype=np.int64)
     counts = ConfusionCounts()
     strips = list(_strips(grid.width, grid.height, map_band.GetBlockSize()[1]))
     for done, window in enumerate(strips):

@@ -32,10 +32,9 @@ import contextlib
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Sequence
 
 import numpy as np
-
-from typing import Sequence
 
 from .classes import class_color
 from .contract import PatchLabelSpec, PatchSourceSpec
@@ -58,7 +57,6 @@ from .sampling import label_counts
 from .vectors import Positions, has_field, read_points, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
-READ_TILE = 512
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
 MAX_SCALE_DENOMINATOR = 16  # scales are simple fractions: 2, 1/2, 3/2, 4/3 ...
 LABEL = "label"
@@ -202,7 +200,7 @@ def to_indices(values: np.ndarray, table: list[dict], invalid: np.ndarray) -> np
     return np.where(hit, index, -1).astype(np.int32)
 
 
-# -- job -------------------------------------------------------------------------------------
+# -- extraction ------------------------------------------------------------------------------
 
 def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions: Positions):
     """Snap positions to the coarsest raster's node and place every raster's patch around it.
@@ -224,10 +222,11 @@ def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions:
 
 
 def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, positions: Positions, output,
-                    reporter: Reporter, shard_size: int = 1024, read_tile: int = READ_TILE) -> dict:
+                    reporter: Reporter, shard_size: int, read_tile: int) -> dict:
     """Cut the patches of ``sources`` (the first is the reference) and their ``label`` at
     ``positions`` (in the reference source's CRS) into the dataset folder ``output``
-    (see :mod:`.dataset`); ``read_tile`` in reference pixels.
+    (see :mod:`.dataset`): ``shard_size`` patches per shard, positions read in groups by
+    reference tiles of ``read_tile`` pixels (defaults: :class:`.contract.ExtractPatchesSpec`).
 
     Returns {output, splits {split: n}, rejected {reason: n}, class_counts}.
     """

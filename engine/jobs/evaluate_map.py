@@ -17,12 +17,12 @@ def run(spec: dict, reporter: Reporter) -> dict:
     :class:`..contract.EvaluateMapSpec`). Returns ``{"metrics": {...}, "files": {key: path}}``."""
     job = EvaluateMapSpec.from_dict(spec)
     given = [ClassStyle(int(c["value"]), str(c.get("name") or f"class {int(c['value'])}"), str(c.get("color") or ""))
-             for c in job.classes]
+             for c in job.classes or ()]
     counts = accumulate(job, raster_info(job.map), reporter)
     classes = class_infos(counts.classes, given, job.map)
     matrix = counts.matrix([c.value for c in classes])
     metrics = metrics_document(matrix, classes, job.map, job.reference, job.reference_layer or None,
-                               job.class_field or None, job.mask or None, [int(v) for v in job.ignore_values])
+                               job.class_field or None, job.mask or None, [int(v) for v in job.ignore_values or ()])
     reporter.log(f"{metrics['samples']} samples, overall accuracy {metrics['overall_accuracy']:.4f}, "
                  f"kappa {metrics['kappa']}, macro F-score {metrics['macro_f1']:.4f}")
     files = write_report(metrics, Path(job.output_folder))
