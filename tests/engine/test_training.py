@@ -12,13 +12,14 @@ from osgeo import gdal
 
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.errors import InvalidSpec
+from deepfield.engine.geometry import Window
 from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
 from deepfield.engine.training.checkpoints import LAST
 from deepfield.engine.training.loop import build_models
 from deepfield.engine.training.network import class_weights
 from deepfield.engine.training.validation import psnr
-from deepfield.engine.training.view import centre_output_pixel, label_mapper
+from deepfield.engine.training.view import TrainingView, centre_output_pixel, label_mapper
 from deepfield.engine.patches import extract_patches_job
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
 from deepfield.engine.sampling import select_samples_job
@@ -153,6 +154,24 @@ def test_bad_specs_name_the_field(spec, message):
     with pytest.raises(InvalidSpec, match=message):
         TrainConfig.from_dict(spec)
 
+
+
+def test_a_null_key_takes_its_default_and_the_registry_runs_the_job():
+    from deepfield.engine.jobs import get_job
+
+    config = TrainConfig.from_dict({"job": "train_model", "dataset": "d", "output": "x", "architecture": "unet",
+                                    "custom_model": None, "epochs": None})
+    assert (config.custom_model, config.epochs, config.batch_size) == (None, 10, 16)
+    assert get_job("train_model") is train_model_job
+
+
+def test_label_mapper_cuts_label_rows_and_columns_by_the_window():
+    task = Task("segmentation", ({"name": "a", "bands": 1, "patch_size": 8},), {"kind": "segmentation"})
+    labels = np.arange(2 * 8 * 8, dtype=np.int32).reshape(2, 8, 8)  # label = 64 * patch + 8 * row + col
+    window = Window(col_off=1, row_off=2, width=5, height=3)
+    _, cut = label_mapper(task, TrainingView(None, window), None)(np.zeros((2, 8, 8, 1), np.float32), labels)
+    rows, cols = np.meshgrid(np.arange(2, 5), np.arange(1, 6), indexing="ij")
+    np.testing.assert_array_equal(np.asarray(cut), [64 * k + 8 * rows + cols for k in range(2)])
 
 def test_unknown_architecture_lists_the_zoo(segmentation_dataset, work):
     with pytest.raises(EngineError, match="unknown architecture 'resnet9000'.*unet"):
