@@ -20,7 +20,7 @@ JOBS: dict[str, str] = {
     "apply_model": "serving:apply_model_job",
     "select_samples": "jobs.select_samples:run",
     "extract_patches": "jobs.extract_patches:run",
-    "train_model": "training:train_model_job",
+    "train_model": "jobs.train_model:run",
     "evaluate_map": "jobs.evaluate_map:run",
 }
 
