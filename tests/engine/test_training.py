@@ -13,6 +13,7 @@ from osgeo import gdal
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.errors import InvalidSpec
 from deepfield.engine.geometry import Window
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
 from deepfield.engine.training.checkpoints import LAST
@@ -20,9 +21,8 @@ from deepfield.engine.training.loop import build_models
 from deepfield.engine.training.network import class_weights
 from deepfield.engine.training.validation import psnr
 from deepfield.engine.training.view import TrainingView, centre_output_pixel, label_mapper
-from deepfield.engine.patches import extract_patches_job
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
-from deepfield.engine.sampling import select_samples_job
+from deepfield.engine.jobs.select_samples import run as select_samples_job
 
 NC = "nc_landsat7_landcover"
 CLASSES = [{"value": v, "name": n} for v, n in enumerate(
