@@ -50,7 +50,7 @@ from .layer_styles import categorized_polygons_qml, store_default_style
 from .outputs import atomic_output
 from .protocol import Reporter
 from .rasters import RasterInfo, invalid_pixels, raster_info, read_window
-from .sampling import create_gpkg_layer
+from .vectors import create_gpkg_layer
 
 gdal.UseExceptions()
 ogr.UseExceptions()
