@@ -101,3 +101,11 @@ def test_qgis_process_with_minimum_area_and_simplification(qgis_app, qgis_proces
     opened = QgsVectorLayer(str(output), "polygons", "ogr")  # as a user opens the file: its default style
     assert opened.isValid() and opened.featureCount() == len(features)
     assert set(categories(opened)) == {1, 2, 3, 4, 6, 7}
+
+
+def test_a_temporary_output_is_a_geopackage(qgis_app, paletted):
+    import processing
+
+    results = processing.run(ALG, {"INPUT": paletted, "SKIP_VALUES": "1,2,3,4,5,6", "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert results["OUTPUT"].endswith(".gpkg") and Path(results["OUTPUT"]).is_file()
+    assert results["POLYGONS"] == len(reference_polygons(paletted, skip=(1, 2, 3, 4, 5, 6))) > 0
