@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,45 @@ def test_a_temporary_output_is_a_geopackage(qgis_app, paletted):
     results = processing.run(ALG, {"INPUT": paletted, "SKIP_VALUES": "1,2,3,4,5,6", "OUTPUT": "TEMPORARY_OUTPUT"})
     assert results["OUTPUT"].endswith(".gpkg") and Path(results["OUTPUT"]).is_file()
     assert results["POLYGONS"] == len(reference_polygons(paletted, skip=(1, 2, 3, 4, 5, 6))) > 0
+
+
+def test_cancel_stops_the_engine_and_leaves_no_output(qgis_app, paletted, tmp_path):
+    """Cancel while a 6 x 6 mosaic of the map is being vectorised: Processing returns promptly and
+    neither the GeoPackage nor its .part (nor an SQLite journal) remain."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    source = gdal.Open(paletted)
+    mosaic = tmp_path / "maps" / "mosaic.tif"
+    mosaic.parent.mkdir()
+    dataset = gdal.GetDriverByName("GTiff").Create(str(mosaic), 6 * source.RasterXSize, 6 * source.RasterYSize, 1,
+                                                   gdal.GDT_Byte, ["TILED=YES", "COMPRESS=DEFLATE"])
+    dataset.SetGeoTransform(source.GetGeoTransform())
+    dataset.SetProjection(source.GetProjection())
+    dataset.GetRasterBand(1).SetNoDataValue(0)
+    dataset.GetRasterBand(1).WriteArray(np.tile(source.ReadAsArray(), (6, 6)))
+    dataset = None
+    output_folder = tmp_path / "out"
+    output = output_folder / "polygons.gpkg"
+    feedback = QgsProcessingFeedback()
+    seen: dict = {}
+
+    def cancel_while_writing():
+        try:
+            deadline = time.monotonic() + 120
+            while feedback.progress() <= 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen.update(part=Path(f"{output}.part").exists(), progress=feedback.progress())
+            seen["cancelled_at"] = time.monotonic()
+        finally:
+            feedback.cancel()
+
+    watcher = threading.Thread(target=cancel_while_writing, daemon=True)
+    watcher.start()
+    results = processing.run(ALG, {"INPUT": str(mosaic), "TILE_SIZE": 64, "OUTPUT": str(output)}, feedback=feedback)
+    returned = time.monotonic()
+    watcher.join(timeout=5)
+    assert seen["part"] and 0 < seen["progress"] < 50, seen
+    assert returned - seen["cancelled_at"] < 8
+    assert "OUTPUT" not in results
+    assert not output_folder.exists() or not any(output_folder.iterdir())
