@@ -31,8 +31,8 @@ class VectorizeClassMap(EngineAlgorithm):
         "(squared map units) are dropped; a simplification tolerance (map units) smooths the staircase "
         "outlines (each polygon on its own: neighbours may then overlap or leave slivers). Class names and "
         "colours come from the map's paletted style (what you see), else its .qml, colour table and "
-        "category names. The output is a GeoPackage whose default style (stored inside it) draws every "
-        "class in its colour wherever the file is opened."
+        "category names. The output is a GeoPackage (an existing file of that name is replaced) whose "
+        "default style, stored inside it, draws every class in its colour wherever the file is opened."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802

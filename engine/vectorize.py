@@ -117,7 +117,7 @@ class _Regions:
         return closed
 
 
-def tiles(width: int, height: int, size: int) -> Iterator[list[Window]]:
+def tile_rows(width: int, height: int, size: int) -> Iterator[list[Window]]:
     """Rows of tiles of ``size`` pixels covering a ``width`` x ``height`` raster (last ones clipped)."""
     for row in range(0, height, size):
         yield [Window(col, row, min(size, width - col), min(size, height - row)) for col in range(0, width, size)]
@@ -195,7 +195,7 @@ def regions_of(info: RasterInfo, skip: tuple[int, ...] = (), tile_size: int = TI
     above_values = np.zeros(info.width, dtype=np.int32)
     next_piece = 0
     total, done = math.ceil(info.width / tile_size) * math.ceil(info.height / tile_size), 0
-    for row in tiles(info.width, info.height, tile_size):
+    for row in tile_rows(info.width, info.height, tile_size):
         left_ids = left_values = None
         for window in row:
             values, valid = read_classes(info, window, skip_values)
