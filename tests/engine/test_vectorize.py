@@ -8,6 +8,7 @@ the same ones (count, area per class, and each polygon topologically equal to it
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import xml.etree.ElementTree as ElementTree
 from collections import Counter, defaultdict
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from osgeo import gdal, ogr
 
 from deepfield.engine.classes import ClassStyle
@@ -294,3 +298,32 @@ def test_while_writing_only_the_part_file_exists(strata, tmp_path):
     vectorize_class_map(strata, tmp_path / "polygons.gpkg", tile_size=48, reporter=watcher)
     assert watcher.listings == {"polygons.gpkg.part"}
     assert [p.name for p in tmp_path.iterdir()] == ["polygons.gpkg"]
+
+
+_MAPS = itertools.count()
+
+
+@settings(max_examples=60)
+@given(classes=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24),
+                          elements=st.integers(0, 3)),
+       tile_size=st.integers(1, 9))
+def test_any_map_and_any_tile_size_give_the_polygons_of_one_polygonize(classes, tile_size):
+    """Random maps of 3 classes and nodata (0): diagonal contacts, holes, regions winding across tiles."""
+    path = f"/vsimem/vectorize_{next(_MAPS)}.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(path, classes.shape[1], classes.shape[0], 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform((1000.0, 2.5, 0.0, 5000.0, 0.0, -2.5))
+    dataset.SetProjection("EPSG:32631")
+    dataset.GetRasterBand(1).SetNoDataValue(0)
+    dataset.GetRasterBand(1).WriteArray(classes)
+    dataset = None
+    try:
+        got = list(regions_of(raster_info(path), tile_size=tile_size))
+        reference = reference_polygons(path)
+    finally:
+        gdal.Unlink(path)
+    assert per_class(got) == per_class(reference)
+    got_places, reference_places = by_place(got), by_place(reference)
+    assert got_places.keys() == reference_places.keys()
+    for key, polygon in reference_places.items():
+        assert got_places[key].Within(polygon) and polygon.Within(got_places[key])
+        assert vertices(got_places[key]) == vertices(polygon)
