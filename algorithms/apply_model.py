@@ -16,14 +16,14 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
+from ..engine.contract import CLASSIFIER_PRODUCTS, SERVING_BORDERS, sibling_output
 from .base import EngineAlgorithm, raster_path
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
-BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
 BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
                  "Edge (repeat the edge pixel)", "Constant (zeros)",
                  "Shrink (no padding: keep only pixels whose whole receptive field is inside the image)")
-OUTPUTS = ("class_map", "confidence", "probabilities")
+OUTPUTS = CLASSIFIER_PRODUCTS
 OUTPUT_LABELS = ("Class map", "Confidence (highest probability)", "Probabilities (one band per class)")
 STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PROBABILITIES}
 #: The engine writes GeoTIFF only. QGIS 3.22 cannot narrow a raster destination's file filter per
@@ -95,7 +95,7 @@ class ApplyModel(EngineAlgorithm):
             "output": output,
             "outputs": kinds,
             "tile_size": self.parameterAsInt(parameters, "TILE_SIZE", context) or None,
-            "border": BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
+            "border": SERVING_BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
             "extent": None,
         }
         if parameters.get("EXTENT"):
@@ -103,9 +103,7 @@ class ApplyModel(EngineAlgorithm):
             spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
-        stem = Path(output)
-        siblings = [str(stem.with_name(f"{stem.stem}_{kind}{stem.suffix or '.tif'}")) for kind in kinds[1:]]
-        return spec, [output] + siblings
+        return spec, [output] + [sibling_output(output, kind) for kind in kinds[1:]]
 
     def make_results(self, result, parameters, context, feedback):
         for kind, path in result.get("outputs", {}).items():

@@ -15,14 +15,12 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..engine.contract import LABEL_STRATEGIES, POLYGON_MODES, SAMPLING_STRATEGIES, SPLIT_MODES, SPLITS
 from .base import EngineAlgorithm, raster_path
 
-STRATEGIES = ("points", "polygons", "label_raster", "grid")
+STRATEGIES = SAMPLING_STRATEGIES
 STRATEGY_LABELS = ("Points with a class field", "Polygons with a class field", "Label raster",
                    "Regular grid (segmentation)")
-LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
-POLYGON_MODES = ("random", "grid")
-SPLIT_MODES = ("random", "blocks")
 
 
 class SelectSamples(EngineAlgorithm):
@@ -107,7 +105,7 @@ class SelectSamples(EngineAlgorithm):
             "strategy": strategy,
             "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
             "split": {name: self.parameterAsDouble(parameters, name.upper(), context)
-                      for name in ("train", "valid", "test")},
+                      for name in SPLITS},
             "split_mode": SPLIT_MODES[self.parameterAsEnum(parameters, "SPLIT_MODE", context)],
             "block_size": self.parameterAsDouble(parameters, "BLOCK_SIZE", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),

@@ -47,12 +47,12 @@ memory-mapped, so a dataset larger than RAM works) and optional dihedral augment
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .contract import SOURCE_NAME_PATTERN
 from .protocol import EngineError
 
 FORMAT = "deepfield-dataset"
@@ -63,7 +63,6 @@ IGNORE_INDEX = -1
 LABELS = "labels"
 MANIFEST = "manifest.json"
 POSITIONS = "positions.gpkg"
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SHARD_BYTES = 16 * 2**20  # at most this many bytes of samples per shard (and per split in memory)
 MOMENT_CHUNK = 1 << 18  # pixels per float64 statistics chunk (2 MB per band)
 
@@ -110,7 +109,7 @@ class BandMoments:
 
 def check_name(name: str, what: str = "source name") -> str:
     """A source name becomes a file name and a model input name: letters, digits, ``_``."""
-    if not NAME_PATTERN.match(name or "") or name == LABELS:
+    if not SOURCE_NAME_PATTERN.match(name or "") or name == LABELS:
         raise EngineError(
             f"invalid {what} {name!r}: use a letter then letters, digits or '_' (not {LABELS!r})"
         )
