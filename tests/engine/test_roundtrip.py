@@ -23,7 +23,8 @@ from deepfield.engine.modelfolder import load_model_folder
 from deepfield.engine.patches import extract_patches_job
 from deepfield.engine.protocol import Reporter
 from deepfield.engine.sampling import select_samples_job
-from deepfield.engine.serving import FLOAT_NODATA, apply_model_job
+from deepfield.engine.jobs.apply_model import run as apply_model_job
+from deepfield.engine.serving import FLOAT_NODATA
 from deepfield.engine.training import train_model_job
 
 NC = "nc_landsat7_landcover"
