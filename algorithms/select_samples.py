@@ -18,7 +18,6 @@ from qgis.core import (
 from ..engine.contract import LABEL_STRATEGIES, POLYGON_MODES, SAMPLING_STRATEGIES, SPLIT_MODES, SPLITS
 from .base import EngineAlgorithm, raster_path
 
-STRATEGIES = SAMPLING_STRATEGIES
 STRATEGY_LABELS = ("Points with a class field", "Polygons with a class field", "Label raster",
                    "Regular grid (segmentation)")
 
@@ -98,7 +97,7 @@ class SelectSamples(EngineAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() != ".gpkg":
             raise QgsProcessingException(f"Sample positions are written as a GeoPackage (.gpkg), not {output}")
-        strategy = STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)]
+        strategy = SAMPLING_STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)]
         spec = {
             "job": "select_samples",
             "raster": raster_path(image, "image"),
