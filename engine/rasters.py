@@ -209,10 +209,7 @@ def rasterize(grid: Grid, window: Window, vector, layer: str | None = None,
     burnt as it is. With ``attribute``: float64 values of that field, NaN where no feature or a
     null value; without: a boolean coverage.
     """
-    if isinstance(vector, (str, os.PathLike)):
-        source, found = open_layer(vector, layer)
-    else:
-        source, found = vector, vector.GetLayerByName(layer) if layer else vector.GetLayer(0)
+    source, found = open_layer(vector, layer)
     layer_wkt = layer_crs_wkt(found)
     target = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1,
                                                gdal.GDT_Float64 if attribute else gdal.GDT_Byte)

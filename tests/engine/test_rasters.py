@@ -73,6 +73,8 @@ def test_rasterize_burns_pixel_centres_and_names_a_missing_layer(tmp_path):
     expected[1:3, 1:3] = True  # centres x 1.5, 2.5 and y -1.5, -2.5 are inside; x 3.5 and y -3.5 are not
     np.testing.assert_array_equal(rasterize(grid, Window(0, 0, 5, 4), path, "zones"), expected)
     np.testing.assert_array_equal(rasterize(grid, Window(1, 1, 2, 2), path), expected[1:3, 1:3])
+    opened = gdal.OpenEx(path, gdal.OF_VECTOR)  # an open dataset, as evaluation passes it
+    np.testing.assert_array_equal(rasterize(grid, Window(0, 0, 5, 4), opened, "zones"), expected)
     with pytest.raises(EngineError, match=f"the vector file {path} has no layer 'roads'; layers: zones"):
         rasterize(grid, Window(0, 0, 5, 4), path, "roads")
 
