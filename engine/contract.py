@@ -218,6 +218,65 @@ class ApplyModelSpec(JobSpec):
 # -- spec: extract_patches -----------------------------------------------------------------------
 
 # -- spec: train_model ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainModelSpec(JobSpec):
+    """Train a zoo or custom model on a dataset folder and write a model folder.
+
+    ``dataset`` and ``output`` (folders) are required, and exactly one of ``architecture`` (a zoo
+    name) and ``custom_model`` (a ``.py`` file defining ``build(spec)``). Sizes are in patches,
+    ``learning_rate`` is per step. ``early_stopping_patience``: epochs without improvement before
+    stopping (0: never). ``loss`` (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan``
+    (``image`` datasets): add an adversarial loss, weighted ``adversarial_weight``, against the
+    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. A key given
+    as ``null`` takes its default.
+    """
+
+    JOB: ClassVar[str] = "train_model"
+
+    dataset: str = ""
+    output: str = ""
+    architecture: str | None = None
+    custom_model: str | None = None
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    class_weighting: str = "none"
+    augment: bool = True
+    seed: int = 0
+    resume: bool = False
+    early_stopping_patience: int = 0
+    mixed_precision: bool = False
+    gan: bool = False
+    loss: str = "l1"
+    adversarial_weight: float = 1e-3
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "TrainModelSpec":
+        if isinstance(spec, dict):
+            spec = {key: value for key, value in spec.items() if value is not None}
+        return super().from_dict(spec)
+
+    def validate(self) -> None:
+        for key in ("dataset", "output"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"train_model: {key!r} is required")
+        if bool(self.architecture) == bool(self.custom_model):
+            raise InvalidSpec("train_model: give exactly one of 'architecture' (a zoo name) and "
+                              "'custom_model' (a .py file)")
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidSpec(f"train_model: {key!r} must be a positive integer, got {value!r}")
+        if not float(self.learning_rate) > 0:
+            raise InvalidSpec(f"train_model: 'learning_rate' must be > 0, got {self.learning_rate!r}")
+        if int(self.early_stopping_patience) < 0:
+            raise InvalidSpec("train_model: 'early_stopping_patience' must be >= 0")
+        check_choice(self.class_weighting, CLASS_WEIGHTING, "'class_weighting'", self.JOB)
+        check_choice(self.loss, IMAGE_LOSSES, "'loss'", self.JOB)
+        if not isinstance(self.hyperparameters, dict):
+            raise InvalidSpec("train_model: 'hyperparameters' must be an object (name -> value)")
+
 
 # -- spec: evaluate_map --------------------------------------------------------------------------
 
