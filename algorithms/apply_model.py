@@ -16,14 +16,13 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
+from ..engine.contract import CLASSIFIER_PRODUCTS, SERVING_BORDERS, sibling_output
 from .base import EngineAlgorithm, raster_path
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
-BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
 BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
                  "Edge (repeat the edge pixel)", "Constant (zeros)",
                  "Shrink (no padding: keep only pixels whose whole receptive field is inside the image)")
-OUTPUTS = ("class_map", "confidence", "probabilities")
 OUTPUT_LABELS = ("Class map", "Confidence (highest probability)", "Probabilities (one band per class)")
 STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PROBABILITIES}
 #: The engine writes GeoTIFF only. QGIS 3.22 cannot narrow a raster destination's file filter per
@@ -76,8 +75,8 @@ class ApplyModel(EngineAlgorithm):
         self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
         # the extra products, <output>_confidence.tif and <output>_probabilities.tif, for the modeler
-        for kind in OUTPUTS[1:]:
-            self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[OUTPUTS.index(kind)]))
+        for kind in CLASSIFIER_PRODUCTS[1:]:
+            self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[CLASSIFIER_PRODUCTS.index(kind)]))
 
     def build_job(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, "SOURCES", context)
@@ -87,7 +86,7 @@ class ApplyModel(EngineAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() not in GEOTIFF_SUFFIXES:
             raise QgsProcessingException(f"Apply model writes GeoTIFF files: name the output *.tif, not {output}")
-        kinds = [OUTPUTS[k] for k in self.parameterAsEnums(parameters, "OUTPUTS", context)] or ["class_map"]
+        kinds = [CLASSIFIER_PRODUCTS[k] for k in self.parameterAsEnums(parameters, "OUTPUTS", context)] or ["class_map"]
         spec = {
             "job": "apply_model",
             "model": self.parameterAsFile(parameters, "MODEL", context),
@@ -95,7 +94,7 @@ class ApplyModel(EngineAlgorithm):
             "output": output,
             "outputs": kinds,
             "tile_size": self.parameterAsInt(parameters, "TILE_SIZE", context) or None,
-            "border": BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
+            "border": SERVING_BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
             "extent": None,
         }
         if parameters.get("EXTENT"):
@@ -103,14 +102,12 @@ class ApplyModel(EngineAlgorithm):
             spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
-        stem = Path(output)
-        siblings = [str(stem.with_name(f"{stem.stem}_{kind}{stem.suffix or '.tif'}")) for kind in kinds[1:]]
-        return spec, [output] + siblings
+        return spec, [output] + [sibling_output(output, kind) for kind in kinds[1:]]
 
     def make_results(self, result, parameters, context, feedback):
         for kind, path in result.get("outputs", {}).items():
             if kind in STYLES:
-                load_as = "" if path == result["output"] else OUTPUT_LABELS[OUTPUTS.index(kind)]
+                load_as = "" if path == result["output"] else OUTPUT_LABELS[CLASSIFIER_PRODUCTS.index(kind)]
                 style_output(context, path, STYLES[kind], load_as=load_as)
         if not any(kind in STYLES for kind in result.get("outputs", {})):
             # an image or regression output: rendered like the first source when it has its bands
@@ -119,5 +116,5 @@ class ApplyModel(EngineAlgorithm):
                 style_output(context, result["output"], IMAGE, source=source)
         for name in result.get("warped_sources", []):
             feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")
-        extras = {kind.upper(): path for kind, path in result.get("outputs", {}).items() if kind in OUTPUTS[1:]}
+        extras = {kind.upper(): path for kind, path in result.get("outputs", {}).items() if kind in CLASSIFIER_PRODUCTS[1:]}
         return {"OUTPUT": result["output"], **extras}

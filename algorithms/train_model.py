@@ -15,10 +15,10 @@ from qgis.core import (
 )
 
 from ..models import ZOO
+from ..engine.contract import CLASS_WEIGHTING
 from .base import EngineAlgorithm
 
 ARCHITECTURES = tuple(sorted(ZOO))
-CLASS_WEIGHTING = ("none", "balanced")
 
 
 class TrainModel(EngineAlgorithm):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from pathlib import PurePath
 from typing import Any, ClassVar, TypeVar
 
 from .errors import InvalidSpec
@@ -33,6 +34,15 @@ SERVING_BORDERS = BORDER_MODES + ("shrink",)
 NODATA_MODES = ("skip", "mask")
 #: Rasters a classifier's serving can write.
 CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
+#: Memory budget (MB) the automatic tile size fits when a spec gives none.
+DEFAULT_MEMORY_MB = 1024
+
+
+def sibling_output(path: str, kind: str) -> str:
+    """Where serving writes the extra output ``kind`` next to ``path``: ``<stem>_<kind><suffix>``
+    (``.tif`` when ``path`` has no suffix). QGIS names its expected outputs with the same rule."""
+    path = PurePath(path)
+    return str(path.with_name(f"{path.stem}_{kind}{path.suffix or '.tif'}"))
 
 # -- sampling ------------------------------------------------------------------------------------
 SAMPLING_STRATEGIES = ("points", "polygons", "label_raster", "grid")
@@ -43,6 +53,29 @@ SPLITS = ("train", "valid", "test")
 
 # -- datasets ------------------------------------------------------------------------------------
 LABEL_KINDS = ("class", "segmentation", "image")
+#: A source name becomes a file name and a model input name: a letter, then letters, digits, ``_``.
+SOURCE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def as_source_name(text: str) -> str:
+    """``text`` (a layer name) made a valid source name (:data:`SOURCE_NAME_PATTERN`): runs of other
+    characters become ``_``, and ``s_`` is put before a name that does not start with a letter."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
+    return cleaned if SOURCE_NAME_PATTERN.match(cleaned) else f"s_{cleaned}"
+
+
+#: The key of a dataset's labels (``labels-00000.npy`` shards): no source may be called so.
+DATASET_LABELS = "labels"
+
+
+def check_dataset_name(name: str, what: str = "source name") -> str:
+    """``name`` if it can be a dataset source name (:data:`SOURCE_NAME_PATTERN`, and not
+    :data:`DATASET_LABELS`); else :class:`InvalidSpec`."""
+    if not SOURCE_NAME_PATTERN.match(name or "") or name == DATASET_LABELS:
+        raise InvalidSpec(f"invalid {what} {name!r}: use a letter then letters, digits or '_' "
+                          f"(not {DATASET_LABELS!r})")
+    return name
+
 
 # -- training ------------------------------------------------------------------------------------
 CLASS_WEIGHTING = ("none", "balanced")
@@ -122,6 +155,77 @@ class CheckEnvironmentSpec(JobSpec):
 
 
 # -- spec: describe_model, apply_model -----------------------------------------------------------
+def _positive(value: Any, key: str, job: str, kind: type | tuple = (int, float)) -> None:
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise InvalidSpec(f"{job}: {key} must be a positive {'integer' if kind is int else 'number'}, "
+                          f"not {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DescribeModelSpec(JobSpec):
+    """``model``: a model folder. ``tile_size``: output pixels (null/0 = the tile Apply model picks
+    from ``memory_mb``, MB). ``output``: optional text file the description is written to."""
+
+    JOB: ClassVar[str] = "describe_model"
+    model: str
+    tile_size: int | None = None
+    memory_mb: float | None = None
+    output: str | None = None
+
+    def validate(self) -> None:
+        if not self.model:
+            raise InvalidSpec(f"{self.JOB}: the spec needs 'model' (a model folder)")
+        if self.tile_size:
+            _positive(self.tile_size, "tile_size", self.JOB, int)
+        if self.memory_mb is not None:
+            _positive(self.memory_mb, "memory_mb", self.JOB)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyModelSpec(JobSpec):
+    """Serve a model folder over sources (see docs/architecture.md).
+
+    ``model`` (folder), ``sources`` (raster paths, model input order), ``output`` (GeoTIFF path),
+    ``outputs`` (classifiers: any of :data:`CLASSIFIER_PRODUCTS`; the first is written to
+    ``output``, the others to :func:`sibling_output`), ``tile_size`` (output px; null/0 = from
+    ``memory_mb``, MB), ``border`` (:data:`SERVING_BORDERS`), ``extent`` (``[xmin, ymin, xmax, ymax]``
+    in the reference source's CRS), ``mask`` and ``mask_layer`` (polygons: outside is nodata),
+    ``nodata_mode`` (:data:`NODATA_MODES`: ``skip`` writes tiles that are nodata (declared or NaN)
+    in every source as nodata; ``mask`` also blanks pixels whose receptive field touches nodata),
+    ``background`` (optional: the value of skipped tiles in regression/image outputs instead of
+    their nodata; classifier outputs always get nodata), ``stack_outputs`` (regression/image
+    models with several outputs: bands of one raster, else one raster each).
+    """
+
+    JOB: ClassVar[str] = "apply_model"
+    model: str
+    sources: list
+    output: str
+    outputs: list | None = None
+    tile_size: int | None = None
+    border: str = "reflect"
+    extent: list | None = None
+    mask: str | None = None
+    mask_layer: str | None = None
+    memory_mb: float = DEFAULT_MEMORY_MB
+    nodata_mode: str = "skip"
+    background: float | None = None
+    stack_outputs: bool = True
+
+    def validate(self) -> None:
+        for key in ("model", "sources", "output"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"{self.JOB}: the spec needs {key!r}")
+        check_choice(self.border, SERVING_BORDERS, "border", self.JOB)
+        check_choice(self.nodata_mode, NODATA_MODES, "nodata_mode", self.JOB)
+        for kind in self.outputs or ():
+            check_choice(kind, CLASSIFIER_PRODUCTS, "outputs", self.JOB)
+        if self.tile_size:
+            _positive(self.tile_size, "tile_size", self.JOB, int)
+        _positive(self.memory_mb, "memory_mb", self.JOB)
+        if self.extent is not None and len(self.extent) != 4:
+            raise InvalidSpec(f"{self.JOB}: extent must be [xmin, ymin, xmax, ymax], not {self.extent!r}")
+
 
 # -- spec: select_samples ------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
@@ -178,21 +282,6 @@ class SelectSamplesSpec(JobSpec):
             raise InvalidSpec(f"select_samples: patch_size must be >= 1 pixel, got {self.patch_size}")
 
 # -- spec: extract_patches -----------------------------------------------------------------------
-#: The key of a dataset's labels (``labels-00000.npy`` shards): no source may be called so.
-DATASET_LABELS = "labels"
-
-
-def check_dataset_name(name: str, what: str = "source name") -> str:
-    """``name`` if it can be a dataset source name (a file name and a model input name): a letter
-    then ASCII letters, digits or ``_``, and not :data:`DATASET_LABELS`; else :class:`InvalidSpec`."""
-    valid = bool(name) and name[0].isascii() and name[0].isalpha() and name != DATASET_LABELS and all(
-        c.isascii() and (c.isalnum() or c == "_") for c in name)
-    if not valid:
-        raise InvalidSpec(f"invalid {what} {name!r}: use a letter then letters, digits or '_' "
-                          f"(not {DATASET_LABELS!r})")
-    return name
-
-
 @dataclasses.dataclass(frozen=True)
 class PatchSourceSpec(JobSpec):
     """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""

@@ -30,10 +30,16 @@ from fractions import Fraction
 
 import numpy as np
 
+from .contract import BORDER_MODES
+
 
 @dataclass(frozen=True)
 class Window:
-    """A rectangle of pixels: offsets and sizes in pixels of one raster."""
+    """A rectangle of pixels: offsets and sizes in pixels of one raster.
+
+    Conversions follow rasterio's ``windows.py``: :meth:`to_slices` / :meth:`from_slices` for
+    array indexing (rows first), :meth:`intersection`, :meth:`translate`, :meth:`crop`.
+    """
 
     col_off: int
     row_off: int
@@ -42,11 +48,44 @@ class Window:
 
     @property
     def col_end(self) -> int:
+        """First column after the window (pixels)."""
         return self.col_off + self.width
 
     @property
     def row_end(self) -> int:
+        """First row after the window (pixels)."""
         return self.row_off + self.height
+
+    def to_slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices selecting this window of an array whose ``[0, 0]`` is pixel ``(0, 0)``
+        (offsets must not be negative: a negative slice start counts from the end)."""
+        if self.col_off < 0 or self.row_off < 0:
+            raise ValueError(f"{self} starts before pixel (0, 0): it has no array slices")
+        return slice(self.row_off, self.row_end), slice(self.col_off, self.col_end)
+
+    @classmethod
+    def from_slices(cls, rows: slice, cols: slice) -> "Window":
+        """The window of array slices ``(rows, cols)`` with explicit, non-negative bounds and step 1."""
+        for name, part in (("rows", rows), ("cols", cols)):
+            if part.start is None or part.stop is None or part.step not in (None, 1) or part.start < 0:
+                raise ValueError(f"{name} slice {part} needs explicit non-negative bounds and step 1")
+        return cls(cols.start, rows.start, max(cols.stop - cols.start, 0), max(rows.stop - rows.start, 0))
+
+    def translate(self, col: int, row: int) -> "Window":
+        """This window moved by ``col`` columns and ``row`` rows (pixels)."""
+        return Window(self.col_off + col, self.row_off + row, self.width, self.height)
+
+    def intersection(self, other: "Window") -> "Window | None":
+        """The pixels in both windows (of the same raster), ``None`` when they share none."""
+        col, row = max(self.col_off, other.col_off), max(self.row_off, other.row_off)
+        col_end, row_end = min(self.col_end, other.col_end), min(self.row_end, other.row_end)
+        if col_end <= col or row_end <= row:
+            return None
+        return Window(col, row, col_end - col, row_end - row)
+
+    def crop(self, width: int, height: int) -> "Window | None":
+        """The part of this window inside a raster of ``width`` x ``height`` pixels (``None``: none)."""
+        return self.intersection(Window(0, 0, width, height))
 
 
 @dataclass(frozen=True)
@@ -345,9 +384,6 @@ def tile_for_memory(geometry: ModelGeometry, budget_bytes: float, bytes_per_refe
 
 
 # -- border padding ----------------------------------------------------------------------------
-
-BORDER_MODES = ("reflect", "symmetric", "edge", "constant")
-
 
 def border_indices(start: int, size: int, length: int, mode: str):
     """Source indices for pixels ``[start, start + size)`` of an axis of ``length`` pixels.

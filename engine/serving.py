@@ -1,4 +1,4 @@
-"""Exact streamed serving: the ``apply_model`` job.
+"""Exact streamed serving: a loaded model over sources, tile by tile (:func:`serve_model`).
 
 The output raster is cut into square, EF-aligned tiles of one size (:func:`.geometry.tiles`);
 each tile reads, per source, the window that region propagation gives (border-padded on the
@@ -17,18 +17,18 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .classes import ClassStyle, class_color
+from .contract import CLASSIFIER_PRODUCTS, DEFAULT_MEMORY_MB, NODATA_MODES, SERVING_BORDERS, sibling_output
 from .crs import bounds_in
 from .device import compute_device, tensorflow
 from .executors import Executor, ThreadExecutor
 from .fields import pack_inputs
+from .errors import EngineError, InvalidSpec, NoOverlap
 from .geometry import (
-    BORDER_MODES,
     Grid,
     ModelGeometry,
     Window,
@@ -39,7 +39,7 @@ from .geometry import (
     tile_for_memory,
     tiles,
 )
-from .protocol import EngineError, Reporter
+from .protocol import Reporter
 from .rasters import (
     AlignedSource,
     GeoTiffWriter,
@@ -49,13 +49,11 @@ from .rasters import (
     rasterize,
     read_window,
 )
+from .vectors import layer_crs_wkt, open_layer
 
-SERVING_BORDERS = BORDER_MODES + ("shrink",)
-NODATA_MODES = ("skip", "mask")
 #: Activation bytes per reference-input pixel and channel of the widest layer: float32 x a few
 #: live tensors (input, output, a skip connection, TensorFlow's scratch).
 BYTES_PER_CHANNEL = 4 * 4
-DEFAULT_MEMORY_MB = 1024
 
 
 # -- plan ---------------------------------------------------------------------------------------
@@ -115,14 +113,14 @@ def plan_serving(geometry: ModelGeometry, source_paths: list[str], *, tile: int 
     ``nodata``: per source, per band nodata values used where the raster declares none.
     """
     if border not in SERVING_BORDERS:
-        raise EngineError(f"unknown border mode {border!r}; use one of {', '.join(SERVING_BORDERS)}")
+        raise InvalidSpec(f"unknown border mode {border!r}; use one of {', '.join(SERVING_BORDERS)}")
     aligned, reference = _align_sources(geometry, source_paths, resampling, nodata, log)
     common = _common_extent(aligned, extent, mask, reference.crs_wkt)
     corners = tuple((s.corner[0], s.corner[1], Fraction(g.scale)) for s, g in zip(aligned, geometry.sources))
     try:
         grid = output_grid(reference, common, Fraction(geometry.sf), corners)
     except ValueError as error:
-        raise EngineError(f"no output pixel fits the common extent of the sources: {error}") from None
+        raise NoOverlap(f"no output pixel fits the common extent of the sources: {error}") from None
     if border == "shrink":
         window = shrink_window(geometry, grid.width, grid.height, [s.offset(grid) for s in aligned],
                                [(s.width, s.height) for s in aligned])
@@ -177,24 +175,16 @@ def _common_extent(aligned, extent, mask: MaskSpec | None, crs_wkt: str):
     common = intersect_bounds([bounds for _, bounds in areas])
     if common is None:
         listed = "; ".join(f"{name}: ({', '.join(f'{v:.2f}' for v in bounds)})" for name, bounds in areas)
-        raise EngineError(f"the sources{', extent' if extent else ''}{' and mask' if mask else ''} do not overlap "
+        raise NoOverlap(f"the sources{', extent' if extent else ''}{' and mask' if mask else ''} do not overlap "
                           f"(bounds in the reference CRS: {listed})")
     return common
 
 
 def _mask_bounds(mask: MaskSpec, crs_wkt: str) -> tuple[float, float, float, float]:
     """Bounds of the mask polygons in the reference CRS."""
-    from osgeo import ogr
-
-    dataset = ogr.Open(mask.path)
-    if dataset is None:
-        raise EngineError(f"cannot open mask layer {mask.path}")
-    layer = dataset.GetLayerByName(mask.layer) if mask.layer else dataset.GetLayer(0)
-    if layer is None:
-        raise EngineError(f"mask {mask.path} has no layer {mask.layer!r}")
+    dataset, layer = open_layer(mask.path, mask.layer, "mask")
     xmin, xmax, ymin, ymax = layer.GetExtent()
-    source_crs = layer.GetSpatialRef()
-    bounds = bounds_in((xmin, ymin, xmax, ymax), source_crs.ExportToWkt() if source_crs else "", crs_wkt)
+    bounds = bounds_in((xmin, ymin, xmax, ymax), layer_crs_wkt(layer), crs_wkt)
     if bounds is None:
         raise EngineError(f"the mask {mask.path} cannot be transformed into the reference CRS")
     return bounds
@@ -235,7 +225,6 @@ class Product:
     kind: str = "raw"
 
 
-CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
 FLOAT_NODATA = -9999.0
 
 
@@ -250,7 +239,7 @@ def classifier_products(output: str, index: int, classes: tuple[ClassStyle, ...]
     names = tuple(c.name for c in classes)
     products = []
     for k, kind in enumerate(kinds):
-        path = output if k == 0 else _sibling(output, kind)
+        path = output if k == 0 else sibling_output(output, kind)
         if kind == "class_map":
             dtype = "uint8" if values.max() < 255 else "uint16"
             nodata = 0 if 0 not in values else int(values.max()) + 1
@@ -271,14 +260,9 @@ def raw_products(output: str, channels: list[int], names: list[str], stack: bool
         return [Product(output, sum(channels), "float32", FLOAT_NODATA,
                         lambda outs: np.concatenate(outs, -1) if len(outs) > 1 else outs[0],
                         tuple(f"{n}[{c}]" if ch > 1 else n for n, ch in zip(names, channels) for c in range(ch)))]
-    return [Product(output if k == 0 else _sibling(output, name), ch, "float32", FLOAT_NODATA,
+    return [Product(output if k == 0 else sibling_output(output, name), ch, "float32", FLOAT_NODATA,
                     lambda outs, i=k: outs[i], tuple(f"{name}[{c}]" for c in range(ch)), (), name)
             for k, (name, ch) in enumerate(zip(names, channels))]
-
-
-def _sibling(path: str, suffix: str) -> str:
-    path = Path(path)
-    return str(path.with_name(f"{path.stem}_{suffix}{path.suffix or '.tif'}"))
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -382,7 +366,7 @@ def _keep(output: np.ndarray, crop: int, size: int, index: int) -> np.ndarray:
     if output.shape[0] < crop + size or output.shape[1] < crop + size:
         raise EngineError(f"model output {index} is {output.shape[0]} x {output.shape[1]} px for a tile of {size} px "
                           f"with crop {crop}: the model geometry (RF/EF/SF/crop) does not match the network")
-    return output[crop:crop + size, crop:crop + size]
+    return output[Window(crop, crop, size, size).to_slices()]
 
 
 class _TileReader:
@@ -520,7 +504,7 @@ class _BackgroundWriter:
         return False
 
 
-# -- convenience entry point and the job ----------------------------------------------------------
+# -- entry point: a loaded model over sources ----------------------------------------------------------
 
 
 def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str, *,
@@ -529,7 +513,8 @@ def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str,
                 nodata_mode: str = "skip", background: float | None = None, nodata: list[tuple | None] | None = None,
                 reporter: Reporter | None = None, executor: Executor | None = None) -> dict:
     """Serve a Keras ``model`` with ``geometry`` over ``sources``; by default every output tensor
-    is written as float32 bands of ``output``. Returns the job result (see :func:`apply_model_job`)."""
+    is written as float32 bands of ``output``. Returns the ``apply_model`` job's result: output
+    paths, the grid, tile counts and timings."""
     log = reporter.log if reporter else None
     plan = plan_serving(geometry, sources, tile=tile, memory_mb=memory_mb,
                         bytes_per_reference_pixel=bytes_per_reference_pixel(model), border=border, extent=extent,
@@ -562,6 +547,12 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def automatic_tile(model, geometry: ModelGeometry, memory_mb: float = DEFAULT_MEMORY_MB) -> int:
+    """The tile size (output pixels) :func:`serve_model` picks when given none: the largest whose
+    reference-source window fits ``memory_mb`` (MB) for ``model`` (then capped at the image's larger side)."""
+    return tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel(model))
+
+
 def bytes_per_reference_pixel(model) -> float:
     """Estimated activation bytes per reference-input pixel: the widest layer's channels x
     :data:`BYTES_PER_CHANNEL` (at input resolution: a conservative bound for encoders)."""
@@ -576,40 +567,6 @@ def bytes_per_reference_pixel(model) -> float:
             if shape is not None and len(shape) == 4 and shape[-1]:
                 widest = max(widest, int(shape[-1]))
     return widest * BYTES_PER_CHANNEL
-
-
-def apply_model_job(spec: dict, reporter: Reporter) -> dict:
-    """The ``apply_model`` job: serve a model folder over sources (see docs/architecture.md).
-
-    Spec: ``model`` (folder), ``sources`` (paths, model input order), ``output`` (GeoTIFF path),
-    ``outputs`` (classifiers: any of class_map, confidence, probabilities), ``tile_size`` (output
-    px, null/0 = from ``memory_mb``), ``border`` (reflect, symmetric, edge, constant, shrink),
-    ``extent`` ([xmin, ymin, xmax, ymax] in the reference CRS), ``mask`` and ``mask_layer``
-    (polygons: outside is nodata), ``memory_mb`` (budget for the automatic tile size),
-    ``nodata_mode`` (skip: tiles that are nodata (declared or NaN) in every source are written as
-    nodata; mask: also pixels whose receptive field touches nodata become nodata), ``background``
-    (optional: the value of skipped tiles in regression/image outputs instead of their nodata;
-    classifier outputs always get nodata), ``stack_outputs`` (regression/image models
-    with several outputs: bands of one raster, else one raster each).
-    """
-    from .modelfolder import load_model_folder
-
-    for key in ("model", "sources", "output"):
-        if not spec.get(key):
-            raise EngineError(f"apply_model: the spec needs {key!r}")
-    loaded = load_model_folder(spec["model"])
-    metadata = loaded.metadata
-    products = products_for(metadata, spec["output"], spec.get("outputs"), spec.get("stack_outputs", True))
-    mask = MaskSpec(str(spec["mask"]), spec.get("mask_layer")) if spec.get("mask") else None
-    reporter.log(f"serving on {compute_device()}")
-    result = serve_model(
-        loaded.model, metadata.geometry, [str(p) for p in spec["sources"]], spec["output"], products=products,
-        tile=spec.get("tile_size") or None, border=spec.get("border", "reflect"), extent=spec.get("extent"),
-        mask=mask, memory_mb=spec.get("memory_mb", DEFAULT_MEMORY_MB), nodata_mode=spec.get("nodata_mode", "skip"),
-        background=spec.get("background"), nodata=[info.nodata for info in metadata.inputs], reporter=reporter,
-    )
-    reporter.log(f"wrote {', '.join(result['outputs'].values())} ({result['tiles']} tiles, {result['seconds']} s)")
-    return result
 
 
 def products_for(metadata, output: str, kinds: list[str] | None, stack: bool = True) -> list[Product]:

@@ -229,3 +229,60 @@ def test_tile_for_memory_fits_the_budget():
         assert tile % 8 == 0
         assert (tile + 60) ** 2 * per_pixel <= budget < (tile + 68) ** 2 * per_pixel
     assert tile_for_memory(geometry, 1, per_pixel) == 8
+
+
+# -- Window conversions (references: explicit sets of pixel coordinates) ------------------------
+
+windows = st.builds(Window, st.integers(-20, 20), st.integers(-20, 20), st.integers(0, 15), st.integers(0, 15))
+inside_windows = st.builds(Window, st.integers(0, 20), st.integers(0, 20), st.integers(0, 15), st.integers(0, 15))
+
+
+def pixels(window: Window) -> set[tuple[int, int]]:
+    """The ``(row, col)`` pixels of a window, one by one."""
+    return {(window.row_off + r, window.col_off + c) for r in range(window.height) for c in range(window.width)}
+
+
+@given(inside_windows)
+def test_window_slices_select_its_pixels(window):
+    image = np.arange(40 * 40).reshape(40, 40)
+    rows, cols = window.to_slices()
+    expected = [[image[window.row_off + r][window.col_off + c] for c in range(window.width)]
+                for r in range(window.height)]
+    np.testing.assert_array_equal(image[rows, cols], np.array(expected, dtype=image.dtype).reshape(window.height,
+                                                                                                    window.width))
+    assert Window.from_slices(rows, cols) == window
+
+
+def test_window_slices_refuse_what_numpy_would_misread():
+    with pytest.raises(ValueError, match="starts before pixel"):
+        Window(-1, 0, 3, 3).to_slices()
+    with pytest.raises(ValueError, match="cols slice"):
+        Window.from_slices(slice(0, 2), slice(None, 2))
+    with pytest.raises(ValueError, match="rows slice"):
+        Window.from_slices(slice(0, 4, 2), slice(0, 2))
+
+
+@given(windows, windows)
+def test_window_intersection_is_the_common_pixels(a, b):
+    common = pixels(a) & pixels(b)
+    both = a.intersection(b)
+    assert both == b.intersection(a)
+    if not common:
+        assert both is None
+    else:
+        assert pixels(both) == common and both.width > 0 and both.height > 0
+
+
+@given(windows, st.integers(-10, 10), st.integers(-10, 10))
+def test_window_translate_moves_every_pixel(window, col, row):
+    assert pixels(window.translate(col, row)) == {(r + row, c + col) for r, c in pixels(window)}
+    assert (window.translate(col, row).width, window.translate(col, row).height) == (window.width, window.height)
+
+
+@given(windows, st.integers(1, 25), st.integers(1, 25))
+def test_window_crop_keeps_the_pixels_inside_the_raster(window, width, height):
+    inside = {(r, c) for r, c in pixels(window) if 0 <= r < height and 0 <= c < width}
+    cropped = window.crop(width, height)
+    assert (cropped is None) == (not inside)
+    if cropped is not None:
+        assert pixels(cropped) == inside

@@ -16,6 +16,7 @@ from osgeo import gdal
 
 from deepfield.engine.fields import call_model
 from deepfield.engine.geometry import ModelGeometry, SourceGeometry
+from deepfield.engine.errors import InvalidSpec, MissingCRS, NoOverlap
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
 from deepfield.engine.classes import ClassStyle
 from deepfield.engine.rasters import raster_info
@@ -467,12 +468,18 @@ def test_errors_are_specific(rasters, tmp_path):
     plain = gdal.GetDriverByName("GTiff").Create(no_crs, 20, 20, 6, gdal.GDT_Float32)
     plain.SetGeoTransform(grid_of(rasters["nc"])[0])
     plain = None
-    with pytest.raises(EngineError, match="no coordinate reference system"):
+    with pytest.raises(EngineError, match="no coordinate reference system") as caught:
         plan_serving(geometry, [no_crs])
+    assert isinstance(caught.value, MissingCRS)
     with pytest.raises(EngineError, match="not found"):
         plan_serving(geometry, [str(tmp_path / "missing.tif")])
-    with pytest.raises(EngineError, match="do not overlap"):
+    with pytest.raises(EngineError, match="do not overlap") as caught:
         plan_serving(geometry, [rasters["nc"]], extent=[0, 0, 10, 10])
+    assert isinstance(caught.value, NoOverlap)
+    with pytest.raises(InvalidSpec, match="unknown border mode 'wrap'; use one of reflect, symmetric, edge, constant, shrink"):
+        plan_serving(geometry, [rasters["nc"]], border="wrap")
+    with pytest.raises(EngineError, match="cannot open the mask .*nomask.gpkg as a vector layer"):
+        plan_serving(geometry, [rasters["nc"]], mask=MaskSpec(str(tmp_path / "nomask.gpkg")))
     tiny = str(tmp_path / "tiny.tif")
     gdal.Translate(tiny, rasters["nc"], srcWin=[0, 0, 12, 12])
     with pytest.raises(EngineError, match="smaller than the model's receptive field.*'landsat' \\(tiny.tif\\) 16 x 16"):
@@ -518,6 +525,14 @@ def test_apply_model_job_on_a_model_folder(rasters, tmp_path):
     messages = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert any(m["type"] == "progress" and m["percent"] == 100 for m in messages)
     assert (tmp_path / "map.qml").exists()
+    spec = {"model": str(folder), "sources": [rasters["nc"]], "output": str(tmp_path / "again.tif")}
+    with pytest.raises(InvalidSpec, match="apply_model: unknown spec key\\(s\\) tiles_size; known keys: model, sources"):
+        get_job("apply_model")({**spec, "tiles_size": 8}, Reporter(io.StringIO()))
+    with pytest.raises(InvalidSpec, match="apply_model: outputs must be one of class_map, confidence, probabilities"):
+        get_job("apply_model")({**spec, "outputs": ["classes"]}, Reporter(io.StringIO()))
+    with pytest.raises(InvalidSpec, match="apply_model: the spec needs 'sources'"):
+        get_job("apply_model")({**spec, "sources": []}, Reporter(io.StringIO()))
+    assert not (tmp_path / "again.tif").exists()
 
 
 def test_thread_executor_keeps_order_and_bounds_lookahead():
