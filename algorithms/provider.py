@@ -14,8 +14,10 @@ from .extract_patches import ExtractPatches
 from .runner import default_python
 from .select_samples import SelectSamples
 from .train_model import TrainModel
+from .vectorize_class_map import VectorizeClassMap
 
-ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel)
+ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel,
+              VectorizeClassMap)
 #: Processing models shipped with the plugin (built by scripts/build_model3.py).
 MODELS = Path(__file__).parent.parent / "processing_models"
 

@@ -456,3 +456,36 @@ class EvaluateMapSpec(JobSpec):
 # -- spec: import_model --------------------------------------------------------------------------
 
 # -- spec: vectorize_class_map -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class VectorizeClassMapSpec(JobSpec):
+    """A class map to polygons (see ``engine/vectorize.py``).
+
+    ``map``: class raster (band 1, whole-number values). ``output``: GeoPackage (``.gpkg``).
+    ``min_area``: squared map units, smaller regions are dropped. ``simplify``: tolerance in map
+    units (0: none). ``skip_values``: class values that get no polygon (e.g. background).
+    ``classes``: ``[{"value", "name", "color"}]`` names and colours (default: the map's own).
+    ``tile_size``: tile side in pixels (memory, never the result).
+    """
+
+    JOB: ClassVar[str] = "vectorize_class_map"
+    map: str
+    output: str
+    min_area: float = 0.0
+    simplify: float = 0.0
+    skip_values: tuple = ()
+    classes: tuple = ()
+    tile_size: int = 1024
+
+    def validate(self) -> None:
+        for key, unit in (("min_area", "squared map units"), ("simplify", "map units")):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidSpec(f"{self.JOB}: {key} must be a number >= 0 ({unit}); got {value!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in self.skip_values):
+            raise InvalidSpec(f"{self.JOB}: skip_values must be integer class values; got {list(self.skip_values)!r}")
+        if any(not isinstance(c, dict) or not isinstance(c.get("value"), int)
+               or not re.fullmatch(r"(#[0-9a-fA-F]{6})?", str(c.get("color") or "")) for c in self.classes):
+            raise InvalidSpec(f"{self.JOB}: classes must be [{{\"value\": int, \"name\": str, \"color\": "
+                              f"\"#rrggbb\"}}]; got {list(self.classes)!r}")
+        if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
+            raise InvalidSpec(f"{self.JOB}: tile_size must be a whole number of pixels >= 1; got {self.tile_size!r}")
