@@ -17,7 +17,7 @@ from ..errors import InvalidSpec
 JOBS: dict[str, str] = {
     "check_environment": "jobs.check_environment:run",
     "describe_model": "modelfolder:describe_model_job",
-    "apply_model": "serving:apply_model_job",
+    "apply_model": "jobs.apply_model:run",
     "select_samples": "sampling:select_samples_job",
     "extract_patches": "patches:extract_patches_job",
     "train_model": "training:train_model_job",

@@ -1,0 +1,234 @@
+"""Serving beyond one process: Dask executors, tile products, resume, many scenes.
+
+Every Dask cluster here is a ``LocalCluster`` on the loopback interface. The reference is the
+threaded single-file path (``executor: threads``), itself tested against one whole-image model
+run in test_serving.py; the Dask outputs must equal it bit for bit.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from deepfield.engine.geometry import ModelGeometry, SourceGeometry
+from deepfield.engine.jobs import get_job
+from deepfield.engine.protocol import EngineError, Reporter
+
+keras = pytest.importorskip("keras")
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.timeout(120)
+
+NC = "nc_landsat7_landcover/lsat7_2000_6band.vrt"
+CLASSES = [{"value": v, "name": n, "color": c} for v, n, c in
+           [(1, "developed", "#ff0000"), (2, "agriculture", "#ffff00"), (5, "forest", "#00aa00"), (6, "water", "#0000ff")]]
+#: Output tile of 4 px (the classifier reads 28 x 28 source px per tile): 19 x 19 = 361 tasks on
+#: the 300 x 300 px crop, enough for a run to be interrupted in its middle.
+TILE = 4
+
+
+@pytest.fixture(scope="module")
+def data(data_dir, tmp_path_factory):
+    """A saved classifier folder (RF 16, EF 1, SF 4) and real Landsat crops (float32)."""
+    from deepfield.engine.modelfolder import ModelMetadata, save_model_folder
+
+    tmp = tmp_path_factory.mktemp("distributed")
+    keras.utils.set_random_seed(2)
+    x = keras.Input((None, None, 6))
+    y = keras.layers.Rescaling(1 / 255)(x)
+    y = keras.layers.Conv2D(8, 5, strides=2, activation="relu")(y)
+    y = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(y)
+    model = keras.Model(x, keras.layers.Conv2D(4, 2, activation="softmax")(y))
+    geometry = ModelGeometry((SourceGeometry("landsat", 6, 16),), ef=1, sf=Fraction(4))
+    metadata = ModelMetadata.for_model(model, "segmentation", geometry=geometry, classes=CLASSES)
+    paths = {"model": str(save_model_folder(tmp / "model", model, metadata))}
+    for name, window in {"scene": (100, 60, 300, 300), "west": (0, 0, 160, 120), "east": (160, 0, 160, 120)}.items():
+        paths[name] = str(tmp / f"{name}.tif")
+        gdal.Translate(paths[name], str(data_dir / NC), srcWin=list(window), outputType=gdal.GDT_Float32)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two local worker processes, shared by the tests that need a running scheduler."""
+    from deepfield.engine.executors import DaskExecutor
+
+    with DaskExecutor(workers=2) as executor:
+        yield executor
+
+
+def apply(data, output, reporter=None, **execution):
+    spec = {"job": "apply_model", "model": data["model"], "sources": [data["scene"]], "output": str(output),
+            "outputs": ["class_map", "confidence"], "tile_size": TILE, **execution}
+    return get_job("apply_model")(spec, reporter or Reporter(io.StringIO()))
+
+
+def read(path):
+    return gdal.Open(str(path)).ReadAsArray()
+
+
+@pytest.fixture(scope="module")
+def threaded(data, tmp_path_factory):
+    """The reference: the threaded executor's class map and confidence."""
+    output = tmp_path_factory.mktemp("threaded") / "map.tif"
+    result = apply(data, output)
+    assert result["tiles"] == 19 * 19
+    return {kind: read(path) for kind, path in result["outputs"].items()}
+
+
+def assert_identical(result, threaded):
+    for kind, path in result["outputs"].items():
+        array = read(path)
+        assert array.dtype == threaded[kind].dtype
+        np.testing.assert_array_equal(array, threaded[kind])
+
+
+def tile_files(folder):
+    return sorted(Path(folder).glob("class_map/*.tif"))
+
+
+def test_one_dask_worker_is_identical_to_threads(data, threaded, tmp_path):
+    result = apply(data, tmp_path / "map.tif", executor="dask", workers=1)
+    assert result["computed_tiles"] == 361 and result["resumed_tiles"] == 0
+    assert_identical(result, threaded)
+    class_map = gdal.Open(result["outputs"]["class_map"])
+    assert class_map.GetRasterBand(1).GetColorTable().GetColorEntry(5)[:3] == (0, 170, 0)
+    assert (tmp_path / "map.qml").exists()
+    # the VRT over the tiles holds the same pixels, and its tiles sit at their own places
+    vrt = result["vrts"]["class_map"]
+    np.testing.assert_array_equal(read(vrt), threaded["class_map"])
+    assert len(tile_files(result["tiles_folder"])) == 361
+
+
+def test_two_workers_at_a_scheduler_address_are_identical(data, threaded, cluster, tmp_path):
+    result = apply(data, tmp_path / "map.tif", executor="dask", scheduler=cluster.client.scheduler.address)
+    assert result["computed_tiles"] == 361
+    assert_identical(result, threaded)
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_output_identical(data, threaded, cluster, tmp_path):
+    folder = tmp_path / "map.tiles"
+    before = cluster.worker_pids()
+    victim = sorted(before.values())[0]
+    seen = []
+
+    def kill_when_started():
+        while len(tile_files(folder)) < 40:
+            time.sleep(0.002)
+        seen.append(len(tile_files(folder)))
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_started, daemon=True)
+    killer.start()
+    result = apply(data, tmp_path / "map.tif", executor="dask", scheduler=cluster.client.scheduler.address)
+    killer.join(5)
+    assert seen and seen[0] < 361  # killed while tiles were still missing
+    assert_identical(result, threaded)
+    deadline = time.time() + 60
+    while len(cluster.worker_pids()) < 2 and time.time() < deadline:  # the nanny restarts it
+        time.sleep(0.2)
+    after = cluster.worker_pids()
+    assert victim not in after.values() and len(after) == 2
+
+
+def test_an_interrupted_run_resumes_with_only_the_missing_tiles(data, threaded, cluster, tmp_path):
+    output = tmp_path / "map.tif"
+    spec = {"job": "apply_model", "model": data["model"], "sources": [data["scene"]], "output": str(output),
+            "outputs": ["class_map", "confidence"], "tile_size": TILE, "executor": "dask", "workers": 1}
+    process = subprocess.Popen([sys.executable, "-m", "deepfield.engine", json.dumps(spec)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    folder = tmp_path / "map.tiles"
+    try:
+        deadline = time.time() + 90
+        while len(tile_files(folder)) < 30 and process.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the job, its scheduler and its worker processes
+        process.wait()
+    assert not output.exists()
+    # a task is done when every product's tile is in place (tiles are renamed only when whole)
+    done = [p for p in tile_files(folder) if (folder / "confidence" / p.name).exists()]
+    assert 30 <= len(done) < 361
+    stream = io.StringIO()
+    result = apply(data, output, Reporter(stream), executor="dask", scheduler=cluster.client.scheduler.address)
+    assert result["resumed_tiles"] == len(done)
+    assert result["computed_tiles"] == 361 - len(done)
+    assert "resuming: " in stream.getvalue()
+    assert_identical(result, threaded)
+
+
+def test_a_changed_job_starts_over_with_a_message(data, threaded, tmp_path):
+    """Tile products with the threaded executor; a second run with another tile size restarts."""
+    from deepfield.engine.executors import ThreadExecutor
+    from deepfield.engine.modelfolder import load_model_folder
+    from deepfield.engine.serving import products_for
+    from deepfield.engine.tiles import serve_model_tiles
+
+    loaded = load_model_folder(data["model"])
+    output = str(tmp_path / "map.tif")
+    products = products_for(loaded.metadata, output, ["class_map", "confidence"])
+    runs = []
+    for tile in (TILE, 8):
+        stream = io.StringIO()
+        with ThreadExecutor(workers=2, lookahead=4) as executor:
+            runs.append(serve_model_tiles(loaded.model, loaded.metadata.geometry, [data["scene"]], output,
+                                          model_folder=data["model"], executor=executor, products=products,
+                                          reporter=Reporter(stream), tile=tile))
+        assert_identical(runs[-1], threaded)
+    assert "holds tiles of another job (tile, tiles differ): starting over" in stream.getvalue()
+    assert runs[1]["resumed_tiles"] == 0 and runs[1]["computed_tiles"] == 10 * 10
+    assert len(tile_files(runs[1]["tiles_folder"])) == 100  # the 4 px tiles are gone
+
+
+def test_three_scenes_with_a_broken_one(data, cluster, tmp_path):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a GeoTIFF")
+    stream = io.StringIO()
+    output = tmp_path / "maps" / "map.tif"
+    result = get_job("apply_model")(
+        {"job": "apply_model", "model": data["model"], "output": str(output), "tile_size": 8,
+         "scenes": [[data["west"]], [str(broken)], [data["east"]]], "executor": "dask",
+         "scheduler": cluster.client.scheduler.address}, Reporter(stream))
+    west, east = tmp_path / "maps" / "map_west.tif", tmp_path / "maps" / "map_east.tif"
+    assert west.exists() and east.exists() and not (tmp_path / "maps" / "map_broken.tif").exists()
+    assert len(result["errors"]) == 1 and str(broken) in result["errors"][0] and "scene 2" in result["errors"][0]
+    warnings = [json.loads(line)["message"] for line in stream.getvalue().splitlines()
+                if json.loads(line).get("level") == "warning"]
+    assert any(str(broken) in message for message in warnings)
+    progress = [json.loads(line)["percent"] for line in stream.getvalue().splitlines()
+                if json.loads(line)["type"] == "progress"]
+    assert progress == sorted(progress) and progress[-1] == 100
+    # the mosaic: 160 + 160 source px side by side, at SF 4 = 80 x 30 output px, each scene in place
+    mosaic = gdal.Open(result["output"])
+    assert result["output"] == str(tmp_path / "maps" / "map.vrt")
+    assert (mosaic.RasterXSize, mosaic.RasterYSize) == (80, 30)
+    pixels = mosaic.ReadAsArray()
+    np.testing.assert_array_equal(pixels[:, :40], read(west))
+    np.testing.assert_array_equal(pixels[:, 40:], read(east))
+
+
+def test_every_scene_failing_is_an_error(data, tmp_path):
+    with pytest.raises(EngineError, match="every scene failed"):
+        get_job("apply_model")({"job": "apply_model", "model": data["model"], "output": str(tmp_path / "m.tif"),
+                                "scenes": [[str(tmp_path / "missing.tif")]]}, Reporter(io.StringIO()))
+
+
+def test_the_dask_choice_without_dask_says_what_to_install(monkeypatch):
+    """``distributed`` made unimportable (a None entry in sys.modules): the message names the package."""
+    from deepfield.engine.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(EngineError, match=r"pip install 'dask\[distributed\]==2026\.8\.0'"):
+        make_executor("dask", 2)
+    with make_executor("threads", 2) as executor:
+        assert list(executor.map(abs, [-1, -2])) == [1, 2]
