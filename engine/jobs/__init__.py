@@ -20,7 +20,8 @@ JOBS: dict[str, str] = {
     "apply_model": "jobs.apply_model:run",
     "select_samples": "sampling:select_samples_job",
     "extract_patches": "patches:extract_patches_job",
-    "train_model": "training:train_model_job",
+    "train_model": "jobs.train_model:run",
+    "train_model_worker": "jobs.train_model:worker",
     "evaluate_map": "evaluation:evaluate_map_job",
 }
 

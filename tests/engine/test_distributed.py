@@ -32,9 +32,10 @@ pytestmark = pytest.mark.timeout(120)
 NC = "nc_landsat7_landcover/lsat7_2000_6band.vrt"
 CLASSES = [{"value": v, "name": n, "color": c} for v, n, c in
            [(1, "developed", "#ff0000"), (2, "agriculture", "#ffff00"), (5, "forest", "#00aa00"), (6, "water", "#0000ff")]]
-#: Output tile of 4 px (the classifier reads 28 x 28 source px per tile): 19 x 19 = 361 tasks on
-#: the 300 x 300 px crop, enough for a run to be interrupted in its middle.
-TILE = 4
+#: Output tiles of 8 px (the classifier reads 44 x 44 source px for one): 10 x 10 = 100 tasks on
+#: the 300 x 300 px crop (75 x 75 output px), enough for a run to be interrupted in its middle.
+TILE = 8
+TASKS = 100
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def threaded(data, tmp_path_factory):
     """The reference: the threaded executor's class map and confidence."""
     output = tmp_path_factory.mktemp("threaded") / "map.tif"
     result = apply(data, output)
-    assert result["tiles"] == 19 * 19
+    assert result["tiles"] == TASKS
     return {kind: read(path) for kind, path in result["outputs"].items()}
 
 
@@ -97,9 +98,14 @@ def tile_files(folder):
     return sorted(Path(folder).glob("class_map/*.tif"))
 
 
+def done_tiles(folder):
+    """The tasks done: every product's tile in place (tiles are renamed only when whole)."""
+    return [p for p in tile_files(folder) if (Path(folder) / "confidence" / p.name).exists()]
+
+
 def test_one_dask_worker_is_identical_to_threads(data, threaded, tmp_path):
     result = apply(data, tmp_path / "map.tif", executor="dask", workers=1)
-    assert result["computed_tiles"] == 361 and result["resumed_tiles"] == 0
+    assert result["computed_tiles"] == TASKS and result["resumed_tiles"] == 0
     assert_identical(result, threaded)
     class_map = gdal.Open(result["outputs"]["class_map"])
     assert class_map.GetRasterBand(1).GetColorTable().GetColorEntry(5)[:3] == (0, 170, 0)
@@ -107,12 +113,12 @@ def test_one_dask_worker_is_identical_to_threads(data, threaded, tmp_path):
     # the VRT over the tiles holds the same pixels, and its tiles sit at their own places
     vrt = result["vrts"]["class_map"]
     np.testing.assert_array_equal(read(vrt), threaded["class_map"])
-    assert len(tile_files(result["tiles_folder"])) == 361
+    assert len(tile_files(result["tiles_folder"])) == TASKS
 
 
 def test_two_workers_at_a_scheduler_address_are_identical(data, threaded, cluster, tmp_path):
     result = apply(data, tmp_path / "map.tif", executor="dask", scheduler=cluster.client.scheduler.address)
-    assert result["computed_tiles"] == 361
+    assert result["computed_tiles"] == TASKS
     assert_identical(result, threaded)
 
 
@@ -123,7 +129,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_output_identical(data, thre
     seen = []
 
     def kill_when_started():
-        while len(tile_files(folder)) < 40:
+        while len(tile_files(folder)) < 20:
             time.sleep(0.002)
         seen.append(len(tile_files(folder)))
         os.kill(victim, signal.SIGKILL)
@@ -132,7 +138,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_output_identical(data, thre
     killer.start()
     result = apply(data, tmp_path / "map.tif", executor="dask", scheduler=cluster.client.scheduler.address)
     killer.join(5)
-    assert seen and seen[0] < 361  # killed while tiles were still missing
+    assert seen and seen[0] < TASKS  # killed while tiles were still missing
     assert_identical(result, threaded)
     deadline = time.time() + 60
     while len(cluster.worker_pids()) < 2 and time.time() < deadline:  # the nanny restarts it
@@ -144,25 +150,25 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_output_identical(data, thre
 def test_an_interrupted_run_resumes_with_only_the_missing_tiles(data, threaded, cluster, tmp_path):
     output = tmp_path / "map.tif"
     spec = {"job": "apply_model", "model": data["model"], "sources": [data["scene"]], "output": str(output),
-            "outputs": ["class_map", "confidence"], "tile_size": TILE, "executor": "dask", "workers": 1}
+            "outputs": ["class_map", "confidence"], "tile_size": TILE, "executor": "dask",
+            "scheduler": cluster.client.scheduler.address}
     process = subprocess.Popen([sys.executable, "-m", "deepfield.engine", json.dumps(spec)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     folder = tmp_path / "map.tiles"
     try:
         deadline = time.time() + 90
-        while len(tile_files(folder)) < 30 and process.poll() is None and time.time() < deadline:
+        while len(done_tiles(folder)) < 20 and process.poll() is None and time.time() < deadline:
             time.sleep(0.002)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the job, its scheduler and its worker processes
+        os.killpg(process.pid, signal.SIGKILL)  # the job (a client of the cluster: its tasks are dropped)
         process.wait()
     assert not output.exists()
-    # a task is done when every product's tile is in place (tiles are renamed only when whole)
-    done = [p for p in tile_files(folder) if (folder / "confidence" / p.name).exists()]
-    assert 30 <= len(done) < 361
+    done = done_tiles(folder)
+    assert 20 <= len(done) < TASKS
     stream = io.StringIO()
     result = apply(data, output, Reporter(stream), executor="dask", scheduler=cluster.client.scheduler.address)
     assert result["resumed_tiles"] == len(done)
-    assert result["computed_tiles"] == 361 - len(done)
+    assert result["computed_tiles"] == TASKS - len(done)
     assert "resuming: " in stream.getvalue()
     assert_identical(result, threaded)
 
@@ -178,7 +184,7 @@ def test_a_changed_job_starts_over_with_a_message(data, threaded, tmp_path):
     output = str(tmp_path / "map.tif")
     products = products_for(loaded.metadata, output, ["class_map", "confidence"])
     runs = []
-    for tile in (TILE, 8):
+    for tile in (TILE, 16):
         stream = io.StringIO()
         with ThreadExecutor(workers=2, lookahead=4) as executor:
             runs.append(serve_model_tiles(loaded.model, loaded.metadata.geometry, [data["scene"]], output,
@@ -186,8 +192,8 @@ def test_a_changed_job_starts_over_with_a_message(data, threaded, tmp_path):
                                           reporter=Reporter(stream), tile=tile))
         assert_identical(runs[-1], threaded)
     assert "holds tiles of another job (tile, tiles differ): starting over" in stream.getvalue()
-    assert runs[1]["resumed_tiles"] == 0 and runs[1]["computed_tiles"] == 10 * 10
-    assert len(tile_files(runs[1]["tiles_folder"])) == 100  # the 4 px tiles are gone
+    assert runs[1]["resumed_tiles"] == 0 and runs[1]["computed_tiles"] == 5 * 5
+    assert len(tile_files(runs[1]["tiles_folder"])) == 25  # the 8 px tiles are gone
 
 
 def test_three_scenes_with_a_broken_one(data, cluster, tmp_path):
@@ -232,3 +238,43 @@ def test_the_dask_choice_without_dask_says_what_to_install(monkeypatch):
         make_executor("dask", 2)
     with make_executor("threads", 2) as executor:
         assert list(executor.map(abs, [-1, -2])) == [1, 2]
+
+
+# -- multi-worker training ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def segmentation_dataset(data_dir, tmp_path_factory):
+    """16-px patches of the NC image (6 bands) labelled by strata.tif (7 classes): 48 train, 8 valid."""
+    from deepfield.engine.dataset import DatasetWriter
+
+    image = gdal.Open(str(data_dir / NC)).ReadAsArray().astype(np.float32).transpose(1, 2, 0)
+    strata = gdal.Open(str(data_dir / "nc_landsat7_landcover" / "strata.tif")).ReadAsArray()
+    names = ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment")
+    folder = tmp_path_factory.mktemp("mwms") / "dataset"
+    writer = DatasetWriter(folder, [{"name": "landsat", "bands": 6, "patch_size": 16, "dtype": "float32"}],
+                           {"kind": "segmentation", "patch_size": 16, "bands": 1,
+                            "classes": [{"index": i, "value": i + 1, "name": n} for i, n in enumerate(names)]})
+    for k in range(56):
+        row, col = 120 + 16 * (k // 8), 100 + 16 * (k % 8)
+        labels = strata[row:row + 16, col:col + 16].astype(np.int64) - 1  # values 1..7 -> indices, 0 -> -1
+        writer.add("train" if k < 48 else "valid", {"landsat": image[row:row + 16, col:col + 16]}, labels)
+    writer.close()
+    return folder
+
+
+def test_two_worker_processes_train_with_a_decreasing_loss(segmentation_dataset, tmp_path):
+    stream = io.StringIO()
+    output = tmp_path / "model"
+    result = get_job("train_model")(
+        {"job": "train_model", "dataset": str(segmentation_dataset), "output": str(output), "architecture": "unet",
+         "hyperparameters": {"depth": 1, "width": 4}, "epochs": 4, "batch_size": 8, "learning_rate": 0.01,
+         "augment": False, "workers": 2}, Reporter(stream))
+    assert result["workers"] == 2 and len(result["losses"]) == 4
+    assert all(np.isfinite(result["losses"]))
+    assert result["losses"][-1] < result["losses"][0]
+    assert "2 worker processes" in stream.getvalue()
+    from deepfield.engine.modelfolder import load_model_folder
+
+    loaded = load_model_folder(output)
+    assert loaded.metadata.training["workers"] == 2 and loaded.metadata.ef == 2
