@@ -32,10 +32,10 @@ pytestmark = pytest.mark.timeout(120)
 NC = "nc_landsat7_landcover/lsat7_2000_6band.vrt"
 CLASSES = [{"value": v, "name": n, "color": c} for v, n, c in
            [(1, "developed", "#ff0000"), (2, "agriculture", "#ffff00"), (5, "forest", "#00aa00"), (6, "water", "#0000ff")]]
-#: Output tiles of 8 px (the classifier reads 44 x 44 source px for one): 10 x 10 = 100 tasks on
+#: Output tiles of 11 px (the classifier reads 56 x 56 source px for one): 7 x 7 = 49 tasks on
 #: the 300 x 300 px crop (75 x 75 output px), enough for a run to be interrupted in its middle.
-TILE = 8
-TASKS = 100
+TILE = 11
+TASKS = 49
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_output_identical(data, thre
     seen = []
 
     def kill_when_started():
-        while len(tile_files(folder)) < 20:
+        while len(tile_files(folder)) < 15:
             time.sleep(0.002)
         seen.append(len(tile_files(folder)))
         os.kill(victim, signal.SIGKILL)
@@ -157,14 +157,14 @@ def test_an_interrupted_run_resumes_with_only_the_missing_tiles(data, threaded, 
     folder = tmp_path / "map.tiles"
     try:
         deadline = time.time() + 90
-        while len(done_tiles(folder)) < 20 and process.poll() is None and time.time() < deadline:
+        while len(done_tiles(folder)) < 15 and process.poll() is None and time.time() < deadline:
             time.sleep(0.002)
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the job (a client of the cluster: its tasks are dropped)
         process.wait()
     assert not output.exists()
     done = done_tiles(folder)
-    assert 20 <= len(done) < TASKS
+    assert 15 <= len(done) < TASKS
     stream = io.StringIO()
     result = apply(data, output, Reporter(stream), executor="dask", scheduler=cluster.client.scheduler.address)
     assert result["resumed_tiles"] == len(done)
@@ -193,7 +193,7 @@ def test_a_changed_job_starts_over_with_a_message(data, threaded, tmp_path):
         assert_identical(runs[-1], threaded)
     assert "holds tiles of another job (tile, tiles differ): starting over" in stream.getvalue()
     assert runs[1]["resumed_tiles"] == 0 and runs[1]["computed_tiles"] == 5 * 5
-    assert len(tile_files(runs[1]["tiles_folder"])) == 25  # the 8 px tiles are gone
+    assert len(tile_files(runs[1]["tiles_folder"])) == 25  # the 11 px tiles are gone
 
 
 def test_three_scenes_with_a_broken_one(data, cluster, tmp_path):
@@ -254,7 +254,8 @@ def segmentation_dataset(data_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mwms") / "dataset"
     writer = DatasetWriter(folder, [{"name": "landsat", "bands": 6, "patch_size": 16, "dtype": "float32"}],
                            {"kind": "segmentation", "patch_size": 16, "bands": 1,
-                            "classes": [{"index": i, "value": i + 1, "name": n} for i, n in enumerate(names)]})
+                            "classes": [{"index": i, "value": i + 1, "name": n, "color": "#808080"}
+                                        for i, n in enumerate(names)]})
     for k in range(56):
         row, col = 120 + 16 * (k // 8), 100 + 16 * (k % 8)
         labels = strata[row:row + 16, col:col + 16].astype(np.int64) - 1  # values 1..7 -> indices, 0 -> -1
