@@ -11,8 +11,9 @@ model folder, served over the Sentinel-2 10 m stack (1933 x 1947 x 4, UInt16) in
   files, VRT, final GeoTIFF): 1.0 = no overhead.
 Both clusters are started (and the model loaded on their workers) before timing; the three runs
 are measured back to back in each of ``ROUNDS`` rounds and the ratios are medians of per-round
-ratios. ``details.per_tile`` holds the per-tile read / compute / write costs (seconds per Mpx of
-output, one thread) that docs/scale-out.md extrapolates from.
+ratios. ``details.worker_rss_mb``: resident memory of each 2-worker-cluster process after the
+runs (TensorFlow, the model, one tile's buffers). ``details.per_tile`` holds the per-tile read,
+compute and write costs (seconds per Mpx of output, one thread) docs/scale-out.md extrapolates from.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def per_tile_costs(folder: Path, model: Path) -> dict:
             **{f"{name}_s_per_output_mpx": round(value / mpx, 3) for name, value in seconds.items()}}
 
 
+def _rss_bytes() -> int:
+    """Resident memory of the calling (worker) process."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
 def run() -> dict:
     os.environ["DEEPFIELD_TF_THREADS"] = "1"  # the threaded run computes on one thread, like a worker
     from deepfield.engine.executors import DaskExecutor
@@ -113,6 +121,7 @@ def run() -> dict:
                 if k:
                     for name, value in timed.items():
                         seconds[name].append(round(value, 3))
+            rss = {address: round(value / 2**20) for address, value in two.client.run(_rss_bytes).items()}
         finally:
             one.close()
             two.close()
@@ -126,6 +135,7 @@ def run() -> dict:
         "targets": {"speed-up 2 Dask workers / 1 (2 cores)": "close to 2 on 2 free cores",
                     "threads / Dask seconds, 1 worker (1 = no overhead)": "close to 1"},
         "details": {"seconds": seconds, "cluster_startup_s": round(startup, 2), "per_tile": costs,
+                    "worker_rss_mb": sorted(rss.values()),
                     "image": str(S2_10M), "tile": TILE, "rounds": ROUNDS},
     }
 
