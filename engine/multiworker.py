@@ -45,6 +45,8 @@ from .training import (
 
 #: ``python -m deepfield.engine``: the worker processes run the engine's command line.
 ENGINE_MODULE = __package__
+#: Seconds the other workers get to finish once the chief has (then they are killed).
+WORKER_GRACE_S = 60
 
 
 def tf_config(addresses: list[str], index: int) -> dict:
@@ -105,7 +107,8 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
         view = training_view(network, task, geometry)
         optimizer = make_optimizer(config)
         optimizer.build(view.model.trainable_variables)
-    weights = class_weights(reader.manifest["class_counts"]["train"], "none") if task.is_classifier else None
+    weights = (class_weights(reader.manifest["class_counts"]["train"], config.class_weighting)
+               if task.is_classifier else None)
     global_batch = config.batch_size * workers
     batches = reader.tf_dataset("train", global_batch, shuffle=True, seed=int(config.seed), augment=config.augment,
                                 repeat=True).map(label_mapper(task, view, weights))
@@ -174,7 +177,7 @@ def launch_local(spec: dict, workers: int, reporter: Reporter) -> dict:
                 elif message["type"] in ("progress", "log"):
                     reporter.emit(message)
                 reporter.check_cancelled()
-            codes = [p.wait() for p in processes]
+            codes = [processes[0].wait()] + [_wait_or_kill(p, WORKER_GRACE_S) for p in processes[1:]]
         except JobCancelled:
             for p in processes:
                 p.kill()
@@ -186,3 +189,12 @@ def launch_local(spec: dict, workers: int, reporter: Reporter) -> dict:
             raise EngineError(f"multi-worker training failed: {details}")
     return result
 
+
+
+def _wait_or_kill(process: subprocess.Popen, seconds: float) -> int:
+    """The process's exit code; killed (code -9) if it is still running after ``seconds``."""
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
