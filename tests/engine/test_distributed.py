@@ -162,6 +162,11 @@ def test_an_interrupted_run_resumes_with_only_the_missing_tiles(data, threaded, 
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the job (a client of the cluster: its tasks are dropped)
         process.wait()
+    # the tasks running when the client died still finish their tile (a thread is not interrupted)
+    deadline = time.time() + 30
+    while any(cluster.client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+        assert time.time() < deadline
+        time.sleep(0.05)
     assert not output.exists()
     done = done_tiles(folder)
     assert 15 <= len(done) < TASKS
@@ -279,3 +284,13 @@ def test_two_worker_processes_train_with_a_decreasing_loss(segmentation_dataset,
 
     loaded = load_model_folder(output)
     assert loaded.metadata.training["workers"] == 2 and loaded.metadata.ef == 2
+
+
+def test_scene_outputs_are_named_after_their_first_source_and_unique():
+    from deepfield.engine.scenes import mosaic_path, scene_outputs
+
+    scenes = [["/a/T31TCJ.tif", "/a/dem.tif"], ["/b/T31TCJ.tif", "/b/dem.tif"], ["/c/my scene.tif"]]
+    assert scene_outputs("/out/map.tif", scenes) == ["/out/map_T31TCJ.tif", "/out/map_T31TCJ_2.tif",
+                                                      "/out/map_my_scene.tif"]
+    assert mosaic_path("/out/map.tif") == "/out/map.vrt"
+    assert mosaic_path("/out/map.tif", "confidence") == "/out/map_confidence.vrt"
