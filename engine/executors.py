@@ -43,6 +43,22 @@ class Executor:
         self.close()
 
 
+def bounded_map(submit: Callable, tasks: Iterable[T], lookahead: int) -> Iterator:
+    """Results of ``submit(task)`` futures in task order, with at most ``lookahead`` submitted and
+    not yet taken; if the consumer stops early, the futures not taken are cancelled."""
+    pending: collections.deque = collections.deque()
+    try:
+        for task in tasks:
+            if len(pending) >= lookahead:
+                yield pending.popleft().result()
+            pending.append(submit(task))
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
 class ThreadExecutor(Executor):
     """Local threads with bounded look-ahead: at most ``lookahead`` tasks started and not yet taken.
 
@@ -55,18 +71,7 @@ class ThreadExecutor(Executor):
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="deepfield")
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
-        pending: collections.deque = collections.deque()
-        iterator = iter(tasks)
-        try:
-            for task in iterator:
-                if len(pending) >= self.lookahead:
-                    yield pending.popleft().result()
-                pending.append(self._pool.submit(fn, task))
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        return bounded_map(lambda task: self._pool.submit(fn, task), tasks, self.lookahead)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -130,17 +135,7 @@ class DaskExecutor(Executor):
         self.client.register_plugin(plugin)
 
     def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
-        pending: collections.deque = collections.deque()
-        try:
-            for task in tasks:
-                if len(pending) >= self.lookahead:
-                    yield pending.popleft().result()
-                pending.append(self.client.submit(fn, task, pure=False))
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        return bounded_map(lambda task: self.client.submit(fn, task, pure=False), tasks, self.lookahead)
 
     def close(self) -> None:
         if self.client is not None:
