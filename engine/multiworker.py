@@ -85,7 +85,8 @@ def per_example_loss(task: Task, config: TrainConfig, outputs, labels, weights):
 
 def train_worker(spec: dict, reporter: Reporter) -> dict:
     """One worker of a multi-worker run (``TF_CONFIG`` set): train, and on the chief write the
-    model folder. Returns ``{"output", "epochs_done", "losses"}`` (mean training loss per epoch)."""
+    model folder. Returns ``{"output", "epochs_done", "losses", "workers", "best_epoch", "best"}``
+    (``losses``: mean training loss per epoch; without validation the last epoch is the best)."""
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}")
     if not cluster.get("cluster", {}).get("worker"):
         raise EngineError("train_model_worker: TF_CONFIG must list the workers (see engine/multiworker.py)")
@@ -141,7 +142,8 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
         losses.append(total / steps)
         if chief:
             reporter.log(f"epoch {epoch + 1}/{config.epochs}: training loss {losses[-1]:.4f} ({workers} workers)")
-    result = {"output": str(config.output), "epochs_done": config.epochs, "losses": losses, "workers": workers}
+    result = {"output": str(config.output), "epochs_done": config.epochs, "losses": losses, "workers": workers,
+              "best_epoch": config.epochs, "best": {"loss": losses[-1]}}  # no validation: the last epoch
     if chief:
         metadata = ModelMetadata.for_model(network, task.kind, geometry=geometry, classes=task.classes,
                                            sources=list(task.sources),

@@ -276,7 +276,7 @@ def test_two_worker_processes_train_with_a_decreasing_loss(segmentation_dataset,
         {"job": "train_model", "dataset": str(segmentation_dataset), "output": str(output), "architecture": "unet",
          "hyperparameters": {"depth": 1, "width": 4}, "epochs": 4, "batch_size": 8, "learning_rate": 0.01,
          "augment": False, "workers": 2}, Reporter(stream))
-    assert result["workers"] == 2 and len(result["losses"]) == 4
+    assert result["workers"] == 2 and len(result["losses"]) == 4 and result["best_epoch"] == 4
     assert all(np.isfinite(result["losses"]))
     assert result["losses"][-1] < result["losses"][0]
     assert "2 worker processes" in stream.getvalue()
