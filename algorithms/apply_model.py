@@ -13,10 +13,11 @@ from qgis.core import (
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
     QgsRasterLayer,
 )
 
-from ..engine.contract import CLASSIFIER_PRODUCTS, SERVING_BORDERS, sibling_output
+from ..engine.contract import CLASSIFIER_PRODUCTS, EXECUTORS, SERVING_BORDERS, sibling_output
 from .base import EngineAlgorithm, raster_path
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
@@ -29,6 +30,7 @@ STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PRO
 #: parameter (it lists the provider's formats; the default extension is already .tif), so
 #: build_job refuses other names instead of writing a GeoTIFF under a misleading one.
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+EXECUTOR_LABELS = ("Threads in the engine process", "Dask (a local cluster of worker processes, or a scheduler)")
 
 
 class ApplyModel(EngineAlgorithm):
@@ -54,7 +56,13 @@ class ApplyModel(EngineAlgorithm):
         "name_probabilities.tif). Other models write their outputs as float bands. Tiles that are "
         "nodata (or NaN) in every source are not computed: they are written as nodata, never as a "
         "class or a probability of 0. The optional extent and mask polygons limit the "
-        "area; pixels outside the mask are nodata."
+        "area; pixels outside the mask are nodata.\n\n"
+        "Execution (advanced): the Dask executor serves the tiles on worker processes (or on the "
+        "cluster of a Dask scheduler address) as resumable tile files next to the output "
+        "(<name>.tiles/, assembled by a VRT; running the same job again keeps the tiles already "
+        "done); it needs dask[distributed] in the engine interpreter. More scenes: each replaces the "
+        "first source in turn; every scene gets its own output (<name>_<scene>.tif) and the result is "
+        "a VRT mosaic (<name>.vrt); a scene that fails is reported and the others still run."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -71,6 +79,14 @@ class ApplyModel(EngineAlgorithm):
             QgsProcessingParameterNumber("TILE_SIZE", "Tile size (output pixels, 0 = automatic)",
                                          defaultValue=0, minValue=0),
             QgsProcessingParameterEnum("BORDER", "Border mode", BORDER_LABELS, defaultValue=0),
+            QgsProcessingParameterMultipleLayers(
+                "SCENES", "More scenes (each replaces the first source; one output each and a VRT mosaic)",
+                QgsProcessing.TypeRaster, optional=True),
+            QgsProcessingParameterEnum("EXECUTOR", "Execution: executor", EXECUTOR_LABELS, defaultValue=0),
+            QgsProcessingParameterNumber("WORKERS", "Execution: workers (threads or local Dask processes)",
+                                         defaultValue=1, minValue=1),
+            QgsProcessingParameterString("SCHEDULER", "Execution: Dask scheduler address (empty: a local cluster)",
+                                         optional=True),
         ]
         self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
@@ -102,6 +118,13 @@ class ApplyModel(EngineAlgorithm):
             spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
+        spec.update(executor=EXECUTORS[self.parameterAsEnum(parameters, "EXECUTOR", context)],
+                    workers=self.parameterAsInt(parameters, "WORKERS", context) or 1,
+                    scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip() or None)
+        scenes = self.parameterAsLayerList(parameters, "SCENES", context)
+        if scenes:
+            spec["scenes"] = [sources] + [[raster_path(layer, f"scene {k + 2}")] + sources[1:]
+                                          for k, layer in enumerate(scenes)]
         return spec, [output] + [sibling_output(output, kind) for kind in kinds[1:]]
 
     def make_results(self, result, parameters, context, feedback):

@@ -34,6 +34,8 @@ SERVING_BORDERS = BORDER_MODES + ("shrink",)
 NODATA_MODES = ("skip", "mask")
 #: Rasters a classifier's serving can write.
 CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
+#: Where serving's tiles run: local threads, or Dask workers (a LocalCluster or a scheduler address).
+EXECUTORS = ("threads", "dask")
 #: Memory budget (MB) the automatic tile size fits when a spec gives none.
 DEFAULT_MEMORY_MB = 1024
 
@@ -195,12 +197,18 @@ class ApplyModelSpec(JobSpec):
     ``background`` (optional: the value of skipped tiles in regression/image outputs instead of
     their nodata; classifier outputs always get nodata), ``stack_outputs`` (regression/image
     models with several outputs: bands of one raster, else one raster each).
+
+    Execution: ``executor`` (:data:`EXECUTORS`), ``workers`` (reading threads, or local Dask worker
+    processes), ``scheduler`` (an existing Dask scheduler address: its workers are used instead of a
+    local cluster), ``geotiff`` (Dask: also write each product's GeoTIFF from its tile VRT),
+    ``scenes`` (a list of source lists: one output per scene and a VRT mosaic; ``sources`` is then
+    not needed).
     """
 
     JOB: ClassVar[str] = "apply_model"
     model: str
-    sources: list
-    output: str
+    sources: list | None = None
+    output: str = ""
     outputs: list | None = None
     tile_size: int | None = None
     border: str = "reflect"
@@ -211,11 +219,20 @@ class ApplyModelSpec(JobSpec):
     nodata_mode: str = "skip"
     background: float | None = None
     stack_outputs: bool = True
+    executor: str = "threads"
+    workers: int = 1
+    scheduler: str | None = None
+    geotiff: bool = True
+    scenes: list | None = None
 
     def validate(self) -> None:
-        for key in ("model", "sources", "output"):
+        for key in ("model", "output"):
             if not getattr(self, key):
                 raise InvalidSpec(f"{self.JOB}: the spec needs {key!r}")
+        if not self.sources and not self.scenes:
+            raise InvalidSpec(f"{self.JOB}: the spec needs 'sources' (or 'scenes': lists of sources)")
+        check_choice(self.executor, EXECUTORS, "executor", self.JOB)
+        _positive(self.workers, "workers", self.JOB, int)
         check_choice(self.border, SERVING_BORDERS, "border", self.JOB)
         check_choice(self.nodata_mode, NODATA_MODES, "nodata_mode", self.JOB)
         for kind in self.outputs or ():
@@ -370,8 +387,9 @@ class TrainModelSpec(JobSpec):
     ``learning_rate`` is per step. ``early_stopping_patience``: epochs without improvement before
     stopping (0: never). ``loss`` (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan``
     (``image`` datasets): add an adversarial loss, weighted ``adversarial_weight``, against the
-    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. A key given
-    as ``null`` takes its default.
+    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. ``workers``:
+    local training processes (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null``
+    takes its default.
     """
 
     JOB: ClassVar[str] = "train_model"
@@ -393,6 +411,7 @@ class TrainModelSpec(JobSpec):
     loss: str = "l1"
     adversarial_weight: float = 1e-3
     hyperparameters: dict = dataclasses.field(default_factory=dict)
+    workers: int = 1
 
     @classmethod
     def from_dict(cls, spec: dict) -> "TrainModelSpec":
@@ -419,6 +438,7 @@ class TrainModelSpec(JobSpec):
         check_choice(self.loss, IMAGE_LOSSES, "'loss'", self.JOB)
         if not isinstance(self.hyperparameters, dict):
             raise InvalidSpec("train_model: 'hyperparameters' must be an object (name -> value)")
+        _positive(self.workers, "workers", self.JOB, int)
 
 
 # -- spec: evaluate_map --------------------------------------------------------------------------

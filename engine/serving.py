@@ -272,7 +272,7 @@ def raw_products(output: str, channels: list[int], names: list[str], stack: bool
 class _Tile:
     """A read tile: model inputs, or ``fill`` ("background": every source pixel is nodata;
     "nodata": masked out entirely) when the network need not run; ``invalid`` output pixels
-    (rows, cols) become nodata. See :meth:`_BackgroundWriter.fill_value`."""
+    (rows, cols) become nodata. See :func:`fill_value`."""
 
     task: TileTask
     inputs: list[np.ndarray]
@@ -328,7 +328,7 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
     geometry = plan.geometry
     shapes = [(w.height, w.width, s.bands) for w, s in zip(plan.tasks[0].windows, plan.sources)]
     infer = make_infer(model, shapes)
-    reader = _TileReader(plan, nodata_mode)
+    reader = TileReader(plan, nodata_mode)
     stats = RunStats()
     started = time.perf_counter()
     own_executor = executor is None
@@ -347,10 +347,9 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
                 writer.put(tile, None)
             else:
                 t0 = time.perf_counter()
-                outputs = infer(tile.inputs)
+                kept = compute_tile(infer, geometry, tile)
                 stats.compute_seconds += time.perf_counter() - t0
-                size = tile.task.block.width
-                writer.put(tile, [_keep(out[0], geometry.crop, size, k) for k, out in enumerate(outputs)])
+                writer.put(tile, kept)
             stats.tiles += 1
             reporter.progress(100.0 * stats.tiles / n)
         if stats.skipped == stats.tiles:  # inside the writers' scope: nothing is left behind
@@ -358,6 +357,12 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
                               "(check the sources' nodata values and the extent)")
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def compute_tile(infer, geometry: ModelGeometry, tile: _Tile) -> list[np.ndarray]:
+    """Run the network on a read tile (not a ``fill`` one): its kept outputs, ``(size, size, channels)``."""
+    size = tile.task.block.width
+    return [_keep(out[0], geometry.crop, size, k) for k, out in enumerate(infer(tile.inputs))]
 
 
 def _keep(output: np.ndarray, crop: int, size: int, index: int) -> np.ndarray:
@@ -369,7 +374,7 @@ def _keep(output: np.ndarray, crop: int, size: int, index: int) -> np.ndarray:
     return output[Window(crop, crop, size, size).to_slices()]
 
 
-class _TileReader:
+class TileReader:
     """Reads a task's source windows (thread-safe: GDAL handles are per thread); detects tiles that
     are nodata everywhere and, in ``mask`` mode, output pixels whose receptive field touches nodata."""
 
@@ -436,6 +441,35 @@ def _empty(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> n
     return _per_pixel(geometry, empty)
 
 
+def fill_value(product: Product, fill: str, background: float | None) -> float:
+    """What a tile that was not computed holds: the product's nodata, or for an all-nodata
+    ("background") tile of a raw product, ``background`` when given. Never a class or a
+    probability: 0 is a class value and a valid confidence."""
+    raw = product.kind not in CLASSIFIER_PRODUCTS
+    return background if fill == "background" and raw and background is not None else product.nodata
+
+
+def tile_arrays(tile: _Tile, kept: list[np.ndarray] | None, products: list[Product],
+                background: float | None) -> list[np.ndarray]:
+    """Each product's ``(size, size, bands)`` array for a tile: from the ``kept`` network outputs,
+    or filled (``kept`` None, a ``tile.fill`` tile); nodata where the tile's pixels are invalid."""
+    size = tile.task.block.width
+    if kept is None:
+        return [np.full((size, size, p.bands), fill_value(p, tile.fill, background), dtype=p.dtype)
+                for p in products]
+    arrays = [p.make(kept) for p in products]
+    invalid = tile.invalid
+    if tile.partial:  # a network output that is not finite (NaN inputs) is no value
+        nonfinite = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
+        invalid = nonfinite if invalid is None else invalid | nonfinite
+    for p, array in zip(products, arrays):
+        if invalid is not None:
+            array[invalid] = p.nodata
+        if tile.empty is not None:
+            array[tile.empty] = fill_value(p, "background", background)
+    return arrays
+
+
 class _BackgroundWriter:
     """Turns the kept network outputs of a tile into the products and writes them, in one
     background thread fed by a bounded queue (TensorFlow computes the next tile meanwhile)."""
@@ -459,30 +493,6 @@ class _BackgroundWriter:
             raise self.error
         self.queue.put((tile, kept))
 
-    def fill_value(self, product: Product, fill: str) -> float:
-        """What a tile that was not computed holds: the product's nodata, or for an all-nodata
-        ("background") tile of a raw product, ``background`` when given. Never a class or a
-        probability: 0 is a class value and a valid confidence."""
-        raw = product.kind not in CLASSIFIER_PRODUCTS
-        return self.background if fill == "background" and raw and self.background is not None else product.nodata
-
-    def _arrays(self, tile: _Tile, kept) -> list[np.ndarray]:
-        size = tile.task.block.width
-        if kept is None:
-            return [np.full((size, size, p.bands), self.fill_value(p, tile.fill), dtype=p.dtype)
-                    for p in self.products]
-        arrays = [p.make(kept) for p in self.products]
-        invalid = tile.invalid
-        if tile.partial:  # a network output that is not finite (NaN inputs) is no value
-            nonfinite = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
-            invalid = nonfinite if invalid is None else invalid | nonfinite
-        for p, array in zip(self.products, arrays):
-            if invalid is not None:
-                array[invalid] = p.nodata
-            if tile.empty is not None:
-                array[tile.empty] = self.fill_value(p, "background")
-        return arrays
-
     def _run(self):
         while True:
             item = self.queue.get()
@@ -491,7 +501,7 @@ class _BackgroundWriter:
             if self.error is None:
                 try:
                     tile, kept = item
-                    for writer, array in zip(self.writers, self._arrays(tile, kept)):
+                    for writer, array in zip(self.writers, tile_arrays(tile, kept, self.products, self.background)):
                         writer.write(tile.task.block, array)
                 except BaseException as error:
                     self.error = error
