@@ -363,7 +363,7 @@ def _apply(node, args: list[TensorInfo], cache: dict) -> list[TensorInfo]:
     if maps == "merge" or (len(args) > 1 and type(op).__name__ in POINTWISE):
         sizes = {arg.size for arg in args if arg.maps}
         if len(sizes) > 1:
-            raise EngineError(f"{where}: merges tensors of sizes {sorted(sizes)} for the derived windows")
+            raise MergeSizes(f"{where}: merges tensors of sizes {sorted(sizes)} for the derived windows")
         sources = sorted({i for arg in args for i in arg.maps})
         merged = {i: tuple(merge([arg.maps[i][axis] for arg in args if i in arg.maps], where) for axis in (0, 1))
                   for i in sources}
@@ -395,7 +395,7 @@ class AxisFields:
     context: tuple
 
 
-def _axis_fields(maps: list[AxisMap], floors) -> AxisFields:
+def _axis_fields(maps: list[AxisMap], floors, registered: bool = False) -> AxisFields:
     """Fields along one axis from the output's maps.
 
     ``floors``: per source, the context of the previous pass, whose window sizes the maps were
@@ -407,6 +407,11 @@ def _axis_fields(maps: list[AxisMap], floors) -> AxisFields:
         low = math.floor(m.c_hi)
         x = low if low >= m.c_lo else math.ceil(m.c_lo)
         context.append(max(x, floor) if floor is not None else x)
+    if registered:  # one ground span: every context raised to the largest, on the common corners
+        scales = [maps[0].s / m.s for m in maps]  # source spacing / reference spacing
+        lattice = math.lcm(*(scale.numerator for scale in scales))
+        ground = -(-max(x * scale for x, scale in zip(context, scales)) // lattice) * lattice
+        context = [int(ground / scale) for scale in scales]
     return AxisFields(tuple(m.s for m in maps), tuple(context))
 
 
@@ -427,12 +432,27 @@ def derive_geometry(model, scales=None, names=None, check: bool = True) -> Model
         if len(tensor.shape) != 4 or tensor.shape[1] is not None or tensor.shape[2] is not None:
             raise EngineError(f"model input {name!r} has shape {tuple(tensor.shape)}; serving needs "
                               "(None, None, None, bands): build it with keras.Input((None, None, bands))")
+    try:
+        geometry = _settle(model, inputs, names, scales)
+    except MergeSizes:
+        # branches of several sources meet with sizes that differ for the per-source windows:
+        # give every source's window the same ground span (a network built for registered inputs)
+        geometry = _settle(model, inputs, names, scales, registered=True)
+    return self_check(model, geometry) if check else geometry
+
+
+class MergeSizes(EngineError):
+    """Branches meet with different sizes for the derived windows."""
+
+
+def _settle(model, inputs, names, scales, registered: bool = False) -> ModelGeometry:
+    """Derivation passes until the geometry is stable (see :func:`derive_geometry`)."""
     geometry, probes = None, {}
     for _ in range(MAX_PASSES):  # strided "same" padding depends on the window sizes: iterate
         # (each pass walks with the previous pass's window sizes; contexts only grow)
-        candidate = _derive(model, inputs, names, scales, geometry, probes)
+        candidate = _derive(model, inputs, names, scales, geometry, probes, registered)
         if candidate == geometry:
-            return self_check(model, geometry) if check else geometry
+            return geometry
         geometry = candidate
     raise EngineError(f"the model's geometry does not settle after {MAX_PASSES} passes: its padding depends "
                       "on the window size (strided 'same' convolutions?); use 'valid' padding or pooling to down-sample")
@@ -443,7 +463,8 @@ def window_sizes(geometry: ModelGeometry, tile: int) -> list[int]:
     return [int(tile * geometry.ratio(i)) + s.rf - geometry.footprint(i) for i, s in enumerate(geometry.sources)]
 
 
-def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes: dict) -> ModelGeometry:
+def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes: dict,
+            registered: bool = False) -> ModelGeometry:
     """One pass: walk the graph (with the window sizes of ``previous``, if any) and read the fields.
 
     ``probes``: probed layer maps by layer id, kept between passes."""
@@ -462,7 +483,7 @@ def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes
                   for i in range(len(inputs))]
     ef = math.lcm(*(m.period for maps in per_source for m in maps))
     floors = previous.extra["context"] if previous else [None] * len(inputs)
-    rows, cols = (_axis_fields([maps[axis] for maps in per_source], floors) for axis in (0, 1))
+    rows, cols = (_axis_fields([maps[axis] for maps in per_source], floors, registered) for axis in (0, 1))
     if (rows.r, rows.context) != (cols.r, cols.context):
         raise EngineError("the model's fields differ between rows and columns; DeepField serves square fields")
     sf = rows.r[0]
