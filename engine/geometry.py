@@ -415,12 +415,13 @@ def tiles(grid_w: int, grid_h: int, tile: int, ef: int, shift: tuple[int, int] =
     """Square output tiles of ``tile`` pixels (raised to a multiple of ``ef``) covering the grid.
 
     Row-major. ``shift``: the grid's offset ``(col, row)`` in the full output grid (a clipped run):
-    tiles start on multiples of ``ef`` of the full grid, so the first ones may start before
+    tiles sit where the full run's tiles of that size sit (multiples of the tile size, hence of
+    ``ef``, of the full grid: same windows, same values), so the first ones may start before
     ``(0, 0)`` and the last ones extend past the grid (those pixels are computed, then dropped at
     write time); every tile has one size.
     """
     size = round_up(max(tile, 1), ef)
-    col0, row0 = -(shift[0] % ef), -(shift[1] % ef)
+    col0, row0 = -(shift[0] % size), -(shift[1] % size)
     return [
         Window(col, row, size, size)
         for row in range(row0, grid_h, size)

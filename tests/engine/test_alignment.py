@@ -127,7 +127,7 @@ def test_registered_start_is_the_source_pixel_at_a_ground_corner(corner_px, scal
        st.integers(1, 60), st.integers(1, 30))
 def test_a_clipped_grid_is_a_window_of_the_full_grid_tiled_on_its_phase(sf, ef, c0, r0, w, h, tile):
     """clip_window picks whole pixels of the full grid (origins on reference corners); the tiles
-    of the clipped grid sit on multiples of EF of the full grid and cover the clipped grid once."""
+    of the clipped grid sit where the full grid's tiles do and cover the clipped grid once."""
     ef = ef * sf.denominator
     full = Grid(0.0, 0.0, float(sf), float(sf), 200, 200)
     extent = (c0 + 0.3, -(r0 + h + 0.6), c0 + w + 0.1, -(r0 + 0.5))  # map units = reference px
@@ -142,7 +142,8 @@ def test_a_clipped_grid_is_a_window_of_the_full_grid_tiled_on_its_phase(sf, ef, 
     assert window.col_end == min(200, math.ceil((c0 + w + 0.1) / sf))
     covered = {}
     for block in tiles(window.width, window.height, tile, ef, (window.col_off, window.row_off)):
-        assert (block.col_off + window.col_off) % ef == 0 and (block.row_off + window.row_off) % ef == 0
+        size = -(-tile // ef) * ef  # the full run's tiles of this size: same windows
+        assert (block.col_off + window.col_off) % size == 0 and (block.row_off + window.row_off) % size == 0
         for r in range(max(block.row_off, 0), min(block.row_end, window.height)):
             for c in range(max(block.col_off, 0), min(block.col_end, window.width)):
                 covered[(c, r)] = covered.get((c, r), 0) + 1
