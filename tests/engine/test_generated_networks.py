@@ -333,7 +333,7 @@ def whole_image_pass(model, network: Network, images: list[np.ndarray], ef: int,
     for i, (scale, image) in enumerate(zip(network.scales, images)):
         before = int(-start / scale)
         if i == 0:
-            n_ref = -(-(before + image.shape[0] + int(4 * reach) + 8 * fp) // lattice) * lattice  # one ground span
+            n_ref = -(-(before + image.shape[0] + int(4 * reach) + 8 * fp) // fp) * fp  # whole periods of ground
             n = n_ref
             target = network.branch_size(0, n)
         else:  # the length whose branch meets the reference's at the merge
