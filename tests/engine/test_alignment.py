@@ -148,3 +148,20 @@ def test_a_clipped_grid_is_a_window_of_the_full_grid_tiled_on_its_phase(sf, ef, 
             for c in range(max(block.col_off, 0), min(block.col_end, window.width)):
                 covered[(c, r)] = covered.get((c, r), 0) + 1
     assert len(covered) == window.width * window.height and set(covered.values()) == {1}
+
+
+def test_describe_shows_each_source_s_lattice_and_registered_context():
+    """10 m RF 8 + 20 m RF 4, EF 2: the reference rule puts 3 px (an odd 10 m pixel) before a
+    block; both windows start 4 reference px before it, on the 20 m corners."""
+    from deepfield.engine.serving import describe_serving
+
+    geometry = ModelGeometry((SourceGeometry("s10", 4, 8), SourceGeometry("s20", 6, 4, Fraction(2))), ef=2,
+                             sf=Fraction(1))
+    text = "\n".join(describe_serving(geometry, 16))
+    # the network emits one more output pixel first (kept from 1), so every window is one EF block
+    # longer: 16 + 8 and 8 + 4 pixels
+    assert "s10: reads 24 x 24 px (RF 8, 1 px per output px, 4 px of context before, 4 after); windows start " \
+           "every 2 of its px (2 reference px)" in text
+    assert "s20: reads 12 x 12 px (RF 4, 1/2 px per output px, 2 px of context before, 2 after); windows start " \
+           "every 1 of its px (2 reference px)" in text
+    assert "4 reference px before the block" in text and "kept from output pixel 1" in text
