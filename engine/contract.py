@@ -123,12 +123,245 @@ class CheckEnvironmentSpec(JobSpec):
 # -- spec: describe_model, apply_model -----------------------------------------------------------
 
 # -- spec: select_samples ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SelectSamplesSpec(JobSpec):
+    """Where patches are cut (see :mod:`engine.sampling`). Units: ``patch_size`` and ``step`` in
+    pixels of ``raster``; ``block_size`` and ``border_distance`` in its map units. ``step`` and
+    ``block_size`` 0 mean automatic (the patch size; 8 patches a side). ``report`` defaults to
+    ``<output stem>_balance.csv``; ``blocks`` (GeoPackage of the split blocks) needs
+    ``split_mode`` ``blocks``; ``label_nodata`` defaults to the label raster's."""
+
+    JOB: ClassVar[str] = "select_samples"
+    raster: str
+    strategy: str
+    output: str
+    report: str | None = None
+    patch_size: int = 1
+    seed: int = 0
+    split: dict | None = None
+    split_mode: str = "random"
+    block_size: float = 0.0
+    vector: str | None = None
+    layer: str | None = None
+    class_field: str | None = None
+    polygon_mode: str = "random"
+    samples_per_class: int = 100
+    step: int = 0
+    border_distance: float = 0.0
+    label_raster: str | None = None
+    label_strategy: str = "constant"
+    samples: int = 100
+    label_nodata: float | None = None
+    mask: str | None = None
+    blocks: str | None = None
+
+    def validate(self) -> None:
+        for key in ("raster", "output"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"select_samples needs {key!r}: "
+                                  + ("the image the patches will be cut from" if key == "raster"
+                                     else "the GeoPackage to write"))
+        check_choice(self.strategy, SAMPLING_STRATEGIES, "strategy", self.JOB)
+        check_choice(self.split_mode, SPLIT_MODES, "split_mode", self.JOB)
+        check_choice(self.polygon_mode, POLYGON_MODES, "polygon_mode", self.JOB)
+        check_choice(self.label_strategy, LABEL_STRATEGIES, "label_strategy", self.JOB)
+        needed = {"points": ("vector", "class_field"), "polygons": ("vector", "class_field"),
+                  "label_raster": ("label_raster",), "grid": ()}[self.strategy]
+        for key in needed:
+            if getattr(self, key) in (None, ""):
+                raise InvalidSpec(f"select_samples with strategy {self.strategy!r} needs {key!r}")
+        if self.blocks and self.split_mode != "blocks":
+            raise InvalidSpec(f"select_samples writes the split blocks ({self.blocks}) only with "
+                              "split_mode 'blocks'")
+        if int(self.patch_size) < 1:
+            raise InvalidSpec(f"select_samples: patch_size must be >= 1 pixel, got {self.patch_size}")
 
 # -- spec: extract_patches -----------------------------------------------------------------------
+#: The key of a dataset's labels (``labels-00000.npy`` shards): no source may be called so.
+DATASET_LABELS = "labels"
+
+
+def check_dataset_name(name: str, what: str = "source name") -> str:
+    """``name`` if it can be a dataset source name (a file name and a model input name): a letter
+    then ASCII letters, digits or ``_``, and not :data:`DATASET_LABELS`; else :class:`InvalidSpec`."""
+    valid = bool(name) and name[0].isascii() and name[0].isalpha() and name != DATASET_LABELS and all(
+        c.isascii() and (c.isalnum() or c == "_") for c in name)
+    if not valid:
+        raise InvalidSpec(f"invalid {what} {name!r}: use a letter then letters, digits or '_' "
+                          f"(not {DATASET_LABELS!r})")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSourceSpec(JobSpec):
+    """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
+
+    JOB: ClassVar[str] = "extract_patches source"
+    path: str
+    patch_size: int
+    name: str = ""
+
+    def validate(self) -> None:
+        check_dataset_name(self.name)
+        if not isinstance(self.patch_size, int) or self.patch_size < 1:
+            raise InvalidSpec(f"source {self.name}: patch_size must be >= 1 pixel, got {self.patch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchLabelSpec(JobSpec):
+    """What a sample predicts: ``kind`` (:data:`LABEL_KINDS`); raster labels: ``path``,
+    ``patch_size`` (label pixels; None = the first source's ground area), ``classes``
+    ([{value, name, color}]; other values are ignored), ``nodata`` (default the raster's)."""
+
+    JOB: ClassVar[str] = "extract_patches label"
+    kind: str = "class"
+    path: str | None = None
+    patch_size: int | None = None
+    classes: tuple = ()
+    nodata: float | None = None
+
+    def validate(self) -> None:
+        check_choice(self.kind, LABEL_KINDS, "label kind", self.JOB)
+        if self.kind != "class" and not self.path:
+            raise InvalidSpec(f"a {self.kind} label needs 'path': the label raster")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractPatchesSpec(JobSpec):
+    """Patches at positions into a dataset folder (see :mod:`engine.patches`). ``sources``: the
+    first is the reference; ``positions``: a point layer (``layer`` optional); ``class_field``
+    for class labels; ``split_field`` absent from the layer -> every position is train;
+    ``read_tile`` in reference pixels. ``sources`` and ``label`` are parsed into
+    :class:`PatchSourceSpec` / :class:`PatchLabelSpec` (unnamed sources become ``source<i>``)."""
+
+    JOB: ClassVar[str] = "extract_patches"
+    sources: tuple
+    positions: str
+    output: str
+    layer: str | None = None
+    class_field: str | None = None
+    split_field: str = "split"
+    label: PatchLabelSpec | dict | None = None
+    shard_size: int = 1024
+    read_tile: int = 512
+
+    def __post_init__(self):
+        if not isinstance(self.sources, (list, tuple)) or not all(isinstance(s, (dict, PatchSourceSpec))
+                                                                  for s in self.sources):
+            raise InvalidSpec("extract_patches needs 'sources': a list of {path, patch_size, name}")
+        sources = tuple(s if isinstance(s, PatchSourceSpec)
+                        else PatchSourceSpec.from_dict({**s, "name": s.get("name") or f"source{i + 1}"})
+                        for i, s in enumerate(self.sources))
+        label = self.label if isinstance(self.label, PatchLabelSpec) else PatchLabelSpec.from_dict(
+            self.label or {})
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "label", label)
+
+    def validate(self) -> None:
+        if not self.sources:
+            raise InvalidSpec("extract_patches needs 'sources': a list of {path, patch_size, name}")
+        for key, what in (("output", "the dataset folder to write"),
+                          ("positions", "a point layer (e.g. from select_samples)")):
+            if not getattr(self, key):
+                raise InvalidSpec(f"extract_patches needs {key!r}: {what}")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise InvalidSpec(f"source names must differ: {names}")
+        if self.label.kind == "class" and not self.class_field:
+            raise InvalidSpec("a class label needs 'class_field': the positions' integer class field")
 
 # -- spec: train_model ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainModelSpec(JobSpec):
+    """Train a zoo or custom model on a dataset folder and write a model folder.
+
+    ``dataset`` and ``output`` (folders) are required, and exactly one of ``architecture`` (a zoo
+    name) and ``custom_model`` (a ``.py`` file defining ``build(spec)``). Sizes are in patches,
+    ``learning_rate`` is per step. ``early_stopping_patience``: epochs without improvement before
+    stopping (0: never). ``loss`` (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan``
+    (``image`` datasets): add an adversarial loss, weighted ``adversarial_weight``, against the
+    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. A key given
+    as ``null`` takes its default.
+    """
+
+    JOB: ClassVar[str] = "train_model"
+
+    dataset: str = ""
+    output: str = ""
+    architecture: str | None = None
+    custom_model: str | None = None
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    class_weighting: str = "none"
+    augment: bool = True
+    seed: int = 0
+    resume: bool = False
+    early_stopping_patience: int = 0
+    mixed_precision: bool = False
+    gan: bool = False
+    loss: str = "l1"
+    adversarial_weight: float = 1e-3
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "TrainModelSpec":
+        if isinstance(spec, dict):
+            spec = {key: value for key, value in spec.items() if value is not None}
+        return super().from_dict(spec)
+
+    def validate(self) -> None:
+        for key in ("dataset", "output"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"train_model: {key!r} is required")
+        if bool(self.architecture) == bool(self.custom_model):
+            raise InvalidSpec("train_model: give exactly one of 'architecture' (a zoo name) and "
+                              "'custom_model' (a .py file)")
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidSpec(f"train_model: {key!r} must be a positive integer, got {value!r}")
+        if not float(self.learning_rate) > 0:
+            raise InvalidSpec(f"train_model: 'learning_rate' must be > 0, got {self.learning_rate!r}")
+        if int(self.early_stopping_patience) < 0:
+            raise InvalidSpec("train_model: 'early_stopping_patience' must be >= 0")
+        check_choice(self.class_weighting, CLASS_WEIGHTING, "'class_weighting'", self.JOB)
+        check_choice(self.loss, IMAGE_LOSSES, "'loss'", self.JOB)
+        if not isinstance(self.hyperparameters, dict):
+            raise InvalidSpec("train_model: 'hyperparameters' must be an object (name -> value)")
+
 
 # -- spec: evaluate_map --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EvaluateMapSpec(JobSpec):
+    """Compare the class map ``map`` with ``reference`` (a raster, or a vector path with
+    ``reference_layer`` and a numeric ``class_field``) inside the optional polygon ``mask``;
+    ``classes`` ([{value, name, color}]) name the classes; ``ignore_values`` are not counted.
+    The report files (:data:`REPORT_FILES`) go to ``output_folder``."""
+
+    JOB: ClassVar[str] = "evaluate_map"
+    map: str
+    reference: str
+    output_folder: str
+    reference_layer: str | None = None
+    class_field: str | None = None
+    mask: str | None = None
+    mask_layer: str | None = None
+    classes: tuple = ()
+    ignore_values: tuple = ()
+
+    def validate(self) -> None:
+        for key in ("map", "reference", "output_folder"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"evaluate_map: the spec needs {key!r}")
+        try:
+            for c in self.classes or ():
+                int(c["value"])
+            for v in self.ignore_values or ():
+                int(v)
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidSpec(f"evaluate_map: 'classes' must be [{{value, name, color}}] and "
+                              f"'ignore_values' integers ({error})") from None
 
 # -- spec: import_model --------------------------------------------------------------------------
 

@@ -47,23 +47,19 @@ memory-mapped, so a dataset larger than RAM works) and optional dihedral augment
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .protocol import EngineError
+from .contract import DATASET_LABELS, LABEL_KINDS, SPLITS, check_dataset_name
+from .errors import EngineError
 
 FORMAT = "deepfield-dataset"
 VERSION = 1
-SPLITS = ("train", "valid", "test")
-LABEL_KINDS = ("class", "segmentation", "image")
 IGNORE_INDEX = -1
-LABELS = "labels"
 MANIFEST = "manifest.json"
 POSITIONS = "positions.gpkg"
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SHARD_BYTES = 16 * 2**20  # at most this many bytes of samples per shard (and per split in memory)
 MOMENT_CHUNK = 1 << 18  # pixels per float64 statistics chunk (2 MB per band)
 
@@ -108,18 +104,9 @@ class BandMoments:
 
 # -- writer ----------------------------------------------------------------------------------
 
-def check_name(name: str, what: str = "source name") -> str:
-    """A source name becomes a file name and a model input name: letters, digits, ``_``."""
-    if not NAME_PATTERN.match(name or "") or name == LABELS:
-        raise EngineError(
-            f"invalid {what} {name!r}: use a letter then letters, digits or '_' (not {LABELS!r})"
-        )
-    return name
-
-
 def sample_shape(sources: list[dict], label: dict, name: str) -> tuple:
     """Per-sample array shape of source ``name`` or of the labels (``name == "labels"``)."""
-    if name == LABELS:
+    if name == DATASET_LABELS:
         if label["kind"] == "class":
             return ()
         size = int(label["patch_size"])
@@ -152,11 +139,11 @@ class DatasetWriter:
         self.folder = Path(folder)
         self.sources = [dict(s) for s in sources]
         for source in self.sources:
-            check_name(source["name"])
+            check_dataset_name(source["name"])
         if label["kind"] not in LABEL_KINDS:
             raise EngineError(f"unknown label kind {label['kind']!r}; one of {', '.join(LABEL_KINDS)}")
         self.label = dict(label)
-        self._dtypes = {**{s["name"]: s["dtype"] for s in self.sources}, LABELS: label_dtype(self.label)}
+        self._dtypes = {**{s["name"]: s["dtype"] for s in self.sources}, DATASET_LABELS: label_dtype(self.label)}
         self._shapes = {name: sample_shape(self.sources, self.label, name) for name in self._dtypes}
         sample_bytes = sum(np.dtype(self._dtypes[n]).itemsize * int(np.prod(self._shapes[n])) for n in self._dtypes)
         self.shard_size = max(1, min(int(shard_size), SHARD_BYTES // sample_bytes))
@@ -167,7 +154,7 @@ class DatasetWriter:
         self._class_counts = {split: np.zeros(n_classes, dtype=np.int64) for split in SPLITS}
         self._moments = {s["name"]: BandMoments(int(s["bands"])) for s in self.sources}
         if self.label["kind"] == "image":
-            self._moments[LABELS] = BandMoments(int(self.label["bands"]))
+            self._moments[DATASET_LABELS] = BandMoments(int(self.label["bands"]))
 
     def add(self, split: str, patches: dict[str, np.ndarray], label) -> int:
         """Add one sample; returns its row index within ``split``.
@@ -182,7 +169,7 @@ class DatasetWriter:
                                            for name, dtype in self._dtypes.items()})
         buffer = self._buffers[split]
         for name, array in buffer.arrays.items():
-            array[buffer.count] = label if name == LABELS else patches[name]
+            array[buffer.count] = label if name == DATASET_LABELS else patches[name]
         buffer.count += 1
         self._count_classes(split, label)
         index = self._counts[split]
@@ -225,8 +212,8 @@ class DatasetWriter:
             moments = self._moments[source["name"]]
             sources.append({**source, "mean": moments.mean.tolist(), "std": moments.std.tolist()})
         label = {**self.label, "ignore_index": IGNORE_INDEX, "dtype": label_dtype(self.label)}
-        if LABELS in self._moments:
-            label.update(mean=self._moments[LABELS].mean.tolist(), std=self._moments[LABELS].std.tolist())
+        if DATASET_LABELS in self._moments:
+            label.update(mean=self._moments[DATASET_LABELS].mean.tolist(), std=self._moments[DATASET_LABELS].std.tolist())
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -303,7 +290,7 @@ class DatasetReader:
         if indices.size and (indices.min() < 0 or indices.max() >= (ends[-1] if len(ends) else 0)):
             raise EngineError(f"dataset {self.folder}: index out of range for split {split!r}")
         which = np.searchsorted(ends, indices, side="right")
-        dtypes = {**{name: np.float32 for name in self.source_names}, LABELS: label_dtype(self.manifest["label"])}
+        dtypes = {**{name: np.float32 for name in self.source_names}, DATASET_LABELS: label_dtype(self.manifest["label"])}
         out = {name: np.empty((len(indices),) + self._shape(name), dtype) for name, dtype in dtypes.items()}
         for shard_number in np.unique(which):
             shard = shards[shard_number]
@@ -311,7 +298,7 @@ class DatasetReader:
             local = indices[rows] - (ends[shard_number] - shard["count"])
             for name in out:
                 out[name][rows] = self._array(shard["files"][name])[local]
-        labels = out.pop(LABELS)
+        labels = out.pop(DATASET_LABELS)
         return out, labels
 
     def _shape(self, name: str) -> tuple:
@@ -349,7 +336,7 @@ class DatasetReader:
 
         def to_tensors(indices):
             outputs = tf.numpy_function(load, [indices], [tf.float32] * len(names) + [labels_type])
-            for tensor, name in zip(outputs, names + [LABELS]):
+            for tensor, name in zip(outputs, names + [DATASET_LABELS]):
                 tensor.set_shape((None,) + self._shape(name))
             return {name: t for name, t in zip(names, outputs[:-1])}, outputs[-1]
 

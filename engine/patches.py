@@ -1,8 +1,9 @@
-"""Patch extraction: cut co-registered multi-source patches at positions (``extract_patches`` job).
+"""Patch extraction: cut co-registered multi-source patches at positions (the library of the
+``extract_patches`` job, :mod:`engine.jobs.extract_patches`).
 
 Vocabulary:
 
-- A **source** is a raster with a name and a patch size in its own pixels (``SourceSpec``).
+- A **source** is a raster with a name and a patch size in its own pixels (:class:`engine.contract.PatchSourceSpec`).
   Source 0 is the reference: positions are read in its CRS and the dataset's ``scale`` of a
   source is its spacing over source 0's.
 - The **label** is what a sample is trained to predict: the position's class value
@@ -32,15 +33,18 @@ import contextlib
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Sequence
 
 import numpy as np
 
 from .classes import class_color
+from .contract import PatchLabelSpec, PatchSourceSpec
 from .crs import bounds_in, crs_equivalent
-from .dataset import DatasetWriter, check_name
+from .dataset import DatasetWriter
+from .errors import EngineError, InvalidSpec, NoOverlap
 from .geometry import Lattice, Window, patch_start, registered_start
 from .outputs import atomic_output
-from .protocol import EngineError, Reporter
+from .protocol import Reporter
 from .rasters import (
     RasterInfo,
     align_source,
@@ -48,33 +52,15 @@ from .rasters import (
     is_plain_path,
     open_raster,
     raster_info,
+    resampling_for,
 )
-from .sampling import Positions, label_counts, read_points, write_positions
+from .sampling import label_counts
+from .vectors import Positions, has_field, read_points, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
-READ_TILE = 512
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
 MAX_SCALE_DENOMINATOR = 16  # scales are simple fractions: 2, 1/2, 3/2, 4/3 ...
 LABEL = "label"
-@dataclass(frozen=True)
-class SourceSpec:
-    """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
-
-    path: str
-    patch_size: int
-    name: str
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    """``kind``: class | segmentation | image; ``path`` and ``patch_size`` for raster labels."""
-
-    kind: str
-    path: str | None = None
-    patch_size: int | None = None
-    classes: tuple = ()
-    nodata: float | None = None
-
 
 # -- geometry --------------------------------------------------------------------------------
 
@@ -128,7 +114,8 @@ def spacing_scale(info: RasterInfo, reference: RasterInfo) -> Fraction:
     return Fraction(ratio).limit_denominator(MAX_SCALE_DENOMINATOR)
 
 
-def aligned_info(info: RasterInfo, reference: RasterInfo, resampling: str = "bilinear", log=None) -> RasterInfo:
+def aligned_info(info: RasterInfo, reference: RasterInfo, resampling: str = resampling_for("image"),
+                 log=None) -> RasterInfo:
     """``info`` on the reference lattice at its :func:`spacing_scale`, as serving aligns sources
     (:func:`engine.rasters.align_source`): the raster itself when it lines up, else a warped VRT
     (``path`` is its XML; ``log`` tells why it was warped)."""
@@ -227,36 +214,7 @@ def to_indices(values: np.ndarray, table: list[dict], invalid: np.ndarray) -> np
     return np.where(hit, index, -1).astype(np.int32)
 
 
-# -- job -------------------------------------------------------------------------------------
-
-def parse_sources(spec: dict) -> list[SourceSpec]:
-    sources = spec.get("sources") or []
-    if not sources:
-        raise EngineError("extract_patches needs 'sources': a list of {path, patch_size, name}")
-    parsed = []
-    for i, source in enumerate(sources):
-        name = check_name(source.get("name") or f"source{i + 1}")
-        size = int(source.get("patch_size", 0))
-        if size < 1:
-            raise EngineError(f"source {name}: patch_size must be >= 1 pixel, got {source.get('patch_size')}")
-        parsed.append(SourceSpec(str(source["path"]), size, name))
-    names = [s.name for s in parsed]
-    if len(set(names)) != len(names):
-        raise EngineError(f"source names must differ: {names}")
-    return parsed
-
-
-def parse_label(spec: dict) -> LabelSpec:
-    label = spec.get("label") or {"kind": "class"}
-    kind = label.get("kind")
-    if kind not in ("class", "segmentation", "image"):
-        raise EngineError(f"label kind {kind!r}: use 'class', 'segmentation' or 'image'")
-    if kind != "class" and not label.get("path"):
-        raise EngineError(f"a {kind} label needs 'path': the label raster")
-    size = label.get("patch_size")
-    return LabelSpec(kind, label.get("path"), int(size) if size else None,
-                     tuple(label.get("classes") or ()), label.get("nodata"))
-
+# -- extraction ------------------------------------------------------------------------------
 
 def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions: Positions):
     """Place the sources' patches of each position on one common corner (:func:`registered_origins`)
@@ -269,7 +227,7 @@ def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions:
     for name, info, size, valid in rasters:
         if size > min(valid.width, valid.height):
             where = f" {info.path}" if is_plain_path(info.path) else " (warped onto the reference lattice)"
-            raise EngineError(f"{name}: patch size {size} is bigger than the image{where} "
+            raise InvalidSpec(f"{name}: patch size {size} is bigger than the image{where} "
                               f"({valid.width} x {valid.height} pixels)")
     inputs = [r for r in rasters if r[0] != LABEL]
     origins, centre_x, centre_y = registered_origins([r[1] for r in inputs], [r[2] for r in inputs],
@@ -282,34 +240,17 @@ def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions:
     return centre_x, centre_y, cuts
 
 
-def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
-    """Job ``extract_patches``: write a dataset folder (see :mod:`.dataset`).
+def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, positions: Positions, output,
+                    reporter: Reporter, shard_size: int, read_tile: int) -> dict:
+    """Cut the patches of ``sources`` (the first is the reference) and their ``label`` at
+    ``positions`` (in the reference source's CRS) into the dataset folder ``output``
+    (see :mod:`.dataset`): ``shard_size`` patches per shard, positions read in groups by
+    reference tiles of ``read_tile`` pixels (defaults: :class:`.contract.ExtractPatchesSpec`).
 
-    Spec: ``sources`` [{path, patch_size (its pixels), name}] (the first is the reference),
-    ``positions`` (point layer path; ``layer`` optional), ``class_field`` (class labels),
-    ``split_field`` (default ``split``; absent -> all train), ``label`` {kind: class |
-    segmentation | image, path, patch_size (label raster pixels; default the first source's
-    patch size x its spacing / the label's spacing, rounded: the same ground area),
-    classes [{value, name, color}] (optional: the classes; other values are ignored), nodata},
-    ``output`` (folder), ``shard_size`` (1024), ``read_tile`` (512 reference pixels).
-    Result: {output, splits {split: n}, rejected {reason: n}, class_counts}.
+    Returns {output, splits {split: n}, rejected {reason: n}, class_counts}.
     """
-    output = spec.get("output")
-    if not output:
-        raise EngineError("extract_patches needs 'output': the dataset folder to write")
-    sources = parse_sources(spec)
-    label = parse_label(spec)
     infos = [raster_info(s.path) for s in sources]
     reference = infos[0]
-    split_field = spec.get("split_field", "split")
-    class_field = spec.get("class_field") or None
-    if label.kind == "class" and not class_field:
-        raise EngineError("a class label needs 'class_field': the positions' integer class field")
-    if not spec.get("positions"):
-        raise EngineError("extract_patches needs 'positions': a point layer (e.g. from select_samples)")
-    positions = _read_positions(spec["positions"], spec.get("layer"), reference, class_field, split_field, reporter)
-    if not len(positions):
-        raise EngineError(f"no positions in {spec['positions']}")
     label_info = raster_info(label.path) if label.path else None
     rasters = []
     for s, info in zip(sources, infos):
@@ -317,7 +258,7 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
         rasters.append((s.name, aligned, s.patch_size, footprint_window(info, aligned)))
     label_size = None
     if label_info is not None:
-        resampling = "nearest" if label.kind == "segmentation" else "bilinear"
+        resampling = resampling_for("classes" if label.kind == "segmentation" else "image")
         aligned = aligned_info(label_info, reference, resampling, reporter.log)
         label_size = label.patch_size or default_label_size(sources[0].patch_size, reference, aligned)
         rasters.append((LABEL, aligned, label_size, footprint_window(label_info, aligned)))
@@ -330,16 +271,16 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
     rejected["outside"] = int((~inside).sum())
     candidates = np.flatnonzero(inside)
     if not len(candidates):
-        raise EngineError(f"none of the {len(positions)} positions has its patches inside every source "
+        raise NoOverlap(f"none of the {len(positions)} positions has its patches inside every source "
                           f"({', '.join(s.path for s in sources)})")
 
     manifest_sources = [_source_entry(s, info, cut.info, reference) for s, info, cut in zip(sources, infos, cuts)]
     label_aligned = label_cut.info if label_cut else None
     manifest_label = _label_entry(label, label_info, label_aligned, label_size, table, reference)
-    groups = read_groups(cuts[0], candidates, int(spec.get("read_tile", READ_TILE)))
+    groups = read_groups(cuts[0], candidates, int(read_tile))
     accepted_index, accepted_split, accepted_row = [], [], []
     with atomic_output(output, folder=True) as folder, bounded_gdal_cache():
-        writer = DatasetWriter(folder, manifest_sources, manifest_label, int(spec.get("shard_size", 1024)))
+        writer = DatasetWriter(folder, manifest_sources, manifest_label, int(shard_size))
         for number, members in enumerate(groups):
             reporter.check_cancelled()
             patches = {cut.name: cut.read_group(members) for cut in cuts}
@@ -378,26 +319,17 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
             "class_counts": manifest["class_counts"]}
 
 
-def _read_positions(path: str, layer: str | None, reference: RasterInfo, class_field, split_field,
-                    reporter) -> Positions:
-    """Positions in the reference CRS; every position is ``train`` when the layer has no split field."""
-    from osgeo import ogr
-
-    source = ogr.Open(str(path))
-    if source is None:
-        raise EngineError(f"cannot open the positions layer {path}")
-    found = source.GetLayerByName(layer) if layer else source.GetLayer(0)
-    if found is None:
-        raise EngineError(f"{path}: no layer {layer!r}")
-    has_split = found.GetLayerDefn().GetFieldIndex(split_field) >= 0 if split_field else False
-    source = None
+def read_positions(path, layer: str | None, crs_wkt: str, class_field: str | None, split_field: str | None,
+                   warn) -> Positions:
+    """Positions of a point layer in ``crs_wkt``; every position is ``train`` (``warn`` says so)
+    when the layer has no field ``split_field``."""
+    has_split = bool(split_field) and has_field(path, layer, split_field)
     if split_field and not has_split:
-        reporter.warning(f"{path} has no field {split_field!r}: every position goes to the train split")
-    return read_points(path, reference.crs_wkt, class_field, split_field if has_split else None,
-                       layer_name=layer, reporter=reporter)
+        warn(f"{path} has no field {split_field!r}: every position goes to the train split")
+    return read_points(path, crs_wkt, class_field, split_field if has_split else None, layer_name=layer, warn=warn)
 
 
-def _classes(label: LabelSpec, positions: Positions, label_info: RasterInfo | None) -> list[dict]:
+def _classes(label: PatchLabelSpec, positions: Positions, label_info: RasterInfo | None) -> list[dict]:
     if label.kind == "class":
         return class_table(np.unique(positions.classes), label.classes)
     if label.kind == "segmentation":
@@ -407,11 +339,11 @@ def _classes(label: LabelSpec, positions: Positions, label_info: RasterInfo | No
     return []
 
 
-def _label_nodata(label: LabelSpec, info: RasterInfo | None):
+def _label_nodata(label: PatchLabelSpec, info: RasterInfo | None):
     return label.nodata if label.nodata is not None else (info.nodata[0] if info else None)
 
 
-def _label_value(label: LabelSpec, patch, positions: Positions, m: int, info, table):
+def _label_value(label: PatchLabelSpec, patch, positions: Positions, m: int, info, table):
     """The stored label of position ``m``, or None when it has none."""
     if label.kind == "class":
         index = int(to_indices(np.array([positions.classes[m]]), table, np.zeros(1, dtype=bool))[0])
@@ -430,7 +362,7 @@ def default_label_size(source_size: int, reference: RasterInfo, label: RasterInf
     return max(1, round(source_size * reference.geotransform[1] / label.geotransform[1]))
 
 
-def _source_entry(source: SourceSpec, info: RasterInfo, aligned: RasterInfo, reference: RasterInfo) -> dict:
+def _source_entry(source: PatchSourceSpec, info: RasterInfo, aligned: RasterInfo, reference: RasterInfo) -> dict:
     """A manifest source: ``spacing``, ``scale`` and ``crs_wkt`` of the aligned raster the patches are cut from."""
     gt = aligned.geotransform
     return {"name": source.name, "path": str(source.path), "bands": info.bands, "patch_size": source.patch_size,
@@ -439,7 +371,7 @@ def _source_entry(source: SourceSpec, info: RasterInfo, aligned: RasterInfo, ref
             "nodata": list(info.nodata), "descriptions": list(info.descriptions)}
 
 
-def _label_entry(label: LabelSpec, info: RasterInfo | None, aligned: RasterInfo | None, size, table,
+def _label_entry(label: PatchLabelSpec, info: RasterInfo | None, aligned: RasterInfo | None, size, table,
                  reference: RasterInfo) -> dict:
     entry = {"kind": label.kind, "patch_size": size, "classes": table,
              "bands": 1 if info is None or label.kind == "segmentation" else info.bands,

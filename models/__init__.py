@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..engine.protocol import EngineError
 from . import fusion, patch_classifier, superres, unet
-from .spec import ModelSpec, SourceSpec
+from .spec import ModelInput, ModelSpec, SourceSpec
 
 ZOO: dict[str, Callable] = {
     "patch_classifier": patch_classifier.build,
@@ -25,7 +25,7 @@ ZOO: dict[str, Callable] = {
     "superres": superres.build,
 }
 
-__all__ = ["ZOO", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
+__all__ = ["ZOO", "ModelInput", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
 
 
 def import_python_file(py_file, what: str) -> ModuleType:

@@ -23,8 +23,9 @@ SPEC_KEYS = ("task", "sources", "classes", "n_classes", "out_bands", "factor")
 
 
 @dataclass(frozen=True)
-class SourceSpec:
-    """One source: name, bands, spacing scale (its spacing / the first source's), statistics."""
+class ModelInput:
+    """One input of the model to build, as the builder sees it: the source's name, bands, spacing
+    scale (its spacing / the first source's), statistics (per band) and patch size (pixels)."""
 
     name: str
     bands: int
@@ -32,6 +33,10 @@ class SourceSpec:
     mean: tuple | None = None
     std: tuple | None = None
     patch_size: int | None = None
+
+
+#: The 0.1 name of :class:`ModelInput`, kept for custom builders that import it.
+SourceSpec = ModelInput
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class ModelSpec:
     ``factor``: super-resolution factor (output pixels per source-0 pixel, per axis).
     """
 
-    sources: tuple[SourceSpec, ...]
+    sources: tuple[ModelInput, ...]
     n_classes: int = 0
     out_bands: int = 0
     factor: int = 1
@@ -62,7 +67,7 @@ class ModelSpec:
                 raise EngineError(f"model spec sources[{k}] needs 'name' and 'bands'")
             stats = {key: tuple(float(v) for v in source[key]) if source.get(key) is not None else None
                      for key in ("mean", "std")}
-            sources.append(SourceSpec(str(source["name"]), int(source["bands"]), Fraction(str(source.get("scale", 1))),
+            sources.append(ModelInput(str(source["name"]), int(source["bands"]), Fraction(str(source.get("scale", 1))),
                                       patch_size=source.get("patch_size"), **stats))
         classes = spec.get("n_classes", spec.get("classes", 0))
         classes = len(classes) if isinstance(classes, (list, tuple)) else int(classes or 0)

@@ -18,10 +18,10 @@ JOBS: dict[str, str] = {
     "check_environment": "jobs.check_environment:run",
     "describe_model": "modelfolder:describe_model_job",
     "apply_model": "serving:apply_model_job",
-    "select_samples": "sampling:select_samples_job",
-    "extract_patches": "patches:extract_patches_job",
-    "train_model": "training:train_model_job",
-    "evaluate_map": "evaluation:evaluate_map_job",
+    "select_samples": "jobs.select_samples:run",
+    "extract_patches": "jobs.extract_patches:run",
+    "train_model": "jobs.train_model:run",
+    "evaluate_map": "jobs.evaluate_map:run",
 }
 
 

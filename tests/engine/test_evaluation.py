@@ -20,7 +20,8 @@ from osgeo import gdal, ogr, osr
 from sklearn import metrics as skm
 
 from deepfield.engine import evaluation
-from deepfield.engine.evaluation import evaluate_map_job
+from deepfield.engine.contract import REPORT_FILES
+from deepfield.engine.jobs.evaluate_map import run as evaluate_map_job
 from deepfield.engine.metrics import (
     ConfusionCounts,
     class_scores,
@@ -31,6 +32,7 @@ from deepfield.engine.metrics import (
     summarize,
     weighted_f1,
 )
+from deepfield.engine.errors import InvalidSpec, NoOverlap
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
 
 gdal.UseExceptions()
@@ -182,7 +184,7 @@ def test_strata_against_labelled_pixels(labelled_pixels_run):
     assert [c["value"] for c in metrics["classes"]] == [1, 2, 3, 4, 5, 6, 7]
     assert [c["name"] for c in metrics["classes"]] == [f"class {v}" for v in range(1, 8)]
     assert sum(map(sum, metrics["confusion_matrix"])) == 2872
-    assert set(files) == set(evaluation.FILES)
+    assert set(files) == set(REPORT_FILES)
 
 
 def test_report_files_agree_with_metrics_json(labelled_pixels_run):
@@ -389,20 +391,22 @@ def test_class_names_from_gdal_categories_and_rat(tmp_path):
 # -- errors -----------------------------------------------------------------------------------------
 def test_clear_errors(nc, tmp_path):
     strata, labels = nc / "strata.tif", nc / "landsat96_labelled_pixels.tif"
-    with pytest.raises(EngineError, match=r"no field 'klass'.*fields: label, id"):
+    with pytest.raises(InvalidSpec, match=r"no field 'klass'.*fields: label, id"):
         run(tmp_path, map=strata, reference=nc / "landsat96_polygons.shp", class_field="klass")
-    with pytest.raises(EngineError, match=r"class field 'label' .* not numeric"):
+    with pytest.raises(InvalidSpec, match=r"class field 'label' .* not numeric"):
         run(tmp_path, map=strata, reference=nc / "landsat96_polygons.shp", class_field="label")
-    with pytest.raises(EngineError, match=r"vector layer: give 'class_field'"):
+    with pytest.raises(InvalidSpec, match=r"vector layer: give 'class_field'"):
         run(tmp_path, map=strata, reference=nc / "landsat96_points.shp")
     far = tmp_path / "far.tif"
     gdal.Translate(str(far), str(labels), outputBounds=[0, 10000, 13936.5, 0])
-    with pytest.raises(EngineError, match=r"far\.tif does not overlap the class map"):
+    with pytest.raises(NoOverlap, match=r"far\.tif does not overlap the class map"):
         run(tmp_path, map=strata, reference=far)
     with pytest.raises(EngineError, match=r"no valid pixel in common .*ignore_values"):
         run(tmp_path, map=strata, reference=labels, ignore_values=[1, 2, 3, 4, 5, 6, 7])
     with pytest.raises(EngineError, match=r"raster not found: .*missing\.tif"):
         run(tmp_path, map=tmp_path / "missing.tif", reference=labels)
+    with pytest.raises(InvalidSpec, match=r"unknown spec key\(s\) ignore_value; known keys: map, reference"):
+        run(tmp_path, map=strata, reference=labels, ignore_value=[1])
     assert not (tmp_path / "evaluation").exists()  # nothing written by a failed job
 
 
@@ -444,3 +448,19 @@ def test_a_map_in_the_equivalent_landsat_crs_needs_no_reprojection(nc, tmp_path,
     assert result["metrics"]["samples"] == 2264
     result, _ = run(tmp_path, map=class_map, reference=nc / "landsat96_points.shp", class_field="id")
     assert result["metrics"]["samples"] == 885
+
+
+def test_metrics_document_takes_plain_descriptions_and_class_styles():
+    from deepfield.engine.classes import ClassStyle
+    from deepfield.engine.reports import confusion_png, metrics_document
+
+    matrix = np.array([[3, 1], [0, 2]])  # 5 of 6 samples right; class b mapped 3 times, 2 of them right
+    document = metrics_document(matrix, [ClassStyle(1, "a", "#ff0000"), ClassStyle(2, "b")],
+                                map="model (epoch 3)", reference="dataset (valid split)")
+    assert document["map"] == "model (epoch 3)" and document["reference"] == "dataset (valid split)"
+    assert document["reference_layer"] is None and document["ignore_values"] == []
+    assert document["overall_accuracy"] == pytest.approx(5 / 6)
+    assert [(c["value"], c["name"], c["color"]) for c in document["classes"]] == [(1, "a", "#ff0000"), (2, "b", "")]
+    assert document["classes"][1]["precision"] == pytest.approx(2 / 3)
+    assert document["confusion_matrix"] == [[3, 1], [0, 2]]
+    assert confusion_png(document).startswith(b"\x89PNG\r\n\x1a\n")

@@ -11,10 +11,12 @@ from osgeo import gdal, ogr
 
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.geometry import Window, patch_start, snap
-from deepfield.engine.patches import extract_patches_job
-from deepfield.engine.protocol import EngineError, Reporter
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
+from deepfield.engine.errors import InvalidSpec, NoOverlap
+from deepfield.engine.protocol import Reporter
 from deepfield.engine.rasters import align_source, raster_info, read_window
-from deepfield.engine.sampling import Positions, select_samples_job, write_positions
+from deepfield.engine.jobs.select_samples import run as select_samples_job
+from deepfield.engine.vectors import Positions, write_positions
 
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"
@@ -200,17 +202,25 @@ def test_all_rejected_is_a_clear_error(data_dir, tmp_path):
     pan = str(data_dir / SPACENET / "preproc_tutorial_pan1.tif")
     run(select_samples_job, {"raster": pan, "strategy": "grid", "patch_size": 8, "step": 200,
                              "output": str(tmp_path / "grid.gpkg")})
-    with pytest.raises(EngineError, match="patch size 700 is bigger than the image"):
+    with pytest.raises(InvalidSpec, match="patch size 700 is bigger than the image"):
         run(extract_patches_job, {"sources": [{"path": pan, "patch_size": 700, "name": "pan"}],
                                   "positions": str(tmp_path / "grid.gpkg"), "label": {"kind": "image", "path": pan},
                                   "output": str(tmp_path / "dataset")})
-    with pytest.raises(EngineError, match="none of the .* positions has its patches inside every source"):
+    with pytest.raises(NoOverlap, match="none of the .* positions has its patches inside every source"):
         run(extract_patches_job, {"sources": [{"path": pan, "patch_size": 599, "name": "pan"}],
                                   "positions": str(tmp_path / "grid.gpkg"), "label": {"kind": "image", "path": pan},
                                   "output": str(tmp_path / "dataset")})
-    with pytest.raises(EngineError, match="invalid source name"):
+    with pytest.raises(InvalidSpec, match="invalid source name"):
         run(extract_patches_job, {"sources": [{"path": pan, "patch_size": 8, "name": "labels"}],
                                   "positions": str(tmp_path / "grid.gpkg"), "output": str(tmp_path / "dataset")})
+    with pytest.raises(InvalidSpec, match="extract_patches source: unknown spec key.*patch_sise; known keys: path, "
+                                          "patch_size, name"):
+        run(extract_patches_job, {"sources": [{"path": pan, "patch_sise": 8, "name": "pan"}],
+                                  "positions": str(tmp_path / "grid.gpkg"), "output": str(tmp_path / "dataset")})
+    with pytest.raises(InvalidSpec, match="label kind must be one of class, segmentation, image; got 'segment'"):
+        run(extract_patches_job, {"sources": [{"path": pan, "patch_size": 8, "name": "pan"}],
+                                  "positions": str(tmp_path / "grid.gpkg"), "label": {"kind": "segment", "path": pan},
+                                  "output": str(tmp_path / "dataset")})
     assert not (tmp_path / "dataset").exists() and not (tmp_path / "dataset.part").exists()
 
 

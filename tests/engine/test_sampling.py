@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
+from deepfield.engine.contract import SAMPLING_STRATEGIES, SelectSamplesSpec
+from deepfield.engine.errors import InvalidSpec, NoOverlap
 from deepfield.engine.protocol import EngineError, Reporter
 from deepfield.engine.crs import crs_equivalent
-from deepfield.engine.sampling import select_samples_job
+from deepfield.engine.jobs.select_samples import run as select_samples_job
 
 NC = "nc_landsat7_landcover"
 
@@ -206,7 +208,7 @@ def test_split_blocks_layer_holds_each_position_in_a_block_of_its_split(nc, tmp_
         inside = [r for r in rows if polygon.Contains(ogr.CreateGeometryFromWkt(f"POINT ({r[0]} {r[1]})"))]
         assert len(inside) == count and {r[3] for r in inside} == {split}
         assert all(polygon.Intersection(other).GetArea() == 0 for other, *_ in polygons[k + 1:])
-    with pytest.raises(EngineError, match="only with split_mode 'blocks'"):
+    with pytest.raises(InvalidSpec, match="only with split_mode 'blocks'"):
         run({**spec, "split_mode": "random", "blocks": str(tmp_path / "no.gpkg")})
     assert not (tmp_path / "no.gpkg").exists()
 
@@ -229,22 +231,25 @@ def test_polygons_random_and_grid(nc, tmp_path):
     assert all(int((x - gt[0]) // gt[1]) % 4 == 0 and int((y - gt[3]) // gt[5]) % 4 == 0 for x, y, *_ in grid)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"class_field": "nope"}, "no field 'nope'"),
-    ({"class_field": "label"}, "must hold integers"),
-    ({"patch_size": 500}, "patch size 500"),
-    ({"split": {"train": 0, "valid": 0}}, "split proportions"),
+@pytest.mark.parametrize("change, error, message", [
+    ({"class_field": "nope"}, InvalidSpec, "no field 'nope'"),
+    ({"class_field": "label"}, EngineError, "must hold integers"),
+    ({"patch_size": 500}, InvalidSpec, "patch size 500"),
+    ({"split": {"train": 0, "valid": 0}}, InvalidSpec, "split proportions"),
+    ({"strategy": "poitns"}, InvalidSpec, "strategy must be one of points, polygons, label_raster, grid"),
+    ({"class_feild": "id"}, InvalidSpec, "unknown spec key.*class_feild; known keys: raster, strategy, output"),
+    ({"class_field": ""}, InvalidSpec, "strategy 'points' needs 'class_field'"),
 ])
-def test_clear_errors(nc, tmp_path, change, message):
+def test_clear_errors(nc, tmp_path, change, error, message):
     spec = {"raster": nc["image"], "strategy": "points", "vector": nc["points"], "class_field": "id",
             "output": str(tmp_path / "out.gpkg"), **change}
-    with pytest.raises(EngineError, match=message):
+    with pytest.raises(error, match=message):
         run(spec)
     assert not (tmp_path / "out.gpkg").exists() and not (tmp_path / "out.gpkg.part").exists()
 
 
 def test_no_overlap_error(nc, data_dir, tmp_path):
-    with pytest.raises(EngineError, match="none of the .* positions falls inside the raster"):
+    with pytest.raises(NoOverlap, match="none of the .* positions falls inside the raster"):
         run({"raster": str(data_dir / "spacenet_solaris" / "preproc_tutorial_ms1.tif"), "strategy": "points",
              "vector": nc["points"], "class_field": "id", "output": str(tmp_path / "out.gpkg")})
 
@@ -279,3 +284,19 @@ def test_automatic_block_size_in_degrees_and_few_blocks_warning(data_dir, tmp_pa
     rows, _ = read_gpkg(tmp_path / "one.gpkg")
     assert {r[3] for r in rows} == {"train"}
     assert any("only 1 block(s)" in m.get("message", "") for m in messages if m.get("level") == "warning")
+
+
+def test_every_strategy_has_one_sampler_made_from_the_spec():
+    from deepfield.engine.sampling import SAMPLERS, GridSampler, PolygonSampler
+
+    assert set(SAMPLERS) == set(SAMPLING_STRATEGIES)
+    assert all(SAMPLERS[name].name == name for name in SAMPLING_STRATEGIES)
+    spec = SelectSamplesSpec.from_dict({"raster": "r.tif", "strategy": "grid", "output": "o.gpkg", "patch_size": 16,
+                                        "mask": "m.tif"})
+    assert SAMPLERS["grid"].from_spec(spec) == GridSampler(patch_size_px=16, step_px=16, mask="m.tif")
+    spec = SelectSamplesSpec.from_dict({"raster": "r.tif", "strategy": "polygons", "output": "o.gpkg",
+                                        "vector": "p.shp", "class_field": "id", "patch_size": 8, "step": 3,
+                                        "border_distance": 25.0, "polygon_mode": "grid"})
+    sampler = SAMPLERS["polygons"].from_spec(spec)
+    assert isinstance(sampler, PolygonSampler)
+    assert (sampler.step_px, sampler.border_distance_map_units, sampler.mode) == (3, 25.0, "grid")

@@ -11,11 +11,8 @@ from osgeo import gdal, ogr
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.fields import call_model
 from deepfield.engine.modelfolder import load_model_folder
-from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.jobs import get_job
 from deepfield.engine.protocol import Reporter
-from deepfield.engine.sampling import select_samples_job
-from deepfield.engine.serving import apply_model_job
-from deepfield.engine.training import train_model_job
 
 pytest.importorskip("keras")
 
@@ -61,19 +58,19 @@ def trained(data_dir, tmp_path_factory):
     target.GetRasterBand(1).WriteArray(classes)
     target = None
     positions = work / "grid.gpkg"
-    select_samples_job({"raster": fine, "strategy": "grid", "patch_size": PATCH, "step": 13, "seed": 1,
+    get_job("select_samples")({"raster": fine, "strategy": "grid", "patch_size": PATCH, "step": 13, "seed": 1,
                         "split": {"train": 0.8, "valid": 0.2}, "output": str(positions)}, quiet())
     dataset = work / "patches"
-    extract_patches_job({"sources": [{"path": fine, "patch_size": PATCH, "name": "s2_10m"},
+    get_job("extract_patches")({"sources": [{"path": fine, "patch_size": PATCH, "name": "s2_10m"},
                                      {"path": coarse, "patch_size": PATCH // 2, "name": "s2_20m"}],
                          "label": {"kind": "segmentation", "path": label},
                          "positions": str(positions), "output": str(dataset)}, quiet())
     code = work / "two_sources.py"
     code.write_text(MODEL)
-    train_model_job({"dataset": str(dataset), "custom_model": str(code), "output": str(work / "model"),
+    get_job("train_model")({"dataset": str(dataset), "custom_model": str(code), "output": str(work / "model"),
                      "epochs": 1, "batch_size": 8, "seed": 3}, quiet())
     served = work / "probabilities.tif"
-    apply_model_job({"model": str(work / "model"), "sources": [fine, coarse], "output": str(served),
+    get_job("apply_model")({"model": str(work / "model"), "sources": [fine, coarse], "output": str(served),
                      "outputs": ["probabilities"], "tile_size": 10}, quiet())
     return {"fine": fine, "coarse": coarse, "dataset": dataset, "model": work / "model", "served": served}
 

@@ -4,16 +4,25 @@ repeatability, resume, cancel, and the served model equal to whole-image inferen
 import csv
 import io
 import json
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from deepfield.engine import training
 from deepfield.engine.dataset import open_dataset
-from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.errors import InvalidSpec
+from deepfield.engine.geometry import Window
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
+from deepfield.engine.jobs.train_model import run as train_model_job
+from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
+from deepfield.engine.training.checkpoints import LAST
+from deepfield.engine.training.loop import build_models
+from deepfield.engine.training.network import class_weights
+from deepfield.engine.training.validation import psnr
+from deepfield.engine.training.view import TrainingView, centre_output_pixel, label_mapper
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
-from deepfield.engine.sampling import select_samples_job
+from deepfield.engine.jobs.select_samples import run as select_samples_job
 
 NC = "nc_landsat7_landcover"
 CLASSES = [{"value": v, "name": n} for v, n in enumerate(
@@ -43,7 +52,7 @@ def messages(reporter: Reporter) -> list[dict]:
 
 
 def train(spec: dict, reporter: Reporter | None = None) -> dict:
-    return training.train_model_job({"epochs": 1, "batch_size": 8, "seed": 3, **spec}, reporter or quiet())
+    return train_model_job({"epochs": 1, "batch_size": 8, "seed": 3, **spec}, reporter or quiet())
 
 
 def history(folder) -> list[dict]:
@@ -113,14 +122,14 @@ def unet_folder(work, segmentation_dataset):
 # -- pure helpers ------------------------------------------------------------------------------------
 
 def test_balanced_class_weights_follow_scikit_learn_and_zero_absent_classes():
-    weights = training.class_weights([30, 10, 0, 60], "balanced")
+    weights = class_weights([30, 10, 0, 60], "balanced")
     np.testing.assert_allclose(weights, [100 / (3 * 30), 100 / (3 * 10), 0, 100 / (3 * 60)], rtol=1e-6)
-    np.testing.assert_array_equal(training.class_weights([5, 0], "none"), [1, 1])
+    np.testing.assert_array_equal(class_weights([5, 0], "none"), [1, 1])
 
 
 def test_psnr_of_a_known_error():
-    assert training.psnr(mse=1.0, data_range=255.0) == pytest.approx(48.1308, abs=1e-4)
-    assert training.psnr(mse=0.0, data_range=1.0) == float("inf")
+    assert psnr(mse=1.0, data_range=255.0) == pytest.approx(48.1308, abs=1e-4)
+    assert psnr(mse=0.0, data_range=1.0) == float("inf")
 
 
 @pytest.mark.parametrize("size, before, crop, ratio, out, expected", [
@@ -130,7 +139,7 @@ def test_psnr_of_a_known_error():
     (16, 0, 0, 1, 16, 8),    # even patch: the pixel after the centre corner
 ])
 def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, out, expected):
-    assert training.centre_output_pixel(size, before, crop, ratio, out) == expected
+    assert centre_output_pixel(size, before, crop, ratio, out) == expected
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -139,12 +148,30 @@ def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, o
     ({"dataset": "d", "output": "x", "architecture": "unet", "custom_model": "m.py"}, "exactly one"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "epochs": 0}, "'epochs' must be a positive integer"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "class_weighting": "inverse"}, "'class_weighting'"),
-    ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown key.*epoch"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown spec key.*epoch"),
 ])
 def test_bad_specs_name_the_field(spec, message):
-    with pytest.raises(EngineError, match=message):
-        training.TrainConfig.from_spec(spec)
+    with pytest.raises(InvalidSpec, match=message):
+        TrainConfig.from_dict(spec)
 
+
+
+def test_a_null_key_takes_its_default_and_the_registry_runs_the_job():
+    from deepfield.engine.jobs import get_job
+
+    config = TrainConfig.from_dict({"job": "train_model", "dataset": "d", "output": "x", "architecture": "unet",
+                                    "custom_model": None, "epochs": None})
+    assert (config.custom_model, config.epochs, config.batch_size) == (None, 10, 16)
+    assert get_job("train_model") is train_model_job
+
+
+def test_label_mapper_cuts_label_rows_and_columns_by_the_window():
+    task = Task("segmentation", ({"name": "a", "bands": 1, "patch_size": 8},), {"kind": "segmentation"})
+    labels = np.arange(2 * 8 * 8, dtype=np.int32).reshape(2, 8, 8)  # label = 64 * patch + 8 * row + col
+    window = Window(col_off=1, row_off=2, width=5, height=3)
+    _, cut = label_mapper(task, TrainingView(None, window), None)(np.zeros((2, 8, 8, 1), np.float32), labels)
+    rows, cols = np.meshgrid(np.arange(2, 5), np.arange(1, 6), indexing="ij")
+    np.testing.assert_array_equal(np.asarray(cut), [64 * k + 8 * rows + cols for k in range(2)])
 
 def test_unknown_architecture_lists_the_zoo(segmentation_dataset, work):
     with pytest.raises(EngineError, match="unknown architecture 'resnet9000'.*unet"):
@@ -197,6 +224,7 @@ def test_seeded_runs_on_cpu_repeat_exactly(class_dataset, work):
         train({"dataset": str(class_dataset), "architecture": "patch_classifier", "epochs": 2,
                "output": str(work / name)})
         runs.append(history(work / name))
+    assert [len(rows) for rows in runs] == [2, 2]
     for a, b in zip(*runs):
         for column in ("loss", "val_loss", "val_overall_accuracy"):
             assert a[column] == b[column]
@@ -207,13 +235,13 @@ def test_resume_continues_from_the_checkpoint(class_dataset, work):
     spec = {"dataset": str(class_dataset), "architecture": "patch_classifier", "output": str(output)}
     train(spec)
     first = history(output)
-    with np.load(training.checkpoint_folder(output) / training.LAST) as arrays:
+    with np.load(checkpoint_folder(output) / LAST) as arrays:
         steps = arrays["o0_0"]  # the optimizer's iteration counter
     reporter = quiet()
     result = train({**spec, "epochs": 2, "resume": True}, reporter)
     rows = history(output)
     assert result["epochs_done"] == 2 and len(rows) == 2 and rows[0] == first[0]
-    with np.load(training.checkpoint_folder(output) / training.LAST) as arrays:
+    with np.load(checkpoint_folder(output) / LAST) as arrays:
         assert int(arrays["o0_0"]) == 2 * int(steps)
     assert any("resuming after epoch 1" in m.get("message", "") for m in messages(reporter))
     with pytest.raises(EngineError, match="cannot resume"):
@@ -253,7 +281,7 @@ def test_a_diverged_training_is_an_error_not_a_cancel(class_dataset, work):
     assert not output.exists() and not output.with_name("diverged.part").exists()
     warnings = [m["message"] for m in messages(reporter) if m.get("level") == "warning"]
     assert any("epoch 1: the validation macro_f1 is NaN" in w for w in warnings)
-    assert history(training.checkpoint_folder(output))[0]["val_macro_f1"] == "nan"
+    assert history(checkpoint_folder(output))[0]["val_macro_f1"] == "nan"
 
 
 def test_served_model_in_tiles_equals_whole_image_inference(unet_folder, work, data_dir):
@@ -306,10 +334,10 @@ def test_superres_x2_beats_bicubic_on_held_out_blocks(superres_dataset, work):
 
 def build_for(spec: dict):
     """The models a run of ``spec`` trains, and its dataset reader and task."""
-    config = training.TrainConfig.from_spec(spec)
+    config = TrainConfig.from_dict(spec)
     reader = open_dataset(config.dataset)
-    task = training.Task.from_manifest(reader.manifest)
-    return training.build_models(config, task, quiet()), reader, task
+    task = Task.from_manifest(reader.manifest)
+    return build_models(config, task, quiet()), reader, task
 
 
 def test_mixed_precision_classifier_has_a_float32_softmax_and_trains(class_dataset, work):
@@ -338,7 +366,7 @@ def test_mixed_precision_adversarial_steps_scale_both_losses(superres_dataset, w
     for optimizer in (trainer.optimizer, trainer.critic_optimizer):
         assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     generator, critic = trainer.generator.get_weights(), trainer.critic.get_weights()
-    batches = reader.tf_dataset("train", 8, shuffle=False).map(training.label_mapper(task, models.view, None))
+    batches = reader.tf_dataset("train", 8, shuffle=False).map(label_mapper(task, models.view, None))
     for batch in batches:  # float16 gradients overflow at the first loss scales: those steps are skipped
         logs = trainer.train_step(batch)
         assert all(np.isfinite(float(value)) for value in logs.values()), logs
@@ -361,5 +389,5 @@ def test_superres_with_adversarial_loss_writes_an_image_model(superres_dataset, 
         assert np.isfinite(float(rows[-1][column])), column
     assert result["best"]["val_psnr"] > 20
     metadata = load_model_folder(output).metadata
-    assert metadata.task == "super_resolution" and metadata.sf == training.Fraction(1, 2)
+    assert metadata.task == "super_resolution" and metadata.sf == Fraction(1, 2)
     assert not (output / "confusion_matrix.json").exists()

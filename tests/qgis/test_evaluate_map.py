@@ -89,7 +89,7 @@ def test_engine_errors_reach_the_user(qgis_app, nc, tmp_path):
 
 def test_report_files_match_the_engine():
     from deepfield.algorithms.evaluate_map import REPORT_FILES
-    from deepfield.engine.evaluation import FILES
+    from deepfield.engine.contract import REPORT_FILES as FILES
 
     assert set(REPORT_FILES) == set(FILES.values())
 

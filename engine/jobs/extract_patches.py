@@ -1,0 +1,23 @@
+"""The ``extract_patches`` job: patches of co-registered sources at positions, into a dataset folder."""
+
+from __future__ import annotations
+
+from ..contract import ExtractPatchesSpec
+from ..errors import EngineError
+from ..patches import extract_patches, read_positions
+from ..protocol import Reporter
+from ..rasters import raster_info
+
+
+def run(spec: dict, reporter: Reporter) -> dict:
+    """Write the dataset folder ``output`` (see :class:`..contract.ExtractPatchesSpec`).
+
+    Result: {output, splits {split: n}, rejected {reason: n}, class_counts}.
+    """
+    job = ExtractPatchesSpec.from_dict(spec)
+    reference = raster_info(job.sources[0].path)
+    positions = read_positions(job.positions, job.layer, reference.crs_wkt, job.class_field or None,
+                               job.split_field, reporter.warning)
+    if not len(positions):
+        raise EngineError(f"no positions in {job.positions}")
+    return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile)

@@ -1,0 +1,46 @@
+"""The ``select_samples`` job: sample positions (GeoPackage) and their class balance table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import SelectSamplesSpec
+from ..outputs import atomic_output
+from ..protocol import Reporter
+from ..rasters import raster_info
+from ..reports import write_balance
+from ..sampling import SAMPLERS, balance, format_balance, resolved_block_size, select_positions, write_blocks
+from ..vectors import write_positions
+
+
+def run(spec: dict, reporter: Reporter) -> dict:
+    """Write the positions GeoPackage ``output``, the balance table ``report`` (.csv or .json)
+    and, with ``blocks``, the split blocks (see :class:`..contract.SelectSamplesSpec`).
+
+    Result: {output, report, count, balance, dropped, blocks (path or None)}.
+    """
+    job = SelectSamplesSpec.from_dict(spec)
+    info = raster_info(job.raster)
+    patch_size = int(job.patch_size)
+    block_size = resolved_block_size(job.block_size, info, patch_size)
+    sampler = SAMPLERS[job.strategy].from_spec(job)
+    positions, dropped = select_positions(info, sampler, patch_size, job.split, job.split_mode, block_size,
+                                          np.random.default_rng(int(job.seed)), reporter)
+    reporter.check_cancelled()
+    reporter.progress(80)
+    table = balance(positions)
+    reporter.log("class balance per split: " + format_balance(table))
+    output = Path(job.output)
+    report = job.report or str(output.with_name(output.stem + "_balance.csv"))
+    with atomic_output(output) as temp:
+        write_positions(temp, positions, info.crs_wkt)
+    write_balance(report, table)
+    if job.blocks:
+        with atomic_output(job.blocks) as temp:
+            count = write_blocks(temp, info, positions, patch_size, block_size)
+        reporter.log(f"{count} split blocks written to {job.blocks}")
+    reporter.progress(100)
+    return {"output": str(job.output), "report": str(report), "count": len(positions),
+            "balance": table, "dropped": dropped, "blocks": job.blocks or None}

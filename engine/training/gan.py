@@ -1,0 +1,79 @@
+"""Adversarial training for super-resolution: a generator (the network) against a patch critic.
+
+The critic (the zoo's patch discriminator, logits) sees normalised target images. The generator
+minimises ``content + adversarial_weight * BCE(D(G(x)), real)``, the critic
+``BCE(D(y), real) + BCE(D(G(x)), fake)``. Logged per epoch: ``loss`` (content),
+``adversarial`` and ``discriminator_loss``.
+
+This module imports TensorFlow and Keras when it is imported (through :mod:`..device`); the
+training loop imports it only for a ``gan`` run.
+"""
+
+from __future__ import annotations
+
+from ..device import tensorflow
+
+tf = tensorflow()
+import keras  # noqa: E402  (after TensorFlow is configured)
+
+from .config import Task, TrainConfig  # noqa: E402
+from .network import make_loss, make_optimizer, variance  # noqa: E402
+from .view import TrainingView  # noqa: E402
+
+LOGGED = ("loss", "adversarial", "discriminator_loss")
+
+
+class AdversarialTrainer(keras.Model):
+    """A Keras model whose ``fit`` trains ``generator`` and ``critic`` in turn, one step each per batch.
+
+    Calling it runs the generator. ``optimizer`` (given to ``compile``) updates the generator,
+    ``critic_optimizer`` the critic; both scale their losses (mixed precision).
+    """
+
+    def __init__(self, generator, critic, content_loss, adversarial_weight: float, critic_optimizer):
+        super().__init__(name="adversarial_trainer")
+        self.generator, self.critic = generator, critic
+        self.content_loss = content_loss
+        self.adversarial_weight = float(adversarial_weight)
+        self.critic_optimizer = critic_optimizer
+        self.bce = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOGGED}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())  # reset by Keras at each epoch start
+
+    def call(self, inputs, training=False):
+        return self.generator(inputs, training=training)
+
+    def train_step(self, data):
+        inputs, target = data
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake = self.generator(inputs, training=True)
+            real_score = self.critic(target, training=True)
+            fake_score = self.critic(fake, training=True)
+            content = self.content_loss(target, fake)
+            adversarial = self.bce(tf.ones_like(fake_score), fake_score)
+            d_loss = self.bce(tf.ones_like(real_score), real_score) + self.bce(tf.zeros_like(fake_score), fake_score)
+            g_scaled = self.optimizer.scale_loss(content + self.adversarial_weight * adversarial)
+            d_scaled = self.critic_optimizer.scale_loss(d_loss)
+        for tape, loss_value, model, optimizer in ((g_tape, g_scaled, self.generator, self.optimizer),
+                                                   (d_tape, d_scaled, self.critic, self.critic_optimizer)):
+            variables = model.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss_value, variables), variables))
+        for name, value in zip(LOGGED, (content, adversarial, d_loss)):
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def adversarial_view(network, discriminator, task: Task, config: TrainConfig) -> TrainingView:
+    """A compiled :class:`AdversarialTrainer` for ``network`` as the training view (optimisers built)."""
+    target = keras.Input((None, None, int(task.label["bands"])), name="target")
+    normalised = keras.layers.Normalization(mean=task.label["mean"], variance=variance(task.label["std"]))(target)
+    critic = keras.Model(target, discriminator(normalised), name="critic")
+    trainer = AdversarialTrainer(network, critic, make_loss(task, config), config.adversarial_weight,
+                                 make_optimizer(config))
+    trainer.compile(optimizer=make_optimizer(config))
+    trainer.optimizer.build(network.trainable_variables)
+    trainer.critic_optimizer.build(critic.trainable_variables)
+    return TrainingView(trainer, None)
