@@ -11,9 +11,15 @@ Vocabulary (see docs/architecture.md):
   pixel); for the model the expression field ``ef`` and spacing scale ``sf`` (output spacing /
   reference spacing) and ``crop`` (output pixels the network emits before a tile's kept block).
 
-- The **output grid** covers the sources' common extent: origin on a reference pixel corner (and
-  on a corner of every coarser source), spacing ``sf`` x the reference spacing
-  (:func:`output_grid`). **Region propagation** (:func:`source_window`) gives the source window an
+- The **lattice** (:class:`Lattice`): the reference pixel corners shared by every source's grid.
+  **Registration** (:meth:`ModelGeometry.registration`): every source's window for a block starts
+  on the same lattice corner, so the network sees its inputs registered as in one whole-image
+  pass; :func:`registered_start` turns that corner into each source's first pixel (serving's
+  windows and sampled patches alike).
+- The **output grid** covers the sources' common extent: origin on a reference pixel corner (on
+  the lattice, or the registered context past it), spacing ``sf`` x the reference spacing
+  (:func:`output_grid`); an extent or mask selects a window of it (:func:`clip_window`).
+  **Region propagation** (:func:`source_window`) gives the source window an
   EF-aligned output block needs; :func:`tiles` cuts the output into equal EF-aligned squares;
   :func:`shrink_window` keeps the blocks that need no padding; :func:`border_indices` maps a
   padded window onto source pixels (numpy.pad modes, defined on the whole image).
