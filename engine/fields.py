@@ -45,6 +45,7 @@ TOLERANCE = 1e-5  # self-check: max abs difference, relative to max(1, |output|)
 PROBE_SIZES = range(1, 41)  # input sizes (pixels) tried when probing an unknown layer
 PROBE_DRAWS = 3  # random inputs whose gradient supports are united
 MAX_PASSES = 6  # derivation passes until the window sizes and the geometry agree
+MAX_SPAN_STEPS = 16  # lattice steps tried for one ground span when per-source windows do not meet
 WALK_TILE = 128  # output pixels (rounded up to EF) of the tile whose windows the sized walks use
 
 POINTWISE = {
@@ -395,7 +396,7 @@ class AxisFields:
     context: tuple
 
 
-def _axis_fields(maps: list[AxisMap], floors, registered: bool = False) -> AxisFields:
+def _axis_fields(maps: list[AxisMap], floors, registered: int | None = None) -> AxisFields:
     """Fields along one axis from the output's maps.
 
     ``floors``: per source, the context of the previous pass, whose window sizes the maps were
@@ -403,15 +404,16 @@ def _axis_fields(maps: list[AxisMap], floors, registered: bool = False) -> AxisF
     emits extra pixels after the kept block), so that the window sizes stay in that class.
     """
     context = []
-    for m, floor in zip(maps, floors):
+    for m in maps:
         low = math.floor(m.c_hi)
-        x = low if low >= m.c_lo else math.ceil(m.c_lo)
-        context.append(max(x, floor) if floor is not None else x)
-    if registered:  # one ground span: every context raised to the largest, on the common corners
+        context.append(low if low >= m.c_lo else math.ceil(m.c_lo))
+    if registered is not None:  # one ground span: the largest context on the common corners, plus
+        # ``registered`` more lattice steps (reference pixels: the scales' numerators' lcm each)
         scales = [maps[0].s / m.s for m in maps]  # source spacing / reference spacing
         lattice = math.lcm(*(scale.numerator for scale in scales))
-        ground = -(-max(x * scale for x, scale in zip(context, scales)) // lattice) * lattice
+        ground = (-(-max(x * scale for x, scale in zip(context, scales)) // lattice) + registered) * lattice
         context = [int(ground / scale) for scale in scales]
+    context = [max(x, floor) if floor is not None else x for x, floor in zip(context, floors)]
     return AxisFields(tuple(m.s for m in maps), tuple(context))
 
 
@@ -434,10 +436,18 @@ def derive_geometry(model, scales=None, names=None, check: bool = True) -> Model
                               "(None, None, None, bands): build it with keras.Input((None, None, bands))")
     try:
         geometry = _settle(model, inputs, names, scales)
-    except MergeSizes:
+    except MergeSizes as error:
         # branches of several sources meet with sizes that differ for the per-source windows:
-        # give every source's window the same ground span (a network built for registered inputs)
-        geometry = _settle(model, inputs, names, scales, registered=True)
+        # give every source's window one ground span (a network built for registered inputs),
+        # the shortest on the sources' common corners with which the branches meet
+        for extra in range(MAX_SPAN_STEPS):
+            try:
+                geometry = _settle(model, inputs, names, scales, registered=extra)
+                break
+            except MergeSizes:
+                continue
+        else:
+            raise error
     return self_check(model, geometry) if check else geometry
 
 
@@ -445,7 +455,7 @@ class MergeSizes(EngineError):
     """Branches meet with different sizes for the derived windows."""
 
 
-def _settle(model, inputs, names, scales, registered: bool = False) -> ModelGeometry:
+def _settle(model, inputs, names, scales, registered: int | None = None) -> ModelGeometry:
     """Derivation passes until the geometry is stable (see :func:`derive_geometry`)."""
     geometry, probes = None, {}
     for _ in range(MAX_PASSES):  # strided "same" padding depends on the window sizes: iterate
@@ -464,7 +474,7 @@ def window_sizes(geometry: ModelGeometry, tile: int) -> list[int]:
 
 
 def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes: dict,
-            registered: bool = False) -> ModelGeometry:
+            registered: int | None = None) -> ModelGeometry:
     """One pass: walk the graph (with the window sizes of ``previous``, if any) and read the fields.
 
     ``probes``: probed layer maps by layer id, kept between passes."""

@@ -297,13 +297,18 @@ def reference_context(network: Network, ef: int) -> int:
             low, high = low + s * c_lo, high + s * c_hi
         contexts.append(math.floor(high) if math.floor(high) >= low else math.ceil(low))
     tile = -(-128 // ef) * ef
-    meet = {network.branch_size(i, int(tile * network.sf / scale + x))
-            for i, (scale, x) in enumerate(zip(network.scales, contexts))}
-    if len(meet) == 1:
+
+    def meet(contexts):
+        return len({network.branch_size(i, int(tile * network.sf / scale + x))
+                    for i, (scale, x) in enumerate(zip(network.scales, contexts))}) == 1
+
+    if meet(contexts):
         return contexts[0]
     lattice = math.lcm(*(s.numerator for s in network.scales))
-    ground = max(x * scale for x, scale in zip(contexts, network.scales))
-    return math.ceil(ground / lattice) * lattice
+    ground = math.ceil(max(x * scale for x, scale in zip(contexts, network.scales)) / lattice) * lattice
+    while not meet([ground / scale for scale in network.scales]):  # the shortest span that meets
+        ground += lattice
+    return ground
 
 
 def whole_image_pass(model, network: Network, images: list[np.ndarray], ef: int, out_shape, mode: str):
