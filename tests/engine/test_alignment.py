@@ -4,6 +4,8 @@ shared by all source grids; clipped runs keep the full run's tiles. Pure arithme
 import math
 from fractions import Fraction
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,3 +167,48 @@ def test_describe_shows_each_source_s_lattice_and_registered_context():
     assert "s20: reads 12 x 12 px (RF 4, 1/2 px per output px, 2 px of context before, 2 after); windows start " \
            "every 1 of its px (2 reference px)" in text
     assert "4 reference px before the block" in text and "kept from output pixel 1" in text
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from(SCALES[1:]), st.integers(-3, 3), st.integers(-3, 3), st.integers(1, 9)),
+                max_size=2),
+       st.integers(1, 12), st.lists(st.tuples(st.floats(0, 60), st.floats(0, 60)), min_size=1, max_size=5))
+def test_every_source_patch_of_a_sample_starts_on_one_common_corner(others, size, points):
+    """Extract patches' rule (engine.patches.registered_origins), checked in map units: each
+    source's patch origin is the same ground point, a corner of every grid, the common corner
+    nearest to where the reference patch centred on the point would start; one source:
+    patch_start itself."""
+    from deepfield.engine.geometry import patch_start, snap
+    from deepfield.engine.patches import registered_origins
+    from deepfield.engine.rasters import RasterInfo
+
+    def info(scale, col, row):  # a raster whose pixel 0 corner is at reference pixel (col, row) * scale
+        gt = (1000.0 + col * float(scale) * 10, 10.0 * float(scale), 0.0, 5000.0 - row * float(scale) * 10, 0.0,
+              -10.0 * float(scale))
+        return RasterInfo("mem", 100, 100, 1, "float32", gt, "", (None,))
+
+    rasters = [info(Fraction(1), 0, 0)] + [info(scale, col, row) for scale, col, row, _ in others]
+    sizes = [size] + [n for *_, n in others]
+    x = np.array([1000.0 + 10 * u for u, _ in points])
+    y = np.array([5000.0 - 10 * v for _, v in points])
+    origins, centre_x, centre_y = registered_origins(rasters, sizes, x, y)
+    scales = [Fraction(1)] + [scale for scale, *_ in others]
+    corners = [(Fraction(col) * scale, Fraction(row) * scale) for scale, col, row in
+               [(Fraction(1), 0, 0)] + [(s, c, r) for s, c, r, _ in others]]
+    for k, (u, v) in enumerate(points):
+        ground = {(corner[0] + int(o[k][0]) * scale, corner[1] + int(o[k][1]) * scale)
+                  for o, scale, corner in zip(origins, scales, corners)}
+        assert len(ground) == 1  # one ground corner, in reference pixels
+        (col, row), = ground
+        assert all(((col - cc) / s).denominator == 1 and ((row - cr) / s).denominator == 1
+                   for (cc, cr), s in zip(corners, scales))  # a corner of every grid
+        # the nearest such corner to the centred reference start (pixel coordinates snapped as the engine does)
+        ideal = (Fraction(snap(u)) - Fraction(size, 2), Fraction(snap(v)) - Fraction(size, 2))
+        for axis, start in ((0, col), (1, row)):  # corners of every grid on this axis, nearest to the ideal
+            common = [c for c in range(-40, 120) if all(((c - corner[axis]) / s).denominator == 1
+                                                        for corner, s in zip(corners, scales))]
+            assert abs(start - ideal[axis]) == min(abs(c - ideal[axis]) for c in common)
+        if not others:
+            assert (col, row) == (patch_start(snap(u), size), patch_start(snap(v), size))
+        assert (centre_x[k], centre_y[k]) == pytest.approx((1000.0 + 10 * (col + size / 2),
+                                                            5000.0 - 10 * (row + size / 2)))

@@ -486,3 +486,14 @@ def test_two_sources_with_an_odd_reference_context(data_dir, tmp_path, scale):
     native = (3, 4) if scale == 2 else (5, 6)  # reference px: reference rule, coarse source's rule
     assert (geometry.before(0), geometry.before(1) * scale) == native
     assert geometry.registration().before == native[1] and geometry.window_before(1) == 2
+
+
+def test_a_finer_source_met_by_an_up_sampled_reference_gets_one_ground_span(tmp_path):
+    """Reference up-sampled x2 to a 1/2-scale source, added, a 2-px valid convolution (SF 1/2):
+    the per-source windows (largest yielding EF pixels) meet at different sizes; with one ground
+    span for both they meet, and serving is exact."""
+    network = Network((Fraction(1), Fraction(1, 2)), (1, 2), ((Op("nearest", f=2, k=2),), ()), "add",
+                      (Op("conv", k=2),), Fraction(1, 2), seed=7)
+    checked = check_network(network, tmp_path, tile=3)
+    context = checked["geometry"].extra["context"]
+    assert context[0] == context[1] / 2  # reference pixels: the same ground either way
