@@ -394,7 +394,9 @@ def describe(loaded: LoadedModel) -> list[str]:
     for k, info in enumerate(meta.inputs):
         nodata = "none" if info.nodata is None else ", ".join(map(str, info.nodata))
         lines.append(f"  {info.name}: {info.bands} band(s), scale {info.scale}, RF {info.rf} px "
-                     f"({geometry.before(k)} before, {geometry.after(k)} after), nodata {nodata}")
+                     f"({geometry.before(k)} before, {geometry.after(k)} after by the patch-centre rule), windows "
+                     f"start on the corners shared by every source, every {geometry.lattice / Fraction(info.scale)} "
+                     f"px, {geometry.window_before(k)} px before a block, nodata {nodata}")
     lines.append("Outputs: " + ", ".join(f"{o.name} ({o.kind}, {o.bands} band(s))" for o in meta.outputs))
     if meta.classes:
         lines.append("Classes: " + ", ".join(f"{c.value} {c.name} {c.color}" for c in meta.classes))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import queue
 import threading
 import time
@@ -32,7 +33,9 @@ from .geometry import (
     Grid,
     ModelGeometry,
     Window,
+    clip_window,
     intersect_bounds,
+    intersect_windows,
     output_grid,
     shrink_window,
     source_window,
@@ -115,31 +118,46 @@ def plan_serving(geometry: ModelGeometry, source_paths: list[str], *, tile: int 
     if border not in SERVING_BORDERS:
         raise InvalidSpec(f"unknown border mode {border!r}; use one of {', '.join(SERVING_BORDERS)}")
     aligned, reference = _align_sources(geometry, source_paths, resampling, nodata, log)
-    common = _common_extent(aligned, extent, mask, reference.crs_wkt)
     corners = tuple((s.corner[0], s.corner[1], Fraction(g.scale)) for s, g in zip(aligned, geometry.sources))
-    try:
-        grid = output_grid(reference, common, Fraction(geometry.sf), corners)
+    try:  # the full run's grid: an extent or a mask only selects its pixels (tiles keep its phase)
+        full = output_grid(reference, _common_extent(aligned, None, None, reference.crs_wkt),
+                           Fraction(geometry.sf), corners, geometry.registration().before)
     except ValueError as error:
         raise NoOverlap(f"no output pixel fits the common extent of the sources: {error}") from None
+    window = Window(0, 0, full.width, full.height)
+    if extent or mask is not None:
+        window = clip_window(full, _common_extent(aligned, extent, mask, reference.crs_wkt), Fraction(geometry.sf))
+        if window is None:
+            raise NoOverlap("no output pixel fits the common extent of the sources, extent and mask")
+    offsets = [_origin_in(source, reference, full, g.scale) for source, g in zip(aligned, geometry.sources)]
     if border == "shrink":
-        window = shrink_window(geometry, grid.width, grid.height, [s.offset(grid) for s in aligned],
-                               [(s.width, s.height) for s in aligned])
+        inside = shrink_window(geometry, full.width, full.height, offsets, [(s.width, s.height) for s in aligned])
+        window = inside and intersect_windows(window, inside)
         if window is None:
             needs = ", ".join(f"input {g.name!r} ({s.name}) {g.rf} x {g.rf} px"
                               for s, g in zip(aligned, geometry.sources))
-            raise EngineError(f"border mode 'shrink': the image is smaller than the model's receptive field "
-                              f"(needs at least {needs}); use border mode 'reflect' to pad it")
-        grid = grid.subgrid(window)
+            raise EngineError(f"border mode 'shrink': the image{' (within the extent)' if extent else ''} is smaller "
+                              f"than the model's receptive field (needs at least {needs}); use border mode 'reflect' "
+                              "to pad it")
+    grid = full.subgrid(window)
     if tile is None or tile <= 0:
         tile = tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel)
     tile = min(tile, max(grid.width, grid.height))  # one tile is enough for a small image
-    offsets = [source.offset(grid) for source in aligned]
-    blocks = tiles(grid.width, grid.height, tile, geometry.ef)
-    tasks = [
-        TileTask(k, block, tuple(source_window(geometry, i, block, offsets[i]) for i in range(len(aligned))))
-        for k, block in enumerate(blocks)
-    ]
+    blocks = tiles(grid.width, grid.height, tile, geometry.ef, (window.col_off, window.row_off))
+    tasks = []
+    for k, block in enumerate(blocks):
+        on_full = Window(block.col_off + window.col_off, block.row_off + window.row_off, block.width, block.height)
+        tasks.append(TileTask(k, block, tuple(source_window(geometry, i, on_full, offsets[i])
+                                              for i in range(len(aligned)))))
     return ServingPlan(geometry, aligned, grid, blocks[0].width, border, tasks, mask)
+
+
+def _origin_in(source: AlignedSource, reference: Grid, grid: Grid, scale) -> tuple[Fraction, Fraction]:
+    """``grid``'s origin in ``source``'s pixel coordinates (Fractions: a whole number unless the
+    origin is off the source's corners, see :class:`.geometry.Registration`)."""
+    col, row = reference.pixel(grid.origin_x, grid.origin_y)
+    return ((Fraction(round(col)) - source.corner[0]) / Fraction(scale),
+            (Fraction(round(row)) - source.corner[1]) / Fraction(scale))
 
 
 def _align_sources(geometry: ModelGeometry, source_paths: list[str], resampling: str,
@@ -191,17 +209,24 @@ def _mask_bounds(mask: MaskSpec, crs_wkt: str) -> tuple[float, float, float, flo
 
 
 def describe_serving(geometry: ModelGeometry, tile: int) -> list[str]:
-    """Text lines: what a tile of ``tile`` output pixels reads from each source."""
+    """Text lines: the lattice every source's window starts on, and what a tile of ``tile``
+    output pixels reads from each source."""
     block = tiles(tile, tile, tile, geometry.ef)[0]
+    registration = geometry.registration()
     lines = [f"Tile of {block.width} x {block.width} output pixels (EF {geometry.ef}, SF {geometry.sf}, "
-             f"crop {geometry.crop}):"]
+             f"crop {geometry.crop}, kept from output pixel {geometry.kept_crop}):"]
     for i, source in enumerate(geometry.sources):
         window = source_window(geometry, i, block, (0, 0))
+        scale = Fraction(source.scale)
+        lattice = registration.lattice / scale
         lines.append(
             f"  {source.name}: reads {window.width} x {window.height} px (RF {source.rf}, "
-            f"{geometry.ratio(i)} px per output px, {geometry.before(i)} px of context before, "
-            f"{geometry.after(i)} after)"
+            f"{geometry.ratio(i)} px per output px, {geometry.window_before(i)} px of context before, "
+            f"{geometry.window_after(i)} after); windows start every {lattice} of its px "
+            f"({registration.lattice} reference px)"
         )
+    lines.append(f"  every source's window starts on the same corner, {registration.before} reference px before "
+                 f"the block, on the corners all source grids share (every {registration.lattice} reference px)")
     halo = 1 - (block.width * geometry.ratio(0)) ** 2 / Fraction(source_window(geometry, 0, block, (0, 0)).width) ** 2
     lines.append(f"  {float(halo):.0%} of the reference pixels read are context shared with neighbouring tiles")
     return lines
@@ -362,7 +387,7 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
 def compute_tile(infer, geometry: ModelGeometry, tile: _Tile) -> list[np.ndarray]:
     """Run the network on a read tile (not a ``fill`` one): its kept outputs, ``(size, size, channels)``."""
     size = tile.task.block.width
-    return [_keep(out[0], geometry.crop, size, k) for k, out in enumerate(infer(tile.inputs))]
+    return [_keep(out[0], geometry.kept_crop, size, k) for k, out in enumerate(infer(tile.inputs))]
 
 
 def _keep(output: np.ndarray, crop: int, size: int, index: int) -> np.ndarray:
@@ -426,7 +451,8 @@ def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -
     hit = np.zeros((blocks, blocks), dtype=bool)
     for i, bad in enumerate(bad_masks):
         if bad.any():
-            hit |= _block_counts(bad, blocks, geometry.footprint(i), 0, geometry.sources[i].rf) > 0
+            step = geometry.footprint(i)  # an EF block's window: its receptive field and the registration's margin
+            hit |= _block_counts(bad, blocks, step, 0, step + geometry.window_extent(i)) > 0
     return _per_pixel(geometry, hit)
 
 
@@ -437,7 +463,8 @@ def _empty(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> n
     empty = np.ones((blocks, blocks), dtype=bool)
     for i, bad in enumerate(bad_masks):
         step = geometry.footprint(i)
-        empty &= _block_counts(bad, blocks, step, geometry.before(i), step) == step * step
+        start = math.floor(geometry.window_before(i))  # whole unless the grid is off common corners
+        empty &= _block_counts(bad, blocks, step, start, step) == step * step
     return _per_pixel(geometry, empty)
 
 
@@ -501,8 +528,13 @@ class _BackgroundWriter:
             if self.error is None:
                 try:
                     tile, kept = item
+                    block = tile.task.block
                     for writer, array in zip(self.writers, tile_arrays(tile, kept, self.products, self.background)):
-                        writer.write(tile.task.block, array)
+                        # a clipped run's first tiles start before the grid (full-grid phase)
+                        skip_col, skip_row = max(0, -block.col_off), max(0, -block.row_off)
+                        writer.write(Window(block.col_off + skip_col, block.row_off + skip_row,
+                                            block.width - skip_col, block.height - skip_row),
+                                     array[skip_row:, skip_col:])
                 except BaseException as error:
                     self.error = error
 
