@@ -185,6 +185,10 @@ def _layer_maps(op, where: str, sizes: tuple | None):
     """
     size = sizes or (None, None)
     kind = type(op).__name__
+    if hasattr(op, "deepfield_layer_map"):  # a layer that states its map (engine/imported_layers.py)
+        fields = op.deepfield_layer_map()
+        axis = LayerMap(**{**fields, "c_lo": Fraction(fields["c_lo"]), "c_hi": Fraction(fields["c_hi"])})
+        return axis, axis
     if getattr(op, "data_format", "channels_last") == "channels_first":
         raise EngineError(f"{where}: channels_first layers are not supported (use channels_last)")
     if kind in NOT_FULLY_CONVOLUTIONAL:
