@@ -66,33 +66,46 @@ class SlidingWindows(keras.layers.Layer):
     Windows start every ``step`` input pixels (the first at pixel 0); the output of window
     ``(k, l)`` (``block`` x ``block`` pixels, a vector output counts as 1 x 1) is placed at
     output pixels ``[k * block, (k + 1) * block)``. An image of ``n`` pixels holds
-    ``(n - window) // step + 1`` windows per axis.
+    ``(n - window) // step + 1`` windows per axis. ``outputs``: how many tensors the network
+    returns (each becomes one output, float32).
     """
 
-    def __init__(self, network, window, step, block, **kwargs):
+    def __init__(self, network, window, step, block, outputs=1, **kwargs):
         super().__init__(**kwargs)
         if isinstance(network, dict):
             network = keras.saving.deserialize_keras_object(network)
         self.network = network
-        self.window, self.step, self.block = int(window), int(step), int(block)
+        self.window, self.step, self.block, self.outputs = int(window), int(step), int(block), int(outputs)
 
     def call(self, inputs):
+        """Row of windows by row of windows (memory: one row's windows at a time)."""
         batch, bands = tf.shape(inputs)[0], inputs.shape[-1]
-        patches = tf.image.extract_patches(inputs, sizes=[1, self.window, self.window, 1],
-                                           strides=[1, self.step, self.step, 1], rates=[1, 1, 1, 1],
-                                           padding="VALID")
-        rows, cols = tf.shape(patches)[1], tf.shape(patches)[2]
-        outputs = self.network(tf.reshape(patches, (-1, self.window, self.window, bands)))
-        values = [self._mosaic(out, batch, rows, cols) for out in (outputs if isinstance(outputs, (list, tuple))
-                                                                   else [outputs])]
+        rows = (tf.shape(inputs)[1] - self.window) // self.step + 1
+
+        def row(k):
+            strip = inputs[:, k * self.step:k * self.step + self.window]
+            patches = tf.image.extract_patches(strip, sizes=[1, self.window, self.window, 1],
+                                               strides=[1, self.step, self.step, 1], rates=[1, 1, 1, 1],
+                                               padding="VALID")  # (batch, 1, cols, window * window * bands)
+            outputs = self.network(tf.reshape(patches, (-1, self.window, self.window, bands)))
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return [self._side_by_side(tf.cast(out, tf.float32), batch, tf.shape(patches)[2]) for out in outputs]
+
+        strips = tf.map_fn(row, tf.range(rows), fn_output_signature=[tf.TensorSpec(None, tf.float32)] * self.outputs)
+        values = []
+        for strip in strips:  # (rows, batch, block, cols * block, C)
+            shape = tf.shape(strip)
+            values.append(tf.reshape(tf.transpose(strip, (1, 0, 2, 3, 4)),
+                                     (batch, rows * self.block, shape[3], strip.shape[-1])))
         return values[0] if len(values) == 1 else values
 
-    def _mosaic(self, out, batch, rows, cols):
-        """Per-window outputs ``(batch * rows * cols, block, block, C)`` (or ``(..., C)``) side by side."""
+    def _side_by_side(self, out, batch, cols):
+        """One row's window outputs ``(batch * cols, block, block, C)`` (or ``(batch * cols, C)``) as
+        ``(batch, block, cols * block, C)``."""
         channels = out.shape[-1]
-        out = tf.reshape(out, (batch, rows, cols, self.block, self.block, channels))
-        out = tf.transpose(out, (0, 1, 3, 2, 4, 5))
-        return tf.reshape(out, (batch, rows * self.block, cols * self.block, channels))
+        out = tf.reshape(out, (batch, cols, self.block, self.block, channels))
+        out = tf.transpose(out, (0, 2, 1, 3, 4))
+        return tf.reshape(out, (batch, self.block, cols * self.block, channels))
 
     def deepfield_layer_map(self):
         """The layer along one axis (both alike), as :class:`deepfield.engine.fields.LayerMap`'s
@@ -105,4 +118,4 @@ class SlidingWindows(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.network),
-                "window": self.window, "step": self.step, "block": self.block}
+                "window": self.window, "step": self.step, "block": self.block, "outputs": self.outputs}

@@ -257,7 +257,8 @@ def _sliding(network: Network, window: int, sf: Fraction):
     if step.denominator != 1:
         raise InvalidSpec(f"spacing scale {sf}: the network's {block} output px per window must cover a whole number "
                           f"of input pixels (here {step}); give a spacing scale that is a multiple of 1/{block}")
-    return _layers_module().SlidingWindows(network.layer, window, int(step), block, name="sliding_windows")
+    return _layers_module().SlidingWindows(network.layer, window, int(step), block, len(outputs),
+                                           name="sliding_windows")
 
 
 def _output_names(network: Network, count: int, taken: set[str]) -> list[str]:

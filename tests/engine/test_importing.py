@@ -139,6 +139,8 @@ def test_conv_net_in_every_format_serves_like_the_network(folder, crop, kind, su
                      "regression")
     loaded = load_model_folder(model)
     assert (loaded.metadata.inputs[0].rf, loaded.metadata.ef, loaded.metadata.sf) == (5, 1, 1)
+    if kind == "savedmodel":  # the folder holds its SavedModel: it still serves once moved
+        model = model.rename(folder / "moved_savedmodel_model")
     served = applied(model, [crop[0]], folder / f"conv_{kind}.tif")
     reference = network(pad(normalised(read(crop[0])), 2, 2, 2)[None]).numpy()[0]
     assert close(served, reference) <= TOLERANCE
@@ -173,19 +175,23 @@ def test_two_input_net_maps_sources_by_name(folder, crop):
     assert close(served, reference.numpy()[0]) <= TOLERANCE
 
 
-@pytest.mark.parametrize("kind", ["keras", "tf.saved_model"])
-def test_fixed_size_network_is_served_window_by_window(folder, crop, kind):
+@pytest.mark.parametrize("kind, sf", [("keras", 1), ("tf.saved_model", 2)])
+def test_fixed_size_network_is_served_window_by_window(folder, crop, kind, sf):
     network = seeded(patch_classifier)
     path = save(network, folder / ("patch.keras" if kind == "keras" else "patch_sm"), kind)
     model = imported(path, folder / f"patch_{kind}_model", [{"name": "rgb", "mean": MEAN, "std": STD, "rf": 8}],
-                     "classification")
+                     "classification", spacing_scale=str(sf))
     loaded = load_model_folder(model)
-    assert (loaded.metadata.inputs[0].rf, loaded.metadata.ef, loaded.metadata.sf) == (8, 1, 1)
+    assert (loaded.metadata.inputs[0].rf, loaded.metadata.ef, loaded.metadata.sf) == (8, 1, sf)
     served = applied(model, [crop[0]], folder / f"patch_{kind}.tif", outputs=["probabilities"])
-    # output pixel (r, c) is the network on the 8 x 8 window centred on its corner: rows [r - 4, r + 4)
-    padded = pad(normalised(read(crop[0])), 4, 3, 3)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (8, 8), axis=(0, 1))  # rows, cols, bands, 8, 8
-    rows, cols = windows.shape[:2]
+    # output pixel j covers reference pixels [sf j, sf j + sf); its window is the 8 px centred there,
+    # [sf j + sf // 2 - 4, sf j + sf // 2 + 4): windows every sf px from the padded image's pixel 0
+    before = 4 - sf // 2
+    rows, cols = -(-29 // sf), -(-37 // sf)
+    padded = pad(normalised(read(crop[0])), before, sf * (rows - 1) + 8 - before - 29,
+                 sf * (cols - 1) + 8 - before - 37)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (8, 8), axis=(0, 1))[::sf, ::sf]
+    assert windows.shape[:2] == (rows, cols)
     batch = np.moveaxis(windows, 2, -1).reshape(-1, 8, 8, 3)
     reference = network(batch).numpy().reshape(rows, cols, 2)
     assert close(served, reference) <= TOLERANCE
