@@ -87,7 +87,8 @@ class ImportModel(EngineAlgorithm):
         "Classes (classifiers, in output channel order): 'value=name:#rrggbb, ...' or a QGIS style "
         "(.qml) or a CSV file (value,name,color). Normalisation (optional): per-band mean and std, "
         "applied inside the model before the network, as JSON: {\"pan\": {\"mean\": [412.3], "
-        "\"std\": [97.1]}}."
+        "\"std\": [97.1]}}. A network whose outputs differ in size (OTBTF also emits cropped copies "
+        "of an output) is served with the outputs named in 'Network outputs to serve'."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -120,6 +121,9 @@ class ImportModel(EngineAlgorithm):
                 defaultValue="", optional=True),
             QgsProcessingParameterString(
                 "ENDPOINT", "SavedModel signature", defaultValue=ImportModelSpec.endpoint),
+            QgsProcessingParameterString(
+                "NETWORK_OUTPUTS", "Network outputs to serve (names, comma separated; empty: all)",
+                defaultValue="", optional=True),
         ]
         self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
@@ -144,6 +148,8 @@ class ImportModel(EngineAlgorithm):
             expression_field=self.parameterAsInt(parameters, "EXPRESSION_FIELD", context) or None,
             spacing_scale=self.parameterAsString(parameters, "SPACING_SCALE", context).strip() or None,
             endpoint=self.parameterAsString(parameters, "ENDPOINT", context).strip() or ImportModelSpec.endpoint,
+            outputs=[name.strip() for name in self.parameterAsString(parameters, "NETWORK_OUTPUTS", context).split(",")
+                     if name.strip()],
         )
         return spec.to_dict(), [output]
 

@@ -473,7 +473,8 @@ class ImportModelSpec(JobSpec):
     network (for a network with a fixed input size, the spacing scale sets how far apart its
     windows are: default 1). ``classes``: ``[{"value", "name", "color"?}]`` in output channel
     order; ``classes_file``: a ``.qml`` style or a ``.csv`` (``value,name[,color]``) instead.
-    ``endpoint``: the SavedModel signature to serve.
+    ``endpoint``: the SavedModel signature to serve. ``outputs``: the names of the network outputs
+    to serve, in order (default: all; OTBTF networks also emit cropped copies of an output).
     """
 
     JOB: ClassVar[str] = "import_model"
@@ -486,6 +487,7 @@ class ImportModelSpec(JobSpec):
     expression_field: int | None = None
     spacing_scale: str | None = None
     endpoint: str = "serving_default"
+    outputs: list = dataclasses.field(default_factory=list)
 
     def validate(self) -> None:
         check_choice(self.task, MODEL_TASKS, "task", self.JOB)

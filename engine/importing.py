@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from .classes import ClassStyle, class_color, read_classes
-from .errors import InvalidSpec
+from .errors import EngineError, InvalidSpec
 from .fields import check_declared, derive_geometry, model_inputs, pack_inputs, with_ef
 from .geometry import ModelGeometry
 from .modelfolder import ModelMetadata, write_model_files
@@ -52,14 +52,26 @@ SOURCE_KEYS = {"name", "bands", "scale", "rf", "nodata", "mean", "std"}
 class Network:
     """A loaded network: ``layer`` is called with its inputs (a Keras model, or a
     ``SavedModelNetwork`` layer). ``inputs``: per network input, ``(name, rows, cols, bands)``
-    (``rows``/``cols`` ``None`` when any size is accepted). ``saved_model``: the SavedModel folder
-    it comes from, if any. ``kind``: ``"keras"`` or ``"savedmodel"``."""
+    (``rows``/``cols`` ``None`` when any size is accepted). ``outputs``: the names of the tensors
+    ``layer`` returns, in that order. ``saved_model``: the SavedModel folder it comes from, if
+    any. ``kind``: ``"keras"`` or ``"savedmodel"``."""
 
     layer: object
     inputs: tuple[tuple, ...]
+    outputs: tuple[str, ...]
     path: Path
     kind: str
     saved_model: Path | None = None
+
+    def output_indices(self, names) -> list[int]:
+        """Indices of the outputs called ``names`` (all when empty); :class:`InvalidSpec` otherwise."""
+        if not names:
+            return list(range(len(self.outputs)))
+        unknown = [n for n in names if n not in self.outputs]
+        if unknown:
+            raise InvalidSpec(f"network {self.path} has no output {', '.join(map(repr, unknown))}; its outputs: "
+                              f"{', '.join(self.outputs)}")
+        return [self.outputs.index(n) for n in names]
 
     @property
     def fixed_size(self) -> int | None:
@@ -119,7 +131,7 @@ def load_network(path, endpoint: str = "serving_default") -> Network:
             raise InvalidSpec(f"network {path}: input {tensor.name!r} of shape {tuple(tensor.shape)} is not an image "
                               "(batch, rows, cols, bands)")
     inputs = tuple((t.name, t.shape[1], t.shape[2], t.shape[-1]) for t in model_inputs(model))
-    return Network(model, inputs, path, "keras")
+    return Network(model, inputs, tuple(model.output_names), path, "keras")
 
 
 def _load_saved_model(path: Path, endpoint: str) -> Network:
@@ -146,7 +158,8 @@ def _load_saved_model(path: Path, endpoint: str) -> Network:
     layers = _layers_module()
     outputs = sorted(function.structured_outputs)
     layer = layers.SavedModelNetwork(SAVED_MODEL, endpoint, name, outputs, load_from=path, name="savedmodel")
-    return Network(layer, ((name, spec.shape[1], spec.shape[2], spec.shape[3]),), path, "savedmodel", path)
+    return Network(layer, ((name, spec.shape[1], spec.shape[2], spec.shape[3]),), tuple(outputs), path, "savedmodel",
+                   path)
 
 
 def _layers_module():
@@ -186,9 +199,9 @@ def check_sources(network: Network, sources: list[dict]) -> list[int]:
                               f"{net_names[k]!r} takes {bands}; give a raster (and bands) of {bands} band(s), "
                               "or list the sources in the network's input order")
         for key in ("mean", "std"):
-            if source.get(key) is not None and len(source[key]) != bands:
-                raise InvalidSpec(f"source {source['name']!r}: {key} lists {len(source[key])} value(s), the network "
-                                  f"input takes {bands} band(s); give one {key} per band")
+            if source.get(key) is not None and (not isinstance(source[key], list) or len(source[key]) != bands):
+                raise InvalidSpec(f"source {source['name']!r}: {key} {source[key]!r} is not a list of {bands} value(s) "
+                                  f"(the network input takes {bands} band(s)); give one {key} per band")
         if (source.get("mean") is None) != (source.get("std") is None):
             raise InvalidSpec(f"source {source['name']!r}: normalisation needs both mean and std (one per band)")
         if source.get("std") is not None and min(source["std"]) < 0:
@@ -214,8 +227,10 @@ def fraction(value, what: str) -> Fraction:
 
 # -- building the served model ------------------------------------------------------------------
 
-def wrap_network(network: Network, sources: list[dict], order: list[int], spacing_scale: Fraction | None):
-    """The Keras model served: per-source inputs, normalisation, the network, named outputs."""
+def wrap_network(network: Network, sources: list[dict], order: list[int], keep: list[int],
+                 spacing_scale: Fraction | None):
+    """The Keras model served: per-source inputs, normalisation, the network, its outputs ``keep``
+    (indices into ``network.outputs``), named."""
     import keras
 
     inputs = [keras.Input((None, None, network.inputs[k][3]), name=s["name"]) for s, k in zip(sources, order)]
@@ -226,11 +241,11 @@ def wrap_network(network: Network, sources: list[dict], order: list[int], spacin
     if window is not None:
         layer = _sliding(network, window, spacing_scale or Fraction(1))
     by_input = [values[order.index(k)] for k in range(len(order))]
-    outputs = layer(by_input[0]) if window is not None or network.kind == "savedmodel" \
-        else layer(pack_inputs(layer, by_input))
+    outputs = layer(pack_inputs(layer, by_input))
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    names = _output_names(network, len(outputs), {s["name"] for s in sources})
-    outputs = [keras.layers.Activation("linear", dtype="float32", name=n)(o) for n, o in zip(names, outputs)]
+    taken = {s["name"] for s in sources} | {layer.name}
+    names = [f"{name}_output" if name in taken else name for name in (network.outputs[k] for k in keep)]
+    outputs = [keras.layers.Activation("linear", dtype="float32", name=n)(outputs[k]) for n, k in zip(names, keep)]
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
                        name="imported")
 
@@ -261,13 +276,6 @@ def _sliding(network: Network, window: int, sf: Fraction):
                                            name="sliding_windows")
 
 
-def _output_names(network: Network, count: int, taken: set[str]) -> list[str]:
-    names = list(getattr(network.layer, "output_names", None) or [])
-    if len(names) != count or len(set(names)) != count:
-        names = ["output"] if count == 1 else [f"output_{k}" for k in range(count)]
-    return [f"{n}_output" if n in taken or n == network.layer.name else n for n in names]
-
-
 # -- the geometry and the metadata ----------------------------------------------------------------
 
 def declared_geometry(derived: ModelGeometry, sources: list[dict], expression_field: int | None,
@@ -293,21 +301,29 @@ def declared_geometry(derived: ModelGeometry, sources: list[dict], expression_fi
 
 def import_network(network_path, sources: list[dict], task: str, *, classes=(), classes_file=None,
                    expression_field: int | None = None, spacing_scale=None, endpoint: str = "serving_default",
-                   log: Callable[[str], None] = lambda message: None) -> ImportedModel:
+                   outputs=(), log: Callable[[str], None] = lambda message: None) -> ImportedModel:
     """Load a network, check it against the declared sources and fields, derive and prove its geometry.
 
-    ``sources``, ``classes``, ``classes_file``, ``expression_field``, ``spacing_scale``, ``endpoint``:
-    as in :class:`.contract.ImportModelSpec`.
+    ``sources``, ``classes``, ``classes_file``, ``expression_field``, ``spacing_scale``, ``endpoint``,
+    ``outputs``: as in :class:`.contract.ImportModelSpec`.
     """
     sf = fraction(spacing_scale, "spacing scale") if spacing_scale not in (None, "") else None
     styles = class_styles(classes, classes_file)
     network = load_network(network_path, endpoint)
     order = check_sources(network, sources)
+    keep = network.output_indices(outputs)
     if network.fixed_size is not None:
         log(f"{network.path}: fixed input of {network.fixed_size} x {network.fixed_size} px: served window by window")
-    model = wrap_network(network, sources, order, sf)
+    model = wrap_network(network, sources, order, keep, sf)
     log("deriving the receptive field, expression field and spacing scale from the network")
-    derived = derive_geometry(model, None, [s["name"] for s in sources])
+    try:
+        derived = derive_geometry(model, None, [s["name"] for s in sources])
+    except EngineError as error:
+        if len(keep) == 1:
+            raise
+        raise EngineError(f"{error}. The network's outputs ({', '.join(network.outputs[k] for k in keep)}) may "
+                          "differ in size or spacing (OTBTF's cropped outputs do): choose the one to serve with "
+                          "outputs") from None
     geometry = declared_geometry(derived, sources, expression_field, sf)
     metadata = ModelMetadata.for_model(
         model, task, geometry=geometry, classes=styles, sources=[

@@ -23,7 +23,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     reporter.progress(5)
     imported = import_network(job.network, job.sources, job.task, classes=job.classes, classes_file=job.classes_file,
                               expression_field=job.expression_field, spacing_scale=job.spacing_scale,
-                              endpoint=job.endpoint, log=reporter.log)
+                              endpoint=job.endpoint, outputs=job.outputs, log=reporter.log)
     reporter.progress(80)
     reporter.check_cancelled()
     save_imported(job.output, imported)

@@ -87,6 +87,13 @@ def two_input_net():
     return keras.Model([nir, rgb], L.Conv2D(2, 1)(L.Concatenate()([a, b])))
 
 
+def otbtf_like_net():
+    """Outputs ``estimated`` (RF 3) and ``estimated_crop2``, the same cropped by 2 pixels per side."""
+    x = keras.Input((None, None, 3))
+    estimated = L.Conv2D(2, 3, name="estimated")(x)
+    return keras.Model(x, [estimated, L.Cropping2D(2, name="estimated_crop2")(estimated)])
+
+
 def patch_classifier():
     """A fixed 8 x 8 input, Flatten and Dense: one class vector per window."""
     x = keras.Input((8, 8, 3))
@@ -197,6 +204,19 @@ def test_fixed_size_network_is_served_window_by_window(folder, crop, kind, sf):
     assert close(served, reference) <= TOLERANCE
 
 
+def test_one_output_of_several_is_chosen(folder, crop):
+    network = seeded(otbtf_like_net)
+    path = save(network, folder / "otbtf.keras", "keras")
+    with pytest.raises(EngineError, match="choose the one to serve with outputs"):
+        import_network(path, [{"name": "rgb"}], "regression")
+    with pytest.raises(InvalidSpec, match="has no output 'predictions'; its outputs: estimated, estimated_crop2"):
+        import_network(path, [{"name": "rgb"}], "regression", outputs=["predictions"])
+    model = imported(path, folder / "otbtf_model", [{"name": "rgb"}], "regression", outputs=["estimated"])
+    assert [o.name for o in load_model_folder(model).metadata.outputs] == ["estimated"]
+    served = applied(model, [crop[0]], folder / "otbtf.tif")
+    assert close(served, network(pad(read(crop[0]), 1, 1, 1)[None])[0].numpy()[0]) <= TOLERANCE
+
+
 def test_imported_folder_is_described(folder, crop):
     path = save(seeded(conv_net), folder / "described.keras", "keras")
     model = imported(path, folder / "described_model", [{"name": "rgb"}], "regression")
@@ -236,7 +256,7 @@ def test_declared_fields_that_contradict_the_network_are_refused(conv_file):
 def test_a_band_count_that_does_not_match_is_refused(conv_file):
     with pytest.raises(InvalidSpec, match="source 'rgb' has 4 band\\(s\\) but network input 'image' takes 3"):
         import_network(conv_file, [{"name": "rgb", "bands": 4}], "regression")
-    with pytest.raises(InvalidSpec, match="mean lists 2 value"):
+    with pytest.raises(InvalidSpec, match="mean \\[1, 2\\] is not a list of 3 value"):
         import_network(conv_file, [{"name": "rgb", "mean": [1, 2], "std": [1, 1]}], "regression")
 
 
