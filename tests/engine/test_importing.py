@@ -217,6 +217,21 @@ def test_one_output_of_several_is_chosen(folder, crop):
     assert close(served, network(pad(read(crop[0]), 1, 1, 1)[None])[0].numpy()[0]) <= TOLERANCE
 
 
+def test_sources_at_two_spacings_keep_their_scales(folder):
+    pan, ms = keras.Input((None, None, 1), name="pan"), keras.Input((None, None, 4), name="ms")
+    up = L.UpSampling2D(2)(L.Conv2D(4, 3, padding="same")(ms))
+    merged = L.Concatenate()([L.Conv2D(4, 3, padding="same")(pan), up])
+    network = keras.Model([pan, ms], L.Conv2D(3, 1, activation="softmax")(merged))
+    path = save(network, folder / "fusion.h5", "h5")
+    model = imported(path, folder / "fusion_model", [{"name": "pan", "bands": 1, "scale": 1},
+                                                    {"name": "ms", "bands": 4, "scale": "2"}], "segmentation")
+    meta = load_model_folder(model).metadata
+    assert [(i.name, i.bands, str(i.scale)) for i in meta.inputs] == [("pan", 1, "1"), ("ms", 4, "2")]
+    assert (meta.sf, meta.ef) == (1, 2)
+    with pytest.raises(InvalidSpec, match="source 'ms': scale 1/2 declared, the network's is 2"):
+        import_network(path, [{"name": "pan"}, {"name": "ms", "scale": "1/2"}], "segmentation")
+
+
 def test_imported_folder_is_described(folder, crop):
     path = save(seeded(conv_net), folder / "described.keras", "keras")
     model = imported(path, folder / "described_model", [{"name": "rgb"}], "regression")
