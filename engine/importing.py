@@ -9,8 +9,9 @@ The folder's ``model.keras`` is a small Keras model around the network: one inpu
 - A Keras network is nested as it is (its weights are in ``model.keras``).
 - A SavedModel is copied, unchanged, into ``<folder>/savedmodel`` and called through one of its
   signatures by :class:`.imported_layers.SavedModelNetwork`; ``imported_layers.py`` is the folder's
-  ``custom.py``. SavedModels with one image input only (fields are derived per layer, and the
-  SavedModel is one opaque layer).
+  ``custom.py``. SavedModels with one image input only: the SavedModel is one opaque layer,
+  whose map :mod:`.fields` probes on inputs of up to 40 pixels, which is enough for convolutional
+  and strided networks, not for U-Nets (save those as ``.keras``, whose layers are read one by one).
 - A network with a **fixed input size** (``(S, S, bands)``: a patch classifier with ``Flatten`` and
   ``Dense``, or any network exported with a fixed signature) is wrapped in
   :class:`.imported_layers.SlidingWindows`: served, it sees windows of exactly ``S`` x ``S``
@@ -34,9 +35,9 @@ import numpy as np
 
 from .classes import ClassStyle, class_color, read_classes
 from .errors import EngineError, InvalidSpec
-from .fields import check_declared, derive_geometry, model_inputs, pack_inputs, with_ef
+from .fields import TOLERANCE, check_declared, derive_geometry, model_inputs, pack_inputs, tiling_error, with_ef
 from .geometry import ModelGeometry
-from .modelfolder import ModelMetadata, write_model_files
+from .modelfolder import ModelMetadata, check_geometry, write_model_files
 from .outputs import atomic_output
 from .training.network import variance
 
@@ -278,6 +279,29 @@ def _sliding(network: Network, window: int, sf: Fraction):
 
 # -- the geometry and the metadata ----------------------------------------------------------------
 
+#: Why a SavedModel may not import, and the fix.
+OPAQUE_HINT = ("A SavedModel is probed as one layer, which pooling and deep U-Nets defeat: save the network as "
+               ".keras (its layers are then read one by one)")
+#: Tiles (in EFs) of the extra self-check: 3 EFs puts the second tile at an odd number of EFs.
+PROOF_TILE = 3
+
+
+def prove_geometry(model, derived: ModelGeometry) -> ModelGeometry:
+    """``derived``, once tiles of :data:`PROOF_TILE` EFs equal one whole tile
+    (:func:`.fields.tiling_error`), on top of :func:`.fields.derive_geometry`'s own self-check.
+
+    A SavedModel is one opaque layer whose map :mod:`.fields` probes; a network with pooling can
+    look shift-invariant pixel by pixel while it only repeats every few pixels, and pass a
+    self-check whose tiles start on multiples of that: tiles at odd multiples of EF show it.
+    """
+    error = tiling_error(model, derived, tile=derived.ef * PROOF_TILE)
+    if error > TOLERANCE:
+        raise EngineError(f"tiled serving does not reproduce whole-image serving for this network (max difference "
+                          f"{error:.3g} for tiles of {derived.ef * PROOF_TILE} output px; inf: the network refuses "
+                          "the window sizes)")
+    return derived
+
+
 def declared_geometry(derived: ModelGeometry, sources: list[dict], expression_field: int | None,
                       spacing_scale: Fraction | None) -> ModelGeometry:
     """The geometry to serve: the derived one, with a declared EF (a multiple of the derived one);
@@ -317,13 +341,15 @@ def import_network(network_path, sources: list[dict], task: str, *, classes=(), 
     model = wrap_network(network, sources, order, keep, sf)
     log("deriving the receptive field, expression field and spacing scale from the network")
     try:
-        derived = derive_geometry(model, None, [s["name"] for s in sources])
+        derived = prove_geometry(model, derive_geometry(model, None, [s["name"] for s in sources]))
     except EngineError as error:
-        if len(keep) == 1:
+        hints = [f"The network's outputs ({', '.join(network.outputs[k] for k in keep)}) may differ in size or "
+                 "spacing (OTBTF's cropped outputs do): choose the one to serve with outputs"] if len(keep) > 1 else []
+        if network.kind == "savedmodel":
+            hints.append(OPAQUE_HINT)
+        if not hints:
             raise
-        raise EngineError(f"{error}. The network's outputs ({', '.join(network.outputs[k] for k in keep)}) may "
-                          "differ in size or spacing (OTBTF's cropped outputs do): choose the one to serve with "
-                          "outputs") from None
+        raise EngineError(f"{network.path}: {error}. " + ". ".join(hints)) from None
     geometry = declared_geometry(derived, sources, expression_field, sf)
     metadata = ModelMetadata.for_model(
         model, task, geometry=geometry, classes=styles, sources=[
@@ -333,6 +359,7 @@ def import_network(network_path, sources: list[dict], task: str, *, classes=(), 
         training={"imported_from": str(network.path), "format": network.kind, "endpoint": endpoint
                   if network.kind == "savedmodel" else None, "fixed_input": network.fixed_size})
     metadata.validate(f"import_model ({network.path})")
+    check_geometry(model, metadata, f"import_model ({network.path}): as Apply model will load it")
     uses_layers = network.kind == "savedmodel" or network.fixed_size is not None
     return ImportedModel(model, metadata, network.saved_model, LAYERS_FILE if uses_layers else None)
 

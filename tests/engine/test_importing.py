@@ -258,6 +258,18 @@ def test_a_file_that_is_not_a_model_is_refused(folder):
         import_network(DATA / "README.txt", [{"name": "rgb"}], "regression")
 
 
+def test_a_savedmodel_whose_fields_cannot_be_probed_is_refused_with_the_fix(folder):
+    x = keras.Input((None, None, 3))
+    y = x
+    for _ in range(4):  # accepts only sizes that are multiples of 16
+        y = L.MaxPooling2D(2)(L.Conv2D(2, 3, padding="same")(y))
+    for _ in range(4):
+        y = L.UpSampling2D(2)(y)
+    path = save(keras.Model(x, L.Conv2D(2, 1)(y)), folder / "deep_sm", "savedmodel")
+    with pytest.raises(EngineError, match="SavedModel is probed as one layer.*save the network as .keras"):
+        import_network(path, [{"name": "rgb"}], "regression")
+
+
 def test_declared_fields_that_contradict_the_network_are_refused(conv_file):
     with pytest.raises(InvalidSpec, match="RF 7 declared, the model's is 5"):
         import_network(conv_file, [{"name": "rgb", "rf": 7}], "regression")
