@@ -499,6 +499,9 @@ class ImportModelSpec(JobSpec):
         for k, source in enumerate(self.sources):
             if not isinstance(source, dict) or not source.get("name"):
                 raise InvalidSpec(f"{self.JOB}: sources[{k}] must be an object with a \"name\"")
+        if not isinstance(self.classes, list) or not isinstance(self.outputs, list) \
+                or not all(isinstance(name, str) for name in self.outputs):
+            raise InvalidSpec(f"{self.JOB}: classes must be a list of objects, outputs a list of output names")
         if self.classes and self.classes_file:
             raise InvalidSpec(f"{self.JOB}: give classes or classes_file, not both")
         if self.expression_field is not None and (not isinstance(self.expression_field, int)

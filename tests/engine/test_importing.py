@@ -310,6 +310,9 @@ def test_spec_rejects_unknown_keys_and_output_inside_the_network(folder):
                                    "sources": [{"name": "a"}], "tile_size": 3})
     with pytest.raises(InvalidSpec, match="task must be one of"):
         ImportModelSpec.from_dict({"network": "n.keras", "output": "m", "task": "detection", "sources": [{"name": "a"}]})
+    with pytest.raises(InvalidSpec, match="outputs a list of output names"):
+        ImportModelSpec.from_dict({"network": "n.keras", "output": "m", "task": "regression",
+                                   "sources": [{"name": "a"}], "outputs": "estimated"})
     saved = folder / "inside_sm"
     save(seeded(conv_net), saved, "savedmodel")
     with pytest.raises(InvalidSpec, match="would be written into the network"):
