@@ -153,20 +153,21 @@ def test_conv_net_in_every_format_serves_like_the_network(folder, crop, kind, su
     assert close(served, reference) <= TOLERANCE
 
 
-def test_strided_classifier_serves_like_the_network(folder, crop):
+@pytest.mark.parametrize("kind", ["keras", "savedmodel"])
+def test_strided_classifier_serves_like_the_network(folder, crop, kind):
     network = seeded(strided_classifier)
-    path = save(network, folder / "strided.keras", "keras")
+    path = save(network, folder / ("strided.keras" if kind == "keras" else "strided_sm"), kind)
     classes = [{"value": 10, "name": "water"}, {"value": 20, "name": "forest", "color": "#00FF00"},
                {"value": 30, "name": "urban"}]
-    model = imported(path, folder / "strided_model", [{"name": "rgb", "rf": 16}], "classification",
+    model = imported(path, folder / f"strided_{kind}_model", [{"name": "rgb", "rf": 16}], "classification",
                      classes=classes, expression_field=1, spacing_scale="4")
     loaded = load_model_folder(model)
     assert [c.color for c in loaded.metadata.classes][1] == "#00ff00"
-    served = applied(model, [crop[0]], folder / "strided.tif", outputs=["probabilities", "class_map"])
+    served = applied(model, [crop[0]], folder / f"strided_{kind}.tif", outputs=["probabilities", "class_map"])
     # 37 x 29 px at SF 4: 10 x 8 output px; pixel j reads [4j - 6, 4j + 10): 6 before, 4n + 6 - size after
     reference = network(pad(read(crop[0]), 6, 4 * 8 + 6 - 29, 4 * 10 + 6 - 37)[None]).numpy()[0]
     assert close(served, reference) <= TOLERANCE
-    class_map = read(folder / "strided_class_map.tif")[..., 0]
+    class_map = read(folder / f"strided_{kind}_class_map.tif")[..., 0]
     assert np.array_equal(class_map, np.array([10, 20, 30])[reference.argmax(-1)])
 
 
