@@ -106,6 +106,9 @@ def test_errors_are_clear_and_write_nothing(qgis_app, networks, tmp_path):
         processing.run("deepfield:importmodel", {"NETWORK": str(networks / "net.keras"), "TASK": 2,
                                                  "SAVED_MODEL": str(networks / "savedmodel"),
                                                  "SOURCES": "landsat", "OUTPUT": str(tmp_path / "m2")})
+    with pytest.raises(QgsProcessingException, match="Source 'landsat:three': the band count 'three'"):
+        processing.run("deepfield:importmodel", {"NETWORK": str(networks / "net.keras"), "TASK": 2,
+                                                 "SOURCES": "landsat:three", "OUTPUT": str(tmp_path / "m4")})
     with pytest.raises(QgsProcessingException, match="SF 2 declared, the model's is 1") as caught:
         processing.run("deepfield:importmodel", {"NETWORK": str(networks / "net.keras"), "TASK": 2,
                                                  "SOURCES": "landsat", "EXPRESSION_FIELD": 1, "SPACING_SCALE": "2",
