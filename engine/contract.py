@@ -499,6 +499,7 @@ class ImportModelSpec(JobSpec):
         for k, source in enumerate(self.sources):
             if not isinstance(source, dict) or not source.get("name"):
                 raise InvalidSpec(f"{self.JOB}: sources[{k}] must be an object with a \"name\"")
+            check_dataset_name(source["name"], f"{self.JOB}: sources[{k}] name")
         if not isinstance(self.classes, list) or not isinstance(self.outputs, list) \
                 or not all(isinstance(name, str) for name in self.outputs):
             raise InvalidSpec(f"{self.JOB}: classes must be a list of objects, outputs a list of output names")

@@ -311,6 +311,9 @@ def test_spec_rejects_unknown_keys_and_output_inside_the_network(folder):
                                    "sources": [{"name": "a"}], "tile_size": 3})
     with pytest.raises(InvalidSpec, match="task must be one of"):
         ImportModelSpec.from_dict({"network": "n.keras", "output": "m", "task": "detection", "sources": [{"name": "a"}]})
+    with pytest.raises(InvalidSpec, match="invalid import_model: sources\\[0\\] name 'band 1'"):
+        ImportModelSpec.from_dict({"network": "n.keras", "output": "m", "task": "regression",
+                                   "sources": [{"name": "band 1"}]})
     with pytest.raises(InvalidSpec, match="outputs a list of output names"):
         ImportModelSpec.from_dict({"network": "n.keras", "output": "m", "task": "regression",
                                    "sources": [{"name": "a"}], "outputs": "estimated"})
