@@ -474,6 +474,62 @@ class EvaluateMapSpec(JobSpec):
                               f"'ignore_values' integers ({error})") from None
 
 # -- spec: import_model --------------------------------------------------------------------------
+#: What a model folder's network does (``deepfield.json``'s ``task``).
+MODEL_TASKS = ("classification", "segmentation", "regression", "super_resolution")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportModelSpec(JobSpec):
+    """A network trained elsewhere -> a DeepField model folder (:mod:`..importing`).
+
+    ``network``: a Keras ``.keras`` / ``.h5`` file or a TensorFlow SavedModel folder. ``output``:
+    the model folder to write. ``task``: one of :data:`MODEL_TASKS`. ``sources``: one object per
+    network input, in source order (the first is the reference): ``name`` (required), and
+    optionally ``bands`` (checked against the network), ``scale`` (its pixel spacing / the
+    reference's, ``"2"`` or ``"1/2"``; checked), ``rf`` (OTBTF receptive field, its pixels;
+    checked), ``nodata`` (a number or one per band), ``mean`` and ``std`` (per band: the network
+    then sees ``(x - mean) / std``). ``expression_field`` (output pixels) and ``spacing_scale``
+    (output spacing / reference spacing, e.g. ``"4"``): OTBTF-style values checked against the
+    network (for a network with a fixed input size, the spacing scale sets how far apart its
+    windows are: default 1). ``classes``: ``[{"value", "name", "color"?}]`` in output channel
+    order; ``classes_file``: a ``.qml`` style or a ``.csv`` (``value,name[,color]``) instead.
+    ``endpoint``: the SavedModel signature to serve. ``outputs``: the names of the network outputs
+    to serve, in order (default: all; OTBTF networks also emit cropped copies of an output).
+    """
+
+    JOB: ClassVar[str] = "import_model"
+    network: str
+    output: str
+    task: str
+    sources: list
+    classes: list = dataclasses.field(default_factory=list)
+    classes_file: str | None = None
+    expression_field: int | None = None
+    spacing_scale: str | None = None
+    endpoint: str = "serving_default"
+    outputs: list = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        check_choice(self.task, MODEL_TASKS, "task", self.JOB)
+        if not self.network or not self.output:
+            raise InvalidSpec(f"{self.JOB}: network and output must be paths")
+        if not isinstance(self.sources, list) or not self.sources:
+            raise InvalidSpec(f"{self.JOB}: sources must list one object per network input, e.g. "
+                              '[{"name": "image", "bands": 4}]')
+        for k, source in enumerate(self.sources):
+            if not isinstance(source, dict) or not source.get("name"):
+                raise InvalidSpec(f"{self.JOB}: sources[{k}] must be an object with a \"name\"")
+            check_dataset_name(source["name"], f"{self.JOB}: sources[{k}] name")
+        if not isinstance(self.classes, list) or not isinstance(self.outputs, list) \
+                or not all(isinstance(name, str) for name in self.outputs):
+            raise InvalidSpec(f"{self.JOB}: classes must be a list of objects, outputs a list of output names")
+        if self.classes and self.classes_file:
+            raise InvalidSpec(f"{self.JOB}: give classes or classes_file, not both")
+        if self.expression_field is not None and (not isinstance(self.expression_field, int)
+                                                  or self.expression_field < 1):
+            raise InvalidSpec(f"{self.JOB}: expression_field must be a positive integer (output pixels), "
+                              f"not {self.expression_field!r}")
+
 
 # -- spec: vectorize_class_map -------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,9 @@ The result is a :class:`~.geometry.ModelGeometry` that makes region propagation 
    ``n_in = (a/b) * n_out + c`` for ``c`` in ``[c_lo, c_hi]`` (its *size relation*: the input
    sizes that yield exactly ``n_out`` pixels). Known layers have exact rules (convolutions with
    strides, dilation and TensorFlow's asymmetric "same" padding, pooling, transposed
-   convolutions, up-sampling, cropping, zero padding, merges, per-pixel layers); any other
-   layer is *probed*: its size relation from zero inputs of many sizes, its taps from the
+   convolutions, up-sampling, cropping, zero padding, merges, per-pixel layers, and layers
+   that state their own map with ``deepfield_layer_map()``, see :mod:`.imported_layers`); any
+   other layer is *probed*: its size relation from zero inputs of many sizes, its taps from the
    gradient support of output pixels over random inputs.
 2. **Walk the graph.** Every tensor gets, per source, an :class:`AxisMap` (:func:`compose`,
    :func:`merge`): its spacing ``s`` (source pixels per tensor pixel), size relation and
@@ -186,6 +187,10 @@ def _layer_maps(op, where: str, sizes: tuple | None):
     """
     size = sizes or (None, None)
     kind = type(op).__name__
+    if hasattr(op, "deepfield_layer_map"):  # a layer that states its map (engine/imported_layers.py)
+        fields = op.deepfield_layer_map()
+        axis = LayerMap(**{**fields, "c_lo": Fraction(fields["c_lo"]), "c_hi": Fraction(fields["c_hi"])})
+        return axis, axis
     if getattr(op, "data_format", "channels_last") == "channels_first":
         raise EngineError(f"{where}: channels_first layers are not supported (use channels_last)")
     if kind in NOT_FULLY_CONVOLUTIONAL:

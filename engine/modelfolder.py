@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from .contract import MODEL_TASKS
 from .fields import check_declared, derive_geometry, model_inputs
 from .geometry import ModelGeometry, SourceGeometry
 from .outputs import atomic_output
@@ -47,7 +48,7 @@ VERSION = 1
 METADATA = "deepfield.json"
 MODEL = "model.keras"
 CUSTOM_CODE = "custom.py"
-TASKS = ("classification", "segmentation", "regression", "super_resolution")
+TASKS = MODEL_TASKS
 OUTPUT_KINDS = ("probabilities", "regression", "image")
 TASK_OUTPUT_KIND = {"classification": "probabilities", "segmentation": "probabilities",
                     "regression": "regression", "super_resolution": "image"}
