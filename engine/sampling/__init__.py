@@ -13,9 +13,9 @@ Vocabulary:
 Strategies (``spec["strategy"]``) are :class:`Sampler` classes in the registry :data:`SAMPLERS`,
 all with one signature, ``sample(info, rng, reporter) -> Positions``:
 
-``points``      a point layer with an integer class field, any CRS (reprojected; equivalent
+``points``      a point layer with a class field (integers or text), any CRS (reprojected; equivalent
                 CRSs, e.g. EPSG:3358 and an unnamed LCC with the same parameters, are not).
-``polygons``    a polygon layer with an integer class field: ``samples_per_class`` random pixel
+``polygons``    a polygon layer with a class field (integers or text): ``samples_per_class`` random pixel
                 centres per class, or every ``step``-th pixel centre (``polygon_mode: grid``);
                 ``border_distance`` (map units) keeps positions that far inside the polygons.
 ``label_raster`` a label raster: ``label_strategy`` ``constant`` (``samples`` per class),

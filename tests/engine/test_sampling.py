@@ -233,7 +233,6 @@ def test_polygons_random_and_grid(nc, tmp_path):
 
 @pytest.mark.parametrize("change, error, message", [
     ({"class_field": "nope"}, InvalidSpec, "no field 'nope'"),
-    ({"class_field": "label"}, EngineError, "must hold integers"),
     ({"patch_size": 500}, InvalidSpec, "patch size 500"),
     ({"split": {"train": 0, "valid": 0}}, InvalidSpec, "split proportions"),
     ({"strategy": "poitns"}, InvalidSpec, "strategy must be one of points, polygons, label_raster, grid"),
@@ -300,3 +299,42 @@ def test_every_strategy_has_one_sampler_made_from_the_spec():
     sampler = SAMPLERS["polygons"].from_spec(spec)
     assert isinstance(sampler, PolygonSampler)
     assert (sampler.step_px, sampler.border_distance_map_units, sampler.mode) == (3, 25.0, "grid")
+
+
+def test_text_class_field_maps_sorted_names_and_counts_nulls(nc, tmp_path):
+    """A text class field: its names get 1..K in sorted order, stored with the positions; features
+    with a NULL class are skipped and counted (checked against the points read with OGR)."""
+    copy = tmp_path / "points.gpkg"
+    gdal.VectorTranslate(str(copy), nc["points"], format="GPKG", layerName="points")
+    source = ogr.Open(str(copy), 1)
+    layer = source.GetLayer(0)
+    nulled = 0
+    for feature in layer:
+        if feature.GetFID() % 10 == 0:
+            feature.SetFieldNull("label")
+            layer.SetFeature(feature)
+            nulled += 1
+    labels = {(round(f.GetGeometryRef().GetX(), 3), round(f.GetGeometryRef().GetY(), 3)): f.GetField("label")
+              for f in layer}
+    del layer, source
+    names = sorted({name for name in labels.values() if name is not None})
+    expected = {name: value for value, name in enumerate(names, start=1)}
+    result, lines = run({"raster": nc["image"], "strategy": "points", "vector": str(copy), "class_field": "label",
+                         "output": str(tmp_path / "out.gpkg")})
+    assert nulled > 0 and result["skipped"]["null_class"] == nulled
+    assert any("null_class" in line.get("message", "") for line in lines)
+    assert [(c["value"], c["name"]) for c in result["classes"]] == [(v, n) for n, v in expected.items()]
+    written = [(round(f.GetGeometryRef().GetX(), 3), round(f.GetGeometryRef().GetY(), 3), f.GetField("class"),
+                f.GetField("class_name")) for f in features(tmp_path / "out.gpkg")]
+    assert len(written) == result["count"] > 0
+    for x, y, value, name in written:
+        assert labels[(x, y)] == name and expected[name] == value
+
+
+def test_non_integer_numbers_are_a_clear_error(nc, tmp_path):
+    copy = tmp_path / "points.gpkg"
+    gdal.VectorTranslate(str(copy), nc["points"], format="GPKG", SQLStatement="SELECT *, id + 0.5 AS half "
+                         "FROM landsat96_points", SQLDialect="SQLITE", layerName="points")
+    with pytest.raises(EngineError, match="class field 'half' must hold integers or text; found [0-9]+\\.5"):
+        run({"raster": nc["image"], "strategy": "points", "vector": str(copy), "class_field": "half",
+             "output": str(tmp_path / "out.gpkg")})
