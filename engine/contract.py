@@ -301,7 +301,10 @@ class PatchSourceSpec(JobSpec):
 class PatchLabelSpec(JobSpec):
     """What a sample predicts: ``kind`` (:data:`LABEL_KINDS`); raster labels: ``path``,
     ``patch_size`` (label pixels; None = the first source's ground area), ``classes``
-    ([{value, name, color}]; other values are ignored), ``nodata`` (default the raster's)."""
+    ([{value, name, color}]; other values are ignored), ``nodata`` (default the raster's).
+    Segmentation labels may also be polygons: ``path`` a vector file (``layer`` optional) with
+    ``class_field`` (integers or text), rasterised per patch on the first source's grid
+    (``patch_size`` in its pixels; pixels outside every polygon are ignored)."""
 
     JOB: ClassVar[str] = "extract_patches label"
     kind: str = "class"
@@ -309,11 +312,16 @@ class PatchLabelSpec(JobSpec):
     patch_size: int | None = None
     classes: tuple = ()
     nodata: float | None = None
+    layer: str | None = None
+    class_field: str | None = None
 
     def validate(self) -> None:
         check_choice(self.kind, LABEL_KINDS, "label kind", self.JOB)
         if self.kind != "class" and not self.path:
-            raise InvalidSpec(f"a {self.kind} label needs 'path': the label raster")
+            raise InvalidSpec(f"a {self.kind} label needs 'path': the label raster"
+                              + (" or polygons" if self.kind == "segmentation" else ""))
+        if self.class_field and self.kind != "segmentation":
+            raise InvalidSpec(f"the label's 'class_field' is for segmentation polygons, not {self.kind} labels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +366,7 @@ class ExtractPatchesSpec(JobSpec):
         if len(set(names)) != len(names):
             raise InvalidSpec(f"source names must differ: {names}")
         if self.label.kind == "class" and not self.class_field:
-            raise InvalidSpec("a class label needs 'class_field': the positions' integer class field")
+            raise InvalidSpec("a class label needs 'class_field': the positions' class field (integers or text)")
 
 # -- spec: train_model ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
