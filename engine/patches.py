@@ -55,6 +55,7 @@ from .rasters import (
     is_plain_path,
     open_raster,
     raster_info,
+    rasterize,
     resampling_for,
 )
 from .sampling import label_counts
@@ -168,14 +169,8 @@ class _PolygonCut(_Cut):
     burn: object = None
 
     def read(self, window: Window) -> np.ndarray:
-        from osgeo import gdal
-
-        gt = self.info.geotransform
-        target = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1, gdal.GDT_Int32)
-        target.SetGeoTransform((gt[0] + window.col_off * gt[1], gt[1], 0.0,
-                                gt[3] + window.row_off * gt[5], 0.0, gt[5]))
-        gdal.RasterizeLayer(target, [1], self.burn.GetLayer(0), options=["ATTRIBUTE=burn"])
-        return target.ReadAsArray()[..., None] - 1
+        codes = rasterize(self.info.grid, window, self.burn, attribute="burn")
+        return np.where(np.isfinite(codes), codes - 1, -1).astype(np.int32)[..., None]
 
 
 def read_groups(reference: _Cut, order: np.ndarray, read_tile: int) -> list[np.ndarray]:

@@ -332,7 +332,7 @@ def class_polygons(path, class_field: str, target_wkt: str, border_distance: flo
     coding = class_coding(layer, class_field, path, known)
     codes = {c.value: k for k, c in enumerate(coding.classes, start=1)}
     transform = crs_transform(crs_or_target(layer, path, target_wkt, warn), target_wkt)
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
+    memory = gdal.GetDriverByName("Memory").Create("polygons", 0, 0, 0, gdal.GDT_Unknown)
     burn = memory.CreateLayer("polygons", None, ogr.wkbMultiPolygon)
     burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
     for feature in layer:
