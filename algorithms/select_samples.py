@@ -29,7 +29,7 @@ class SelectSamples(EngineAlgorithm):
     HELP = (
         "Chooses where patches will be cut from an image and writes them as a GeoPackage point layer "
         "(fields class, split, fid) in the image's CRS, plus a class balance table (CSV). Strategies: "
-        "points with an integer class field (any CRS); polygons with an integer class field (N random "
+        "points with a class field of integers or text (any CRS); polygons with a class field (N random "
         "pixel centres per class, or every STEP-th pixel centre, optionally a minimum distance inside the "
         "polygon border); a label raster (constant N per class, total N, as many as the smallest class, or "
         "all pixels; its nodata is skipped); a regular grid keeping only patches whose pixels are all valid "
@@ -40,7 +40,9 @@ class SelectSamples(EngineAlgorithm):
         "than 3 blocks hold positions) go wholly to one split and patches crossing a block border are dropped, "
         "so validation patches never overlap training patches; the optional split blocks output holds these "
         "blocks as polygons with their split (e.g. to evaluate a map on the test blocks only). Same seed, "
-        "same selection."
+        "same selection. A text class field (e.g. OSM fclass) is mapped to the values 1..K in sorted order of "
+        "the names, kept with the positions (field class_name) and shown by every later step; features with a "
+        "NULL class are skipped and counted in the log."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -50,7 +52,7 @@ class SelectSamples(EngineAlgorithm):
             "VECTOR", "Points or polygons (points / polygons strategies)",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            "CLASS_FIELD", "Class field (integer)", parentLayerParameterName="VECTOR", optional=True))
+            "CLASS_FIELD", "Class field (integers or text)", parentLayerParameterName="VECTOR", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             "LABEL_RASTER", "Label raster (label raster strategy)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
