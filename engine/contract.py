@@ -78,6 +78,8 @@ def check_dataset_name(name: str, what: str = "source name") -> str:
 
 
 # -- training ------------------------------------------------------------------------------------
+#: The ``architecture`` that lets the dataset pick the zoo network (engine/training/architecture.py).
+AUTOMATIC_ARCHITECTURE = "automatic"
 CLASS_WEIGHTING = ("none", "balanced")
 IMAGE_LOSSES = ("l1", "l2")
 
@@ -374,12 +376,13 @@ class TrainModelSpec(JobSpec):
     """Train a zoo or custom model on a dataset folder and write a model folder.
 
     ``dataset`` and ``output`` (folders) are required, and exactly one of ``architecture`` (a zoo
-    name) and ``custom_model`` (a ``.py`` file defining ``build(spec)``). Sizes are in patches,
-    ``learning_rate`` is per step. ``early_stopping_patience``: epochs without improvement before
-    stopping (0: never). ``loss`` (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan``
-    (``image`` datasets): add an adversarial loss, weighted ``adversarial_weight``, against the
-    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. A key given
-    as ``null`` takes its default.
+    name, or :data:`AUTOMATIC_ARCHITECTURE`: chosen from the dataset) and ``custom_model`` (a
+    ``.py`` file defining ``build(spec)``). Sizes are in patches, ``learning_rate`` is per step.
+    ``early_stopping_patience``: epochs without improvement before stopping (0: never). ``loss``
+    (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan`` (``image`` datasets): add an
+    adversarial loss, weighted ``adversarial_weight``, against the zoo's patch discriminator.
+    ``hyperparameters`` go to the model builder unchanged. A key given as ``null`` takes its
+    default.
     """
 
     JOB: ClassVar[str] = "train_model"
