@@ -36,7 +36,8 @@ class ExtractPatches(EngineAlgorithm):
         "and a 1 m source give co-registered patches. The first source is the reference. A raster whose CRS "
         "or grid does not line up with the reference's (spacing not a simple multiple of it, pixel corners off "
         "its grid) is warped on the fly onto it, exactly as Apply model will read it (logged). Patch sizes: "
-        "one integer per source, comma-separated (e.g. 64,32); names likewise (default: layer names). "
+        "one integer per source, comma-separated (e.g. 64,32), or one for the first source: every other source then "
+        "gets the same ground (64 px at 0.5 m -> 32 px at 1 m); names likewise (default: layer names). "
         "Labels: the positions' class field (integers or text; text names become the values 1..K in sorted "
         "order), patches of a label raster (segmentation; class values become indices, nodata = ignore), "
         "segmentation polygons with a class field (integers or text), rasterised per patch on the first "
@@ -52,7 +53,8 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "SOURCES", "Source rasters (the first is the reference)", QgsProcessing.TypeRaster))
         self.addParameter(QgsProcessingParameterString(
-            "PATCH_SIZES", "Patch size per source (pixels, comma-separated)", defaultValue="32"))
+            "PATCH_SIZES", "Patch size per source (pixels, comma-separated; one = the first source's, the same "
+            "ground for the others)", defaultValue="32"))
         self.addParameter(QgsProcessingParameterString(
             "NAMES", "Source names (comma-separated; default: layer names)", defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
@@ -88,14 +90,13 @@ class ExtractPatches(EngineAlgorithm):
         if not layers:
             raise QgsProcessingException("Give at least one source raster.")
         sizes = _split(self.parameterAsString(parameters, "PATCH_SIZES", context))
-        if len(sizes) == 1:
-            sizes = sizes * len(layers)
-        if len(sizes) != len(layers):
+        if len(sizes) != len(layers) and len(sizes) != 1:
             raise QgsProcessingException(f"{len(layers)} sources but {len(sizes)} patch sizes; give one per source.")
         try:
             sizes = [int(size) for size in sizes]
         except ValueError:
             raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
+        sizes += [None] * (len(layers) - len(sizes))  # one size: the first source's ground for every source
         names = _split(self.parameterAsString(parameters, "NAMES", context)) or [as_source_name(layer.name()) for layer in layers]
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")

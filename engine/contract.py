@@ -286,16 +286,17 @@ class SelectSamplesSpec(JobSpec):
 # -- spec: extract_patches -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class PatchSourceSpec(JobSpec):
-    """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
+    """One raster to cut: ``path``, ``patch_size`` (its own pixels; null for a source after the
+    first: the first source's patch on the ground, in its own pixels), ``name`` (dataset key)."""
 
     JOB: ClassVar[str] = "extract_patches source"
     path: str
-    patch_size: int
+    patch_size: int | None
     name: str = ""
 
     def validate(self) -> None:
         check_dataset_name(self.name)
-        if not isinstance(self.patch_size, int) or self.patch_size < 1:
+        if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
             raise InvalidSpec(f"source {self.name}: patch_size must be >= 1 pixel, got {self.patch_size}")
 
 
@@ -364,6 +365,8 @@ class ExtractPatchesSpec(JobSpec):
                           ("positions", "a point layer (e.g. from select_samples)")):
             if not getattr(self, key):
                 raise InvalidSpec(f"extract_patches needs {key!r}: {what}")
+        if self.sources[0].patch_size is None:
+            raise InvalidSpec(f"source {self.sources[0].name}: the first source needs its patch_size (pixels)")
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise InvalidSpec(f"source names must differ: {names}")

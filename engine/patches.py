@@ -3,7 +3,8 @@
 
 Vocabulary:
 
-- A **source** is a raster with a name and a patch size in its own pixels (:class:`engine.contract.PatchSourceSpec`).
+- A **source** is a raster with a name and a patch size in its own pixels (:class:`engine.contract.PatchSourceSpec`;
+  none given: the first source's patch on the ground, :func:`ground_size`).
   Source 0 is the reference: positions are read in its CRS and the dataset's ``scale`` of a
   source is its spacing over source 0's.
 - The **label** is what a sample is trained to predict: the position's class value
@@ -256,15 +257,21 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     reference = infos[0]
     polygons = label_polygons(label, reference, reporter) if label.kind == "segmentation" else None
     label_info = raster_info(label.path) if label.path and polygons is None else None
-    rasters = []
+    rasters, resolved = [], []
     for s, info in zip(sources, infos):
         aligned = aligned_info(info, reference, log=reporter.log)
+        if s.patch_size is None:
+            s = dataclasses.replace(s, patch_size=ground_size(sources[0].patch_size, reference, aligned))
+            reporter.log(f"{s.name}: patch size {s.patch_size} px, the ground of {sources[0].name}'s "
+                         f"{sources[0].patch_size} px")
+        resolved.append(s)
         rasters.append((s.name, aligned, s.patch_size, footprint_window(info, aligned)))
+    sources = resolved
     label_size = None
     if label_info is not None:
         resampling = resampling_for("classes" if label.kind == "segmentation" else "image")
         aligned = aligned_info(label_info, reference, resampling, reporter.log)
-        label_size = label.patch_size or default_label_size(sources[0].patch_size, reference, aligned)
+        label_size = label.patch_size or ground_size(sources[0].patch_size, reference, aligned)
         rasters.append((LABEL, aligned, label_size, footprint_window(label_info, aligned)))
     elif polygons is not None:  # rasterised on the reference source's (aligned) grid
         label_size = label.patch_size or sources[0].patch_size
@@ -391,10 +398,11 @@ def _label_value(label: PatchLabelSpec, patch, positions: Positions, m: int, inf
     return None if (indices < 0).all() else indices
 
 
-def default_label_size(source_size: int, reference: RasterInfo, label: RasterInfo) -> int:
-    """The label patch size (label pixels, >= 1) covering the ground of the first source's
-    ``source_size`` patch: ``source_size`` x the reference spacing / the (aligned) label spacing, rounded."""
-    return max(1, round(source_size * reference.geotransform[1] / label.geotransform[1]))
+def ground_size(source_size: int, reference: RasterInfo, other: RasterInfo) -> int:
+    """The patch size (pixels of ``other``, >= 1) covering the ground of the first source's
+    ``source_size`` patch: ``source_size`` x the reference spacing / the (aligned) spacing of
+    ``other`` (a source or the label raster), rounded."""
+    return max(1, round(source_size * reference.geotransform[1] / other.geotransform[1]))
 
 
 def _source_entry(source: PatchSourceSpec, info: RasterInfo, aligned: RasterInfo, reference: RasterInfo) -> dict:

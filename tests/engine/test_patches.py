@@ -366,3 +366,24 @@ def test_segmentation_labels_from_text_class_polygons(data_dir, tmp_path):
     assert result["rejected"]["label_nodata"] > 0
     assert sum(reader.manifest["class_counts"]["train"]) == int((labels >= 0).sum())
     assert any("rasterised from" in m.get("message", "") for m in messages)
+
+
+def test_one_patch_size_is_one_ground_size_for_every_source(pan_ms, tmp_path):
+    """Pan 64 px given, MS size left out: MS gets round(64 x pan spacing / MS spacing) px (the same
+    ground), i.e. the very patches of the explicit 64 + 32 run."""
+    pan_gt, ms_gt = gdal.Open(pan_ms["pan"]).GetGeoTransform(), gdal.Open(pan_ms["ms"]).GetGeoTransform()
+    expected = round(64 * pan_gt[1] / ms_gt[1])
+    _, messages = run(extract_patches_job, {
+        "sources": [{"path": pan_ms["pan"], "patch_size": 64, "name": "pan"},
+                    {"path": pan_ms["ms"], "patch_size": None, "name": "ms"}],
+        "positions": str(pan_ms["folder"].parent / "grid.gpkg"),
+        "label": {"kind": "image", "path": pan_ms["ms"], "patch_size": 16}, "output": str(tmp_path / "dataset")})
+    reader = open_dataset(tmp_path / "dataset")
+    assert [s["patch_size"] for s in reader.manifest["sources"]] == [64, expected] and expected == 32
+    assert any("ms: patch size 32 px" in m.get("message", "") for m in messages)
+    explicit = open_dataset(pan_ms["folder"])
+    np.testing.assert_array_equal(reader.arrays("train")[0]["ms"], explicit.arrays("train")[0]["ms"])
+    with pytest.raises(InvalidSpec, match="the first source needs its patch_size"):
+        run(extract_patches_job, {"sources": [{"path": pan_ms["pan"], "patch_size": None, "name": "pan"}],
+                                  "positions": str(pan_ms["folder"].parent / "grid.gpkg"),
+                                  "label": {"kind": "image", "path": pan_ms["ms"]}, "output": str(tmp_path / "x")})
