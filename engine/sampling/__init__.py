@@ -37,8 +37,8 @@ Modules: :mod:`.footprints` (footprints, the raster filter), :mod:`.strategies` 
 from __future__ import annotations
 
 from .selection import select_positions
-from .splits import balance, format_balance, resolved_block_size, write_blocks
+from .splits import balance, format_balance, write_blocks
 from .strategies import SAMPLERS, GridSampler, LabelRasterSampler, PointSampler, PolygonSampler, Sampler, label_counts
 
 __all__ = ["SAMPLERS", "GridSampler", "LabelRasterSampler", "PointSampler", "PolygonSampler", "Sampler",
-           "balance", "format_balance", "label_counts", "resolved_block_size", "select_positions", "write_blocks"]
+           "balance", "format_balance", "label_counts", "select_positions", "write_blocks"]

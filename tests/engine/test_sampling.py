@@ -338,3 +338,33 @@ def test_non_integer_numbers_are_a_clear_error(nc, tmp_path):
     with pytest.raises(EngineError, match="class field 'half' must hold integers or text; found [0-9]+\\.5"):
         run({"raster": nc["image"], "strategy": "points", "vector": str(copy), "class_field": "half",
              "output": str(tmp_path / "out.gpkg")})
+
+
+def test_automatic_block_size_keeps_every_class_in_every_split(nc, tmp_path):
+    """NC strata, 16 px patches: the old fixed 8-patch blocks leave a class out of a split (warned);
+    the automatic search finds blocks that give every class to every split, says so, and the
+    blocks stay disjoint (checked on the written positions)."""
+    spec = {"raster": nc["image"], "strategy": "label_raster", "label_raster": nc["strata"], "samples": 60,
+            "patch_size": 16, "split_mode": "blocks", "split": {"train": 0.7, "valid": 0.15, "test": 0.15},
+            "seed": 0, "output": str(tmp_path / "fixed.gpkg")}
+    spacing = gdal.Open(nc["image"]).GetGeoTransform()[1]
+    _, lines = run({**spec, "block_size": 8 * 16 * spacing})
+    assert any("has no position in the" in line.get("message", "") for line in lines)
+    result, lines = run({**spec, "output": str(tmp_path / "auto.gpkg")})
+    messages = [line.get("message", "") for line in lines]
+    assert any(m.startswith("automatic block size") and "every class in every split" in m for m in messages)
+    assert not any("has no position in the" in m for m in messages)
+    rows, _ = read_gpkg(tmp_path / "auto.gpkg")
+    classes = {r[2] for r in rows}
+    for split in ("train", "valid", "test"):
+        assert {r[2] for r in rows if r[3] == split} == classes
+    gt, size = gdal.Open(nc["image"]).GetGeoTransform(), result["block_size"]
+    assert size < 8 * 16 * spacing
+    block_split = {}
+    for x, y, _, split, _ in rows:  # every 16 px footprint in one block, every block in one split
+        col = np.floor((x - gt[0]) / gt[1] + 0.5) - 8  # even size: the nearest corner - 8 (patch-centre rule)
+        row = np.floor((y - gt[3]) / gt[5] + 0.5) - 8
+        first = (int(col * gt[1] // size), int(row * -gt[5] // size))
+        last = (int(((col + 16) * gt[1] - 1e-6) // size), int(((row + 16) * -gt[5] - 1e-6) // size))
+        assert first == last
+        assert block_split.setdefault(first, split) == split
