@@ -5,8 +5,10 @@ field -> select_samples -> extract_patches (segmentation labels rasterised from 
 import io
 import json
 
+import numpy as np
 from osgeo import gdal, ogr
 
+from deepfield.engine.dataset import open_dataset
 from deepfield.engine.jobs.apply_model import run as apply_model_job
 from deepfield.engine.jobs.evaluate_map import run as evaluate_map_job
 from deepfield.engine.jobs.extract_patches import run as extract_patches_job
@@ -44,6 +46,10 @@ def test_text_class_polygons_through_the_chain(data_dir, tmp_path):
                                        "architecture": "automatic", "epochs": 1, "batch_size": 8,
                                        "hyperparameters": {"depth": 2, "width": 4}})
     assert any("architecture (automatic): unet" in m.get("message", "") for m in said)
+    # validation scores count labelled pixels only (outside every polygon = ignore index)
+    confusion = json.loads((tmp_path / "model" / "confusion_matrix.json").read_text())["confusion_matrix"]
+    _, valid_labels = open_dataset(tmp_path / "dataset").arrays("valid")
+    assert int(np.sum(confusion)) == int((valid_labels >= 0).sum()) < valid_labels.size
     metadata = read_metadata(tmp_path / "model")
     assert [(c.value, c.name) for c in metadata.classes] == [(v, n) for v, n in enumerate(names, start=1)]
     run(apply_model_job, {"model": str(tmp_path / "model"), "sources": [image],
