@@ -27,8 +27,9 @@ class EvaluateMap(EngineAlgorithm):
         "Measures how well a class map agrees with reference labels: overall accuracy, Cohen's kappa, "
         "per-class precision, recall and F-score, macro and weighted F-score, and the confusion matrix "
         "(rows: reference, columns: map). The reference is either a raster (any grid or CRS: it is "
-        "resampled, nearest neighbour, onto the map's pixels) or a vector layer with an integer class "
-        "field: polygons are rasterised on the map's pixels (pixel centres inside), every point counts "
+        "resampled, nearest neighbour, onto the map's pixels) or a vector layer with a class field of integers "
+        "or text (names matched to the map's class names): polygons are rasterised on the map's pixels "
+        "(pixel centres inside), every point counts "
         "as one sample (the map pixel holding it). Nodata of both is ignored; an optional polygon mask "
         "limits the evaluation; listed values are ignored in both. Class names come from the map's "
         "paletted style, its .qml, or its GDAL category names. The output folder receives "
@@ -43,8 +44,8 @@ class EvaluateMap(EngineAlgorithm):
             "REFERENCE_VECTOR", "Reference points or polygons (or give a reference raster)",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            "CLASS_FIELD", "Class field of the reference vector layer", parentLayerParameterName="REFERENCE_VECTOR",
-            type=QgsProcessingParameterField.Numeric, optional=True))
+            "CLASS_FIELD", "Class field of the reference vector layer (integers, or text matched to the class "
+            "map's class names)", parentLayerParameterName="REFERENCE_VECTOR", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "MASK", "Mask (evaluate inside these polygons only)", [QgsProcessing.TypeVectorPolygon], optional=True))
         ignore = QgsProcessingParameterString(

@@ -21,7 +21,8 @@ from qgis.core import (
 from ..engine.contract import LABEL_KINDS, as_source_name
 from .base import EngineAlgorithm, parse_classes, raster_path, renderer_classes
 
-LABEL_KIND_LABELS = ("Class of each position (patch classification)", "Label raster patches (segmentation)",
+LABEL_KIND_LABELS = ("Class of each position (patch classification)",
+                     "Label raster or polygon patches (segmentation)",
                      "Target image patches (regression / super-resolution)")
 
 
@@ -35,9 +36,13 @@ class ExtractPatches(EngineAlgorithm):
         "and a 1 m source give co-registered patches. The first source is the reference. A raster whose CRS "
         "or grid does not line up with the reference's (spacing not a simple multiple of it, pixel corners off "
         "its grid) is warped on the fly onto it, exactly as Apply model will read it (logged). Patch sizes: "
-        "one integer per source, comma-separated (e.g. 64,32); names likewise (default: layer names). "
-        "Labels: the positions' class field, patches of a label raster (segmentation; class values become "
-        "indices, nodata = ignore) or patches of a target image. Class names: value=name pairs such as "
+        "one integer per source, comma-separated (e.g. 64,32), or one for the first source: every other source then "
+        "gets the same ground (64 px at 0.5 m -> 32 px at 1 m); names likewise (default: layer names). "
+        "Labels: the positions' class field (integers or text; text names become the values 1..K in sorted "
+        "order), patches of a label raster (segmentation; class values become indices, nodata = ignore), "
+        "segmentation polygons with a class field (integers or text), rasterised per patch on the first "
+        "source's grid (pixels outside every polygon are ignored in the loss and the scores), or patches of "
+        "a target image. Class names: value=name pairs such as "
         "1=developed:#e31a1c,2=agriculture (colours optional); without them, the label raster's paletted "
         "style in QGIS, else the values; only listed classes are learnt. Positions whose patches leave a source, "
         "hold nodata, or have no label are rejected and counted in the log. The output folder is a "
@@ -48,7 +53,8 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "SOURCES", "Source rasters (the first is the reference)", QgsProcessing.TypeRaster))
         self.addParameter(QgsProcessingParameterString(
-            "PATCH_SIZES", "Patch size per source (pixels, comma-separated)", defaultValue="32"))
+            "PATCH_SIZES", "Patch size per source (pixels, comma-separated; one = the first source's, the same "
+            "ground for the others)", defaultValue="32"))
         self.addParameter(QgsProcessingParameterString(
             "NAMES", "Source names (comma-separated; default: layer names)", defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
@@ -56,9 +62,15 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("LABEL_KIND", "Labels", LABEL_KIND_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", "Class field (class labels)", defaultValue="class", parentLayerParameterName="POSITIONS",
-            type=QgsProcessingParameterField.Numeric, optional=True))
+            optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             "LABEL_RASTER", "Label raster or target image", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "LABEL_POLYGONS", "Segmentation polygons (instead of a label raster)", [QgsProcessing.TypeVectorPolygon],
+            optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            "LABEL_POLYGON_FIELD", "Segmentation polygons: class field (integers or text)",
+            parentLayerParameterName="LABEL_POLYGONS", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "LABEL_PATCH_SIZE", "Label patch size (label raster pixels; 0 = the first source's patch size x its "
             "spacing / the label's spacing, rounded: the same ground area)", defaultValue=0, minValue=0))
@@ -78,34 +90,41 @@ class ExtractPatches(EngineAlgorithm):
         if not layers:
             raise QgsProcessingException("Give at least one source raster.")
         sizes = _split(self.parameterAsString(parameters, "PATCH_SIZES", context))
-        if len(sizes) == 1:
-            sizes = sizes * len(layers)
-        if len(sizes) != len(layers):
+        if len(sizes) != len(layers) and len(sizes) != 1:
             raise QgsProcessingException(f"{len(layers)} sources but {len(sizes)} patch sizes; give one per source.")
         try:
             sizes = [int(size) for size in sizes]
         except ValueError:
             raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
+        sizes += [None] * (len(layers) - len(sizes))  # one size: the first source's ground for every source
         names = _split(self.parameterAsString(parameters, "NAMES", context)) or [as_source_name(layer.name()) for layer in layers]
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
         output = self.parameterAsString(parameters, "OUTPUT", context)
         positions, layer = self.vector_path(parameters, "POSITIONS", context, feedback)
         kind = LABEL_KINDS[self.parameterAsEnum(parameters, "LABEL_KIND", context)]
-        label = {"kind": kind}
+        label, raster = {"kind": kind}, None
         if kind == "class":
             class_field = self.parameterAsString(parameters, "CLASS_FIELD", context)
             if not class_field:
                 raise QgsProcessingException("Class labels need the positions' class field.")
+        elif kind == "segmentation" and parameters.get("LABEL_POLYGONS"):
+            label["path"], label["layer"] = self.vector_path(parameters, "LABEL_POLYGONS", context, feedback)
+            label["class_field"] = self.parameterAsString(parameters, "LABEL_POLYGON_FIELD", context)
+            if not label["class_field"]:
+                raise QgsProcessingException("Segmentation polygons need their class field.")
+            label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
+            class_field = None
         else:
             raster = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
             if raster is None:
-                raise QgsProcessingException(f"{kind} labels need a label raster or target image.")
+                raise QgsProcessingException(f"{kind} labels need a label raster or target image"
+                                             + (" (or segmentation polygons)." if kind == "segmentation" else "."))
             label["path"] = raster_path(raster, "label raster")
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
         classes = parse_classes(self.parameterAsString(parameters, "CLASSES", context) or "")
-        if not classes and kind != "class":
+        if not classes and raster is not None:
             classes = renderer_classes(raster)
         if classes and kind != "image":
             label["classes"] = classes

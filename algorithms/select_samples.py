@@ -29,18 +29,23 @@ class SelectSamples(EngineAlgorithm):
     HELP = (
         "Chooses where patches will be cut from an image and writes them as a GeoPackage point layer "
         "(fields class, split, fid) in the image's CRS, plus a class balance table (CSV). Strategies: "
-        "points with an integer class field (any CRS); polygons with an integer class field (N random "
+        "points with a class field of integers or text (any CRS); polygons with a class field (N random "
         "pixel centres per class, or every STEP-th pixel centre, optionally a minimum distance inside the "
         "polygon border); a label raster (constant N per class, total N, as many as the smallest class, or "
         "all pixels; its nodata is skipped); a regular grid keeping only patches whose pixels are all valid "
         "(no band nodata, inside the optional mask), every STEP pixels. STEP 0 = the patch size (grid strategy and "
         "polygons in grid mode). Positions outside the image, whose patch leaves it, or "
-        "on nodata are dropped. Splits are random (stratified per class) or spatially disjoint: square "
-        "blocks of BLOCK SIZE map units (0 = automatic: 8 x patch size x pixel size; the log warns when fewer "
-        "than 3 blocks hold positions) go wholly to one split and patches crossing a block border are dropped, "
-        "so validation patches never overlap training patches; the optional split blocks output holds these "
+        "on nodata are dropped. Splits are spatially disjoint (the default) or random (stratified per class; "
+        "validation and test patches then overlap training patches): square blocks of BLOCK SIZE map units go "
+        "wholly to one split and patches crossing a block border are dropped, so validation patches never "
+        "overlap training patches. BLOCK SIZE 0 (automatic) tries blocks of 8 down to 2 patches a side and "
+        "several block orders, and keeps the first split that puts every class in every split (else the one "
+        "with the fewest gaps), saying in the log what it chose; a class missing from a split is always "
+        "warned about; the optional split blocks output holds these "
         "blocks as polygons with their split (e.g. to evaluate a map on the test blocks only). Same seed, "
-        "same selection."
+        "same selection. A text class field (e.g. OSM fclass) is mapped to the values 1..K in sorted order of "
+        "the names, kept with the positions (field class_name) and shown by every later step; features with a "
+        "NULL class are skipped and counted in the log."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -50,7 +55,7 @@ class SelectSamples(EngineAlgorithm):
             "VECTOR", "Points or polygons (points / polygons strategies)",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            "CLASS_FIELD", "Class field (integer)", parentLayerParameterName="VECTOR", optional=True))
+            "CLASS_FIELD", "Class field (integers or text)", parentLayerParameterName="VECTOR", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             "LABEL_RASTER", "Label raster (label raster strategy)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
@@ -71,9 +76,9 @@ class SelectSamples(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "TEST", "Test proportion", QgsProcessingParameterNumber.Double, 0.15, minValue=0))
         self.addParameter(QgsProcessingParameterEnum(
-            "SPLIT_MODE", "Split", ["random (stratified)", "spatial blocks (disjoint)"], defaultValue=0))
+            "SPLIT_MODE", "Split", ["random (stratified)", "spatial blocks (disjoint)"], defaultValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            "BLOCK_SIZE", "Block size (map units, spatial blocks; 0 = 8 x patch size x pixel size)",
+            "BLOCK_SIZE", "Block size (map units, spatial blocks; 0 = automatic: every class in every split)",
             QgsProcessingParameterNumber.Double, 0.0, minValue=0))
         advanced = [
             QgsProcessingParameterNumber("BORDER_DISTANCE", "Polygons: minimum distance to the border (map units)",

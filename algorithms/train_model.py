@@ -15,10 +15,11 @@ from qgis.core import (
 )
 
 from ..models import ZOO
-from ..engine.contract import CLASS_WEIGHTING
+from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING
 from .base import EngineAlgorithm
 
-ARCHITECTURES = tuple(sorted(ZOO))
+#: The zoo, then "automatic" (the default); appended so that the zoo's enum indices stay stable.
+ARCHITECTURES = tuple(sorted(ZOO)) + (AUTOMATIC_ARCHITECTURE,)
 
 
 class TrainModel(EngineAlgorithm):
@@ -27,7 +28,10 @@ class TrainModel(EngineAlgorithm):
     GROUP_ID = "training"
     HELP = (
         "Trains a network on a dataset folder written by 'Extract patches' and writes a model folder "
-        "that 'Apply model' serves. Pick an architecture from the model zoo, or give a Python file "
+        "that 'Apply model' serves. The architecture 'automatic' (the default) picks it from the dataset and "
+        "says why in the log: segmentation labels -> unet, one class per patch -> patch_classifier, two "
+        "sources (the second coarser) with segmentation labels -> fusion, a target image at a finer spacing "
+        "-> superres. Or pick an architecture from the model zoo, or give a Python file "
         "defining build(spec) -> keras.Model (it then replaces the architecture). Inputs are normalised "
         "inside the model with the dataset's per-band mean and standard deviation. Each epoch is "
         "validated on the dataset's valid split (loss, overall accuracy, macro F-score; PSNR for "
@@ -41,7 +45,8 @@ class TrainModel(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             "DATASET", "Dataset folder", behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterEnum(
-            "ARCHITECTURE", "Architecture (model zoo)", options=list(ARCHITECTURES), defaultValue=0))
+            "ARCHITECTURE", "Architecture (model zoo; automatic = chosen from the dataset)", options=list(ARCHITECTURES),
+            defaultValue=ARCHITECTURES.index(AUTOMATIC_ARCHITECTURE)))
         self.addParameter(QgsProcessingParameterFile(
             "CUSTOM_MODEL", "Custom model (.py with build(spec)); replaces the architecture",
             extension="py", optional=True))

@@ -23,6 +23,12 @@ class ClassStyle:
     color: str = ""
 
 
+def class_styles(items) -> tuple[ClassStyle, ...]:
+    """``ClassStyle`` of each ``{value, name, color}`` mapping (name and colour optional)."""
+    return tuple(ClassStyle(int(c["value"]), str(c.get("name") or c["value"]), str(c.get("color") or ""))
+                 for c in items)
+
+
 #: Default class colours (ColorBrewer Paired), by class index, when a dataset names none.
 PALETTE = ("#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
            "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99")

@@ -80,6 +80,8 @@ def check_dataset_name(name: str, what: str = "source name") -> str:
 
 
 # -- training ------------------------------------------------------------------------------------
+#: The ``architecture`` that lets the dataset pick the zoo network (engine/training/architecture.py).
+AUTOMATIC_ARCHITECTURE = "automatic"
 CLASS_WEIGHTING = ("none", "balanced")
 IMAGE_LOSSES = ("l1", "l2")
 
@@ -301,16 +303,17 @@ class SelectSamplesSpec(JobSpec):
 # -- spec: extract_patches -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class PatchSourceSpec(JobSpec):
-    """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
+    """One raster to cut: ``path``, ``patch_size`` (its own pixels; null for a source after the
+    first: the first source's patch on the ground, in its own pixels), ``name`` (dataset key)."""
 
     JOB: ClassVar[str] = "extract_patches source"
     path: str
-    patch_size: int
+    patch_size: int | None
     name: str = ""
 
     def validate(self) -> None:
         check_dataset_name(self.name)
-        if not isinstance(self.patch_size, int) or self.patch_size < 1:
+        if self.patch_size is not None and (not isinstance(self.patch_size, int) or self.patch_size < 1):
             raise InvalidSpec(f"source {self.name}: patch_size must be >= 1 pixel, got {self.patch_size}")
 
 
@@ -318,7 +321,10 @@ class PatchSourceSpec(JobSpec):
 class PatchLabelSpec(JobSpec):
     """What a sample predicts: ``kind`` (:data:`LABEL_KINDS`); raster labels: ``path``,
     ``patch_size`` (label pixels; None = the first source's ground area), ``classes``
-    ([{value, name, color}]; other values are ignored), ``nodata`` (default the raster's)."""
+    ([{value, name, color}]; other values are ignored), ``nodata`` (default the raster's).
+    Segmentation labels may also be polygons: ``path`` a vector file (``layer`` optional) with
+    ``class_field`` (integers or text), rasterised per patch on the first source's grid
+    (``patch_size`` in its pixels; pixels outside every polygon are ignored)."""
 
     JOB: ClassVar[str] = "extract_patches label"
     kind: str = "class"
@@ -326,11 +332,16 @@ class PatchLabelSpec(JobSpec):
     patch_size: int | None = None
     classes: tuple = ()
     nodata: float | None = None
+    layer: str | None = None
+    class_field: str | None = None
 
     def validate(self) -> None:
         check_choice(self.kind, LABEL_KINDS, "label kind", self.JOB)
         if self.kind != "class" and not self.path:
-            raise InvalidSpec(f"a {self.kind} label needs 'path': the label raster")
+            raise InvalidSpec(f"a {self.kind} label needs 'path': the label raster"
+                              + (" or polygons" if self.kind == "segmentation" else ""))
+        if self.class_field and self.kind != "segmentation":
+            raise InvalidSpec(f"the label's 'class_field' is for segmentation polygons, not {self.kind} labels")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,11 +382,13 @@ class ExtractPatchesSpec(JobSpec):
                           ("positions", "a point layer (e.g. from select_samples)")):
             if not getattr(self, key):
                 raise InvalidSpec(f"extract_patches needs {key!r}: {what}")
+        if self.sources[0].patch_size is None:
+            raise InvalidSpec(f"source {self.sources[0].name}: the first source needs its patch_size (pixels)")
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise InvalidSpec(f"source names must differ: {names}")
         if self.label.kind == "class" and not self.class_field:
-            raise InvalidSpec("a class label needs 'class_field': the positions' integer class field")
+            raise InvalidSpec("a class label needs 'class_field': the positions' class field (integers or text)")
 
 # -- spec: train_model ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
@@ -383,13 +396,13 @@ class TrainModelSpec(JobSpec):
     """Train a zoo or custom model on a dataset folder and write a model folder.
 
     ``dataset`` and ``output`` (folders) are required, and exactly one of ``architecture`` (a zoo
-    name) and ``custom_model`` (a ``.py`` file defining ``build(spec)``). Sizes are in patches,
-    ``learning_rate`` is per step. ``early_stopping_patience``: epochs without improvement before
-    stopping (0: never). ``loss`` (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan``
-    (``image`` datasets): add an adversarial loss, weighted ``adversarial_weight``, against the
-    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. ``workers``:
-    local training processes (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null``
-    takes its default.
+    name, or :data:`AUTOMATIC_ARCHITECTURE`: chosen from the dataset) and ``custom_model`` (a
+    ``.py`` file defining ``build(spec)``). Sizes are in patches, ``learning_rate`` is per step.
+    ``early_stopping_patience``: epochs without improvement before stopping (0: never). ``loss``
+    (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan`` (``image`` datasets): add an
+    adversarial loss, weighted ``adversarial_weight``, against the zoo's patch discriminator.
+    ``hyperparameters`` go to the model builder unchanged. ``workers``: local training processes
+    (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null`` takes its default.
     """
 
     JOB: ClassVar[str] = "train_model"

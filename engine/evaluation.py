@@ -6,7 +6,8 @@ Vocabulary:
 - The **map** is a class raster (band 1, integer class values); its grid is the evaluation grid.
 - The **reference** holds the true classes: a raster on any grid/CRS (resampled nearest onto the
   map's grid), polygons (rasterised onto the map's grid: pixels whose centre is inside), or points
-  (each point is one sample: the map pixel that holds it).
+  (each point is one sample: the map pixel that holds it). A text class field is matched to the
+  map's classes by name (the spec's ``classes``, else the map's style); unknown names are skipped.
 - A **sample** is one (reference class, map class) pair: a pixel, or a point.
 - The **confusion matrix** ``m[i, j]`` counts samples of reference class ``classes[i]`` mapped as
   ``classes[j]`` (rows: reference, columns: map; the scikit-learn convention).
@@ -23,7 +24,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .classes import ClassStyle, qml_classes
+from .classes import ClassStyle, class_styles, qml_classes
 from .contract import EvaluateMapSpec
 from .crs import bounds_in, crs_transform
 from .errors import EngineError, InvalidSpec, NoOverlap
@@ -31,7 +32,7 @@ from .geometry import Bounds, Grid, Window, intersect_bounds
 from .metrics import ConfusionCounts
 from .protocol import Reporter
 from .rasters import RasterInfo, raster_info, rasterize, resampling_for
-from .vectors import field_index, is_vector, layer_crs_wkt, open_layer, read_points
+from .vectors import class_polygons, field_index, is_vector, layer_crs_wkt, open_layer, read_points
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -119,23 +120,27 @@ class _RasterReference:
 
 
 class _PolygonReference:
-    """Reference polygons rasterised strip by strip onto the map's grid, burning the class field."""
+    """Reference polygons rasterised strip by strip onto the map's grid, burning the class field
+    (``codes``: the class value of each burnt value 1..K, for text fields burnt as codes)."""
 
-    def __init__(self, vector, layer, field_name: str, path: str, grid: Grid):
+    def __init__(self, vector, layer, field_name: str, path: str, grid: Grid, codes: np.ndarray | None = None):
         self.vector, self.layer, self.field, self.path, self.grid = vector, layer, field_name, path, grid
+        self.codes = codes
 
     def samples(self, window: Window, map_values: np.ndarray, map_valid: np.ndarray):
         values = rasterize(self.grid, window, self.vector, self.layer.GetName(), self.field)
         valid = map_valid & np.isfinite(values)
+        if self.codes is not None:
+            return self.codes[values[valid].astype(np.int64) - 1], map_values[valid]
         return _as_classes(values[valid], f"{self.path} field {self.field!r}"), map_values[valid]
 
 
 class _PointReference:
     """Reference points: each point is one sample, the map pixel holding it (map CRS)."""
 
-    def __init__(self, spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter):
+    def __init__(self, spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter, known=()):
         points = read_points(spec.reference, info.crs_wkt, spec.class_field, layer_name=spec.reference_layer,
-                             warn=reporter.warning)
+                             warn=reporter.warning, known=known)
         if not len(points.x):
             raise EngineError(f"the reference layer {spec.reference} has no point with a value in field "
                               f"{spec.class_field!r}")
@@ -163,16 +168,33 @@ def _vector_reference(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporte
     if not spec.class_field:
         raise InvalidSpec(f"the reference {path} is a vector layer: give 'class_field' (the field holding classes)")
     index = field_index(layer, spec.class_field, f"the reference layer {path}")
-    if layer.GetLayerDefn().GetFieldDefn(index).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
-        raise InvalidSpec(f"the class field {spec.class_field!r} of {path} is not numeric; choose an integer field")
+    kind = layer.GetLayerDefn().GetFieldDefn(index).GetType()
+    if kind not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal, ogr.OFTString):
+        raise InvalidSpec(f"the class field {spec.class_field!r} of {path} holds neither integers nor text; "
+                          "choose a class field")
+    known = _named_classes(spec, path) if kind == ogr.OFTString else ()
     xmin, xmax, ymin, ymax = layer.GetExtent()
     _require_overlap(grid, (xmin, ymin, xmax, ymax), layer_crs_wkt(layer), "reference layer", path)
-    kind = _geometry_kind(layer)
-    if kind == "point":
-        return _PointReference(spec, info, reporter)
-    if kind == "polygon":
+    geometry = _geometry_kind(layer)
+    if geometry == "point":
+        return _PointReference(spec, info, reporter, known)
+    if geometry == "polygon" and known:
+        burn, coding = class_polygons(path, spec.class_field, info.crs_wkt, layer_name=spec.reference_layer,
+                                      warn=reporter.warning, known=known)
+        return _PolygonReference(burn, burn.GetLayer(0), "burn", path, grid,
+                                 np.array([c.value for c in coding.classes], dtype=np.int64))
+    if geometry == "polygon":
         return _PolygonReference(vector, layer, spec.class_field, path, grid)
-    raise EngineError(f"the reference layer {path} holds {kind} geometries; use points or polygons")
+    raise EngineError(f"the reference layer {path} holds {geometry} geometries; use points or polygons")
+
+
+def _named_classes(spec: EvaluateMapSpec, path: str) -> tuple[ClassStyle, ...]:
+    """The map's classes by name, to match a text reference field: the spec's, else the map's style."""
+    known = class_styles(spec.classes) if spec.classes else tuple(map_classes(spec.map).values())
+    if not known:
+        raise InvalidSpec(f"the class field {spec.class_field!r} of {path} holds text: give 'classes' "
+                          f"(value, name) or a class map with its class names (.qml style) to match the names")
+    return known
 
 
 def _geometry_kind(layer) -> str:

@@ -3,12 +3,16 @@
 
 Vocabulary:
 
-- A **source** is a raster with a name and a patch size in its own pixels (:class:`engine.contract.PatchSourceSpec`).
+- A **source** is a raster with a name and a patch size in its own pixels (:class:`engine.contract.PatchSourceSpec`;
+  none given: the first source's patch on the ground, :func:`ground_size`).
   Source 0 is the reference: positions are read in its CRS and the dataset's ``scale`` of a
   source is its spacing over source 0's.
 - The **label** is what a sample is trained to predict: the position's class value
-  (``class``), a patch of a label raster mapped to class indices (``segmentation``), or a patch
-  of a raster of values (``image``: regression, super-resolution targets).
+  (``class``; a text class field's names get the values 1..K in sorted order, see
+  :class:`engine.vectors.ClassCoding`), a patch of a label raster mapped to class indices
+  (``segmentation``), or a patch of a raster of values (``image``: regression, super-resolution
+  targets). Segmentation labels may also be class polygons, rasterised per read group on the
+  reference source's grid (:class:`_PolygonCut`): pixels outside every polygon are ignored (-1).
 - Every raster is cut as serving reads it: a raster whose CRS or grid does not line up with the
   reference lattice at its ``scale`` (:func:`spacing_scale`) is warped on the fly onto it
   (:func:`engine.rasters.align_source`, a logged VRT; bilinear, nearest for segmentation labels).
@@ -30,6 +34,7 @@ once in total, whatever the number of patches. Patches stream into the dataset's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,7 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .classes import class_color
+from .classes import class_color, class_styles
 from .contract import PatchLabelSpec, PatchSourceSpec
 from .crs import bounds_in, crs_equivalent
 from .dataset import DatasetWriter
@@ -52,10 +57,11 @@ from .rasters import (
     is_plain_path,
     open_raster,
     raster_info,
+    rasterize,
     resampling_for,
 )
 from .sampling import label_counts
-from .vectors import Positions, has_field, read_points, write_positions
+from .vectors import Positions, class_polygons, has_field, is_vector, read_points, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
@@ -159,10 +165,27 @@ class _Cut:
         origins = self.origins[members]
         c0, r0 = origins.min(axis=0)
         c1, r1 = origins.max(axis=0) + self.size
-        block = open_raster(self.info.path).ReadAsArray(int(c0), int(r0), int(c1 - c0), int(r1 - r0))
-        block = np.moveaxis(block.reshape((self.info.bands,) + block.shape[-2:]), 0, -1)
+        block = self.read(Window(int(c0), int(r0), int(c1 - c0), int(r1 - r0)))
         return {int(m): block[r - r0:r - r0 + self.size, c - c0:c - c0 + self.size]
                 for m, (c, r) in zip(members, origins)}
+
+    def read(self, window: Window) -> np.ndarray:
+        """``[height, width, bands]`` pixels of ``window``."""
+        block = open_raster(self.info.path).ReadAsArray(window.col_off, window.row_off, window.width, window.height)
+        return np.moveaxis(block.reshape((self.info.bands,) + block.shape[-2:]), 0, -1)
+
+
+@dataclass
+class _PolygonCut(_Cut):
+    """Segmentation labels from class polygons, rasterised window by window on ``info``'s grid:
+    ``[h, w, 1]`` class indices (``burn`` - 1, see :func:`engine.vectors.class_polygons`), -1
+    (ignore) outside every polygon."""
+
+    burn: object = None
+
+    def read(self, window: Window) -> np.ndarray:
+        codes = rasterize(self.info.grid, window, self.burn, attribute="burn")
+        return np.where(np.isfinite(codes), codes - 1, -1).astype(np.int32)[..., None]
 
 
 def read_groups(reference: _Cut, order: np.ndarray, read_tile: int) -> list[np.ndarray]:
@@ -251,21 +274,35 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     """
     infos = [raster_info(s.path) for s in sources]
     reference = infos[0]
-    label_info = raster_info(label.path) if label.path else None
-    rasters = []
+    polygons = label_polygons(label, reference, reporter) if label.kind == "segmentation" else None
+    label_info = raster_info(label.path) if label.path and polygons is None else None
+    rasters, resolved = [], []
     for s, info in zip(sources, infos):
         aligned = aligned_info(info, reference, log=reporter.log)
+        if s.patch_size is None:
+            s = dataclasses.replace(s, patch_size=ground_size(sources[0].patch_size, reference, aligned))
+            reporter.log(f"{s.name}: patch size {s.patch_size} px, the ground of {sources[0].name}'s "
+                         f"{sources[0].patch_size} px")
+        resolved.append(s)
         rasters.append((s.name, aligned, s.patch_size, footprint_window(info, aligned)))
+    sources = resolved
     label_size = None
     if label_info is not None:
         resampling = resampling_for("classes" if label.kind == "segmentation" else "image")
         aligned = aligned_info(label_info, reference, resampling, reporter.log)
-        label_size = label.patch_size or default_label_size(sources[0].patch_size, reference, aligned)
+        label_size = label.patch_size or ground_size(sources[0].patch_size, reference, aligned)
         rasters.append((LABEL, aligned, label_size, footprint_window(label_info, aligned)))
+    elif polygons is not None:  # rasterised on the reference source's (aligned) grid
+        label_size = label.patch_size or sources[0].patch_size
+        rasters.append((LABEL, rasters[0][1], label_size, rasters[0][3]))
     centre_x, centre_y, all_cuts = place_patches(rasters, positions)
-    cuts, label_cut = all_cuts[:len(sources)], (all_cuts[-1] if label_info is not None else None)
-
-    table = _classes(label, positions, label_info)
+    cuts, label_cut = all_cuts[:len(sources)], (all_cuts[-1] if len(all_cuts) > len(sources) else None)
+    if polygons is not None:
+        burn, coding = polygons
+        label_cut = _PolygonCut(**vars(label_cut), burn=burn)
+        table = class_table((), [dataclasses.asdict(c) for c in coding.classes])
+    else:
+        table = _classes(label, positions, label_info)
     rejected = dict.fromkeys(REASONS, 0)
     inside = np.logical_and.reduce([cut.inside() for cut in all_cuts])
     rejected["outside"] = int((~inside).sum())
@@ -309,29 +346,50 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
         keep = np.array(accepted_index)
         accepted = Positions(centre_x[keep], centre_y[keep],
                              None if positions.classes is None else positions.classes[keep],
-                             np.array(accepted_split, dtype=object))
+                             np.array(accepted_split, dtype=object), positions.class_styles)
         write_positions(folder / "positions.gpkg", accepted, reference.crs_wkt,
                         {"index": np.array(accepted_row), "input_row": keep + 1})
         manifest = writer.close({"rejected": rejected})
     reporter.log("patches per split: " + ", ".join(f"{k} {v}" for k, v in manifest["splits"].items()))
     reporter.progress(100)
     return {"output": str(output), "splits": manifest["splits"], "rejected": rejected,
-            "class_counts": manifest["class_counts"]}
+            "class_counts": manifest["class_counts"], "classes": table, "skipped": positions.skipped}
 
 
 def read_positions(path, layer: str | None, crs_wkt: str, class_field: str | None, split_field: str | None,
-                   warn) -> Positions:
+                   warn, known=()) -> Positions:
     """Positions of a point layer in ``crs_wkt``; every position is ``train`` (``warn`` says so)
-    when the layer has no field ``split_field``."""
+    when the layer has no field ``split_field``. ``known`` (``{value, name, color}``): the
+    classes to keep (see :func:`engine.vectors.class_coding`)."""
     has_split = bool(split_field) and has_field(path, layer, split_field)
     if split_field and not has_split:
         warn(f"{path} has no field {split_field!r}: every position goes to the train split")
-    return read_points(path, crs_wkt, class_field, split_field if has_split else None, layer_name=layer, warn=warn)
+    return read_points(path, crs_wkt, class_field, split_field if has_split else None, layer_name=layer, warn=warn,
+                       known=class_styles(known))
+
+
+def label_polygons(label: PatchLabelSpec, reference: RasterInfo, reporter: Reporter):
+    """``(burn layer, coding)`` (:func:`engine.vectors.class_polygons` in the reference CRS) when
+    the segmentation label ``path`` is a vector file, else None (a label raster)."""
+    if not is_vector(label.path):
+        return None
+    if not label.class_field:
+        raise InvalidSpec(f"segmentation polygons {label.path}: give the label's 'class_field' "
+                          "(the field holding each polygon's class, integers or text)")
+    burn, coding = class_polygons(label.path, label.class_field, reference.crs_wkt, layer_name=label.layer,
+                                  warn=reporter.warning, known=class_styles(label.classes))
+    if not coding.classes:
+        raise EngineError(f"segmentation polygons {label.path}: no polygon has a class in field "
+                          f"{label.class_field!r}")
+    reporter.log(f"segmentation labels rasterised from {label.path} per patch; classes: "
+                 + ", ".join(f"{c.value}={c.name}" for c in coding.classes))
+    return burn, coding
 
 
 def _classes(label: PatchLabelSpec, positions: Positions, label_info: RasterInfo | None) -> list[dict]:
     if label.kind == "class":
-        return class_table(np.unique(positions.classes), label.classes)
+        return class_table(np.unique(positions.classes),
+                           label.classes or [dataclasses.asdict(c) for c in positions.class_styles])
     if label.kind == "segmentation":
         if label.classes:
             return class_table((), label.classes)
@@ -348,6 +406,9 @@ def _label_value(label: PatchLabelSpec, patch, positions: Positions, m: int, inf
     if label.kind == "class":
         index = int(to_indices(np.array([positions.classes[m]]), table, np.zeros(1, dtype=bool))[0])
         return None if index < 0 else index
+    if info is None:  # segmentation polygons: already class indices
+        indices = patch[..., 0].astype(np.int32)
+        return None if (indices < 0).all() else indices
     nodata = [label.nodata] * info.bands if label.nodata is not None else info.nodata
     invalid = invalid_pixels(patch, nodata)
     if label.kind == "image":
@@ -356,10 +417,11 @@ def _label_value(label: PatchLabelSpec, patch, positions: Positions, m: int, inf
     return None if (indices < 0).all() else indices
 
 
-def default_label_size(source_size: int, reference: RasterInfo, label: RasterInfo) -> int:
-    """The label patch size (label pixels, >= 1) covering the ground of the first source's
-    ``source_size`` patch: ``source_size`` x the reference spacing / the (aligned) label spacing, rounded."""
-    return max(1, round(source_size * reference.geotransform[1] / label.geotransform[1]))
+def ground_size(source_size: int, reference: RasterInfo, other: RasterInfo) -> int:
+    """The patch size (pixels of ``other``, >= 1) covering the ground of the first source's
+    ``source_size`` patch: ``source_size`` x the reference spacing / the (aligned) spacing of
+    ``other`` (a source or the label raster), rounded."""
+    return max(1, round(source_size * reference.geotransform[1] / other.geotransform[1]))
 
 
 def _source_entry(source: PatchSourceSpec, info: RasterInfo, aligned: RasterInfo, reference: RasterInfo) -> dict:

@@ -11,12 +11,14 @@ fields ``class`` (integer or null), ``split`` and the feature id ``fid`` (1..n).
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .classes import ClassStyle, class_color
 from .contract import SPLITS
 from .crs import crs_transform, transform_xy
 from .errors import EngineError, InvalidSpec
@@ -78,17 +80,98 @@ def field_index(layer, field: str, path) -> int:
     return names.index(field)
 
 
-def integer_value(value, field: str, path) -> int | None:
-    """A class value as an int; None for null; :class:`EngineError` for a value that is not integer-like."""
-    if value is None or value == "":
-        return None
+def _as_number(value) -> int | None:
+    """``value`` as an int when it is integer-like (``3``, ``3.0``, ``"3"``), else None."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number != int(number):
-        raise EngineError(f"{path}: class field {field!r} must hold integers; found {value!r}")
-    return int(number)
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
+#: The text field holding each position's class name next to its integer ``class``.
+CLASS_NAME_FIELD = "class_name"
+#: Reasons a feature is skipped when its class is read (counted in :attr:`ClassCoding.skipped`).
+SKIP_REASONS = ("no_geometry", "null_class", "unknown_class")
+
+
+@dataclass
+class ClassCoding:
+    """How the values of a class field become integer class values, with names and colours.
+
+    An integer field (or a text field holding only integers) keeps its values; a text field's
+    distinct names get the values 1..K in sorted order (stable: the same names give the same
+    values). ``classes``: the classes found, by value. With ``known`` classes (names or values
+    of a model or dataset), other classes are skipped as ``unknown_class``. ``skipped`` counts
+    features per :data:`SKIP_REASONS`.
+    """
+
+    field: str
+    by_raw: dict
+    classes: tuple[ClassStyle, ...]
+    skipped: dict
+
+    def value(self, raw) -> int | None:
+        """The class value of the field value ``raw``; None (counted) for null or unknown."""
+        if raw is None or raw == "":
+            self.skipped["null_class"] += 1
+            return None
+        value = self.by_raw.get(raw)
+        if value is None:
+            self.skipped["unknown_class"] += 1
+        return value
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+
+def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> ClassCoding:
+    """The :class:`ClassCoding` of ``field`` in ``layer`` (reads the layer once, then rewinds it).
+
+    Class names of an integer field come from ``known``, else from a :data:`CLASS_NAME_FIELD`
+    field (DeepField's positions), else the values themselves. Raises :class:`InvalidSpec` for
+    a missing field and :class:`EngineError` for a field that is neither integer nor text.
+    """
+    index = field_index(layer, field, path)
+    definition = layer.GetLayerDefn()
+    kind = definition.GetFieldDefn(index).GetType()
+    name_index = definition.GetFieldIndex(CLASS_NAME_FIELD)
+    raws: dict = {}
+    layer.ResetReading()
+    for feature in layer:
+        raw = feature.GetField(index)
+        if raw is not None and raw != "" and raw not in raws:
+            raws[raw] = feature.GetField(name_index) if name_index >= 0 else None
+    layer.ResetReading()
+    numbers = {raw: _as_number(raw) for raw in raws}
+    if kind == ogr.OFTString and None in numbers.values():
+        names = sorted(raws)
+        if known:
+            by_name = {c.name: c.value for c in known}
+            by_raw = {name: by_name[name] for name in names if name in by_name}
+        else:
+            by_raw = {name: value for value, name in enumerate(names, start=1)}
+        found = {value: str(name) for name, value in by_raw.items()}
+    elif kind in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal, ogr.OFTString):
+        for raw, number in numbers.items():
+            if number is None:
+                raise EngineError(f"{path}: class field {field!r} must hold integers or text; found {raw!r}")
+        known_values = {c.value: c.name for c in known}
+        by_raw = {raw: number for raw, number in numbers.items() if not known or number in known_values}
+        found = {number: known_values.get(number) or raws[raw] or str(number) for raw, number in by_raw.items()}
+    else:
+        raise EngineError(f"{path}: class field {field!r} is of type "
+                          f"{ogr.GetFieldTypeName(kind)}; choose a field of integers or text")
+    colors = {c.value: c.color for c in known}
+    classes = tuple(ClassStyle(value, name, colors.get(value) or class_color(k))
+                    for k, (value, name) in enumerate(sorted(found.items())))
+    return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0))
+
+
+def report_skipped(path, skipped: dict, warn=None) -> None:
+    """``warn`` how many features of ``path`` were skipped, per reason (nothing when none)."""
+    if warn and any(skipped.values()):
+        warn(f"{path}: features skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v))
 
 
 def crs_or_target(layer, path, target_wkt: str, warn=None) -> str:
@@ -103,12 +186,16 @@ def crs_or_target(layer, path, target_wkt: str, warn=None) -> str:
 @dataclass
 class Positions:
     """Points in one CRS (map units); ``classes`` (int64) is None without classes, ``splits``
-    holds ``train``/``valid``/``test`` per point (None before splitting)."""
+    holds ``train``/``valid``/``test`` per point (None before splitting). ``class_styles``:
+    the classes' names and colours (by value), ``skipped``: features left out when reading, per
+    reason (:data:`SKIP_REASONS`)."""
 
     x: np.ndarray
     y: np.ndarray
     classes: np.ndarray | None = None
     splits: np.ndarray | None = None
+    class_styles: tuple[ClassStyle, ...] = ()
+    skipped: dict = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -117,33 +204,35 @@ class Positions:
         """The positions where the boolean or index array ``keep`` selects."""
         return Positions(self.x[keep], self.y[keep],
                          None if self.classes is None else self.classes[keep],
-                         None if self.splits is None else self.splits[keep])
+                         None if self.splits is None else self.splits[keep], self.class_styles, self.skipped)
 
 
 def read_points(path, target_wkt: str, class_field: str | None = None, split_field: str | None = None,
-                layer_name: str | None = None, warn=None) -> Positions:
-    """Points of a vector layer, reprojected onto ``target_wkt``; features with a null class skipped.
+                layer_name: str | None = None, warn=None, known: Sequence[ClassStyle] = ()) -> Positions:
+    """Points of a vector layer, reprojected onto ``target_wkt``; features without geometry or
+    with a null or unknown class skipped and counted (:class:`ClassCoding`; ``known``: classes
+    to keep, matched by name for text fields).
 
     Multi-points give one position per part. ``split_field`` values must be train/valid/test
     (without it every point is ``train``). ``warn(message)`` reports skipped features.
     """
     source, layer = open_layer(path, layer_name, "point layer")
     src_wkt = crs_or_target(layer, path, target_wkt, warn)
-    class_index = field_index(layer, class_field, path) if class_field else None
+    coding = class_coding(layer, class_field, path, known) if class_field else None
+    skipped = coding.skipped if coding else dict.fromkeys(SKIP_REASONS, 0)
     split_index = field_index(layer, split_field, path) if split_field else None
-    xs, ys, classes, splits, skipped = [], [], [], [], 0
+    xs, ys, classes, splits = [], [], [], []
     for feature in layer:
         geometry = feature.GetGeometryRef()
         if geometry is None:
-            skipped += 1
+            skipped["no_geometry"] += 1
             continue
         if ogr.GT_Flatten(geometry.GetGeometryType()) not in (ogr.wkbPoint, ogr.wkbMultiPoint):
             raise EngineError(f"{path}: expected a point layer, found {geometry.GetGeometryName()}")
         value = None
-        if class_index is not None:
-            value = integer_value(feature.GetField(class_index), class_field, path)
+        if coding is not None:
+            value = coding.value(feature.GetField(class_field))
             if value is None:
-                skipped += 1
                 continue
         split = feature.GetField(split_index) if split_index is not None else "train"
         if split not in SPLITS:
@@ -156,11 +245,10 @@ def read_points(path, target_wkt: str, class_field: str | None = None, split_fie
             classes.append(value)
             splits.append(split)
     del source
-    if skipped and warn:
-        warn(f"{path}: {skipped} feature(s) without geometry or class value skipped")
+    report_skipped(path, skipped, warn)
     x, y = transform_xy(np.array(xs), np.array(ys), src_wkt, target_wkt)
     return Positions(x, y, np.array(classes, dtype=np.int64) if class_field else None,
-                     np.array(splits, dtype=object))
+                     np.array(splits, dtype=object), coding.classes if coding else (), skipped)
 
 
 def has_field(path, layer_name: str | None, field: str) -> bool:
@@ -208,43 +296,52 @@ def write_features(path, name: str, crs_wkt: str, geometry_type: int, fields: di
 def write_positions(path, positions: Positions, crs_wkt: str,
                     extra_fields: dict[str, np.ndarray] | None = None) -> None:
     """Write ``positions`` as the GeoPackage point layer :data:`POSITIONS_LAYER` (fid 1..n,
-    ``class``, ``split``, and one Integer64 field per ``extra_fields`` entry)."""
+    ``class``, :data:`CLASS_NAME_FIELD` (from ``positions.class_styles``), ``split``, and one
+    Integer64 field per ``extra_fields`` entry)."""
     extra_fields = extra_fields or {}
     classes = [None] * len(positions) if positions.classes is None else positions.classes.tolist()
     splits = ["train"] * len(positions) if positions.splits is None else [str(s) for s in positions.splits]
     extra = {name: values.tolist() for name, values in extra_fields.items()}
+    names = {c.value: c.name for c in positions.class_styles}
 
     def rows():
         for i, (x, y) in enumerate(zip(positions.x.tolist(), positions.y.tolist())):
             point = ogr.Geometry(ogr.wkbPoint)
             point.AddPoint_2D(x, y)
-            yield {"class": classes[i], "split": splits[i], **{k: v[i] for k, v in extra.items()}}, point
+            yield {"class": classes[i], CLASS_NAME_FIELD: names.get(classes[i]), "split": splits[i],
+                   **{k: v[i] for k, v in extra.items()}}, point
 
-    fields = {"class": ogr.OFTInteger, "split": ogr.OFTString, **dict.fromkeys(extra_fields, ogr.OFTInteger64)}
+    fields = {"class": ogr.OFTInteger, CLASS_NAME_FIELD: ogr.OFTString, "split": ogr.OFTString,
+              **dict.fromkeys(extra_fields, ogr.OFTInteger64)}
     write_features(path, POSITIONS_LAYER, crs_wkt, ogr.wkbPoint, fields, rows())
 
 
 # -- rasterising -----------------------------------------------------------------------------------
 def class_polygons(path, class_field: str, target_wkt: str, border_distance: float = 0.0,
-                   layer_name: str | None = None, warn=None) -> tuple[object, list[int]]:
+                   layer_name: str | None = None, warn=None,
+                   known: Sequence[ClassStyle] = ()) -> tuple[object, ClassCoding]:
     """The polygons of ``path`` in ``target_wkt``, shrunk by ``border_distance`` (map units of
     ``target_wkt``), in an in-memory layer whose integer field ``burn`` is 1 + the index of the
-    feature's class in the returned list of class values (ready for GDAL rasterising).
+    feature's class in ``coding.classes`` (ready for GDAL rasterising; 0 stays "no class").
 
-    Returns ``(memory dataset, class values)``; features with a null class or no geometry, and
-    polygons that vanish once shrunk, are left out.
+    Returns ``(memory dataset, coding)`` (:class:`ClassCoding` of ``class_field``; ``known``
+    as in :func:`class_coding`); features with a null or unknown class or no geometry (counted
+    in ``coding.skipped``, ``warn`` tells), and polygons that vanish once shrunk, are left out.
     """
     source, layer = open_layer(path, layer_name, "polygon layer")
-    class_index = field_index(layer, class_field, path)
+    coding = class_coding(layer, class_field, path, known)
+    codes = {c.value: k for k, c in enumerate(coding.classes, start=1)}
     transform = crs_transform(crs_or_target(layer, path, target_wkt, warn), target_wkt)
-    memory = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
+    memory = gdal.GetDriverByName("Memory").Create("polygons", 0, 0, 0, gdal.GDT_Unknown)
     burn = memory.CreateLayer("polygons", None, ogr.wkbMultiPolygon)
     burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
-    values: list[int] = []
     for feature in layer:
-        value = integer_value(feature.GetField(class_index), class_field, path)
         geometry = feature.GetGeometryRef()
-        if value is None or geometry is None:
+        if geometry is None:
+            coding.skip("no_geometry")
+            continue
+        value = coding.value(feature.GetField(class_field))
+        if value is None:
             continue
         geometry = geometry.Clone()
         if transform is not None:
@@ -253,11 +350,10 @@ def class_polygons(path, class_field: str, target_wkt: str, border_distance: flo
             geometry = geometry.Buffer(-float(border_distance))
             if geometry.IsEmpty():
                 continue
-        if value not in values:
-            values.append(value)
         out = ogr.Feature(burn.GetLayerDefn())
-        out.SetField("burn", values.index(value) + 1)
+        out.SetField("burn", codes[value])
         out.SetGeometry(geometry)
         burn.CreateFeature(out)
     del source
-    return memory, values
+    report_skipped(path, coding.skipped, warn)
+    return memory, coding

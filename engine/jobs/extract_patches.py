@@ -12,12 +12,13 @@ from ..rasters import raster_info
 def run(spec: dict, reporter: Reporter) -> dict:
     """Write the dataset folder ``output`` (see :class:`..contract.ExtractPatchesSpec`).
 
-    Result: {output, splits {split: n}, rejected {reason: n}, class_counts}.
+    Result: {output, splits {split: n}, rejected {reason: n}, class_counts, classes (the
+    manifest's class table), skipped (position features without geometry or class, per reason)}.
     """
     job = ExtractPatchesSpec.from_dict(spec)
     reference = raster_info(job.sources[0].path)
     positions = read_positions(job.positions, job.layer, reference.crs_wkt, job.class_field or None,
-                               job.split_field, reporter.warning)
+                               job.split_field, reporter.warning, job.label.classes)
     if not len(positions):
         raise EngineError(f"no positions in {job.positions}")
     return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from ..outputs import atomic_output
 from ..protocol import Reporter
 from ..rasters import raster_info
 from ..reports import write_balance
-from ..sampling import SAMPLERS, balance, format_balance, resolved_block_size, select_positions, write_blocks
+from ..sampling import SAMPLERS, balance, format_balance, select_positions, write_blocks
 from ..vectors import write_positions
 
 
@@ -19,17 +20,21 @@ def run(spec: dict, reporter: Reporter) -> dict:
     """Write the positions GeoPackage ``output``, the balance table ``report`` (.csv or .json)
     and, with ``blocks``, the split blocks (see :class:`..contract.SelectSamplesSpec`).
 
-    Result: {output, report, count, balance, dropped, blocks (path or None)}.
+    Result: {output, report, count, balance, dropped, blocks (path or None), block_size (map
+    units, None for a random split), classes
+    ([{value, name, color}]: a text class field's names get the values 1..K in sorted order),
+    skipped (features without geometry or with a null or unknown class, per reason)}.
     """
     job = SelectSamplesSpec.from_dict(spec)
     info = raster_info(job.raster)
     patch_size = int(job.patch_size)
-    block_size = resolved_block_size(job.block_size, info, patch_size)
     sampler = SAMPLERS[job.strategy].from_spec(job)
-    positions, dropped = select_positions(info, sampler, patch_size, job.split, job.split_mode, block_size,
-                                          np.random.default_rng(int(job.seed)), reporter)
+    positions, dropped, block_size = select_positions(info, sampler, patch_size, job.split, job.split_mode,
+                                                      job.block_size, np.random.default_rng(int(job.seed)), reporter)
     reporter.check_cancelled()
     reporter.progress(80)
+    if positions.class_styles:
+        reporter.log("classes: " + ", ".join(f"{c.value}={c.name}" for c in positions.class_styles))
     table = balance(positions)
     reporter.log("class balance per split: " + format_balance(table))
     output = Path(job.output)
@@ -43,4 +48,5 @@ def run(spec: dict, reporter: Reporter) -> dict:
         reporter.log(f"{count} split blocks written to {job.blocks}")
     reporter.progress(100)
     return {"output": str(job.output), "report": str(report), "count": len(positions),
-            "balance": table, "dropped": dropped, "blocks": job.blocks or None}
+            "balance": table, "dropped": dropped, "blocks": job.blocks or None, "block_size": block_size,
+            "classes": [dataclasses.asdict(c) for c in positions.class_styles], "skipped": positions.skipped}

@@ -13,9 +13,9 @@ Vocabulary:
 Strategies (``spec["strategy"]``) are :class:`Sampler` classes in the registry :data:`SAMPLERS`,
 all with one signature, ``sample(info, rng, reporter) -> Positions``:
 
-``points``      a point layer with an integer class field, any CRS (reprojected; equivalent
+``points``      a point layer with a class field (integers or text), any CRS (reprojected; equivalent
                 CRSs, e.g. EPSG:3358 and an unnamed LCC with the same parameters, are not).
-``polygons``    a polygon layer with an integer class field: ``samples_per_class`` random pixel
+``polygons``    a polygon layer with a class field (integers or text): ``samples_per_class`` random pixel
                 centres per class, or every ``step``-th pixel centre (``polygon_mode: grid``);
                 ``border_distance`` (map units) keeps positions that far inside the polygons.
 ``label_raster`` a label raster: ``label_strategy`` ``constant`` (``samples`` per class),
@@ -37,8 +37,8 @@ Modules: :mod:`.footprints` (footprints, the raster filter), :mod:`.strategies` 
 from __future__ import annotations
 
 from .selection import select_positions
-from .splits import balance, format_balance, resolved_block_size, write_blocks
+from .splits import balance, format_balance, write_blocks
 from .strategies import SAMPLERS, GridSampler, LabelRasterSampler, PointSampler, PolygonSampler, Sampler, label_counts
 
 __all__ = ["SAMPLERS", "GridSampler", "LabelRasterSampler", "PointSampler", "PolygonSampler", "Sampler",
-           "balance", "format_balance", "label_counts", "resolved_block_size", "select_positions", "write_blocks"]
+           "balance", "format_balance", "label_counts", "select_positions", "write_blocks"]

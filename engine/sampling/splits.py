@@ -3,28 +3,28 @@ class balance per split.
 
 Blocks are squares of ``block_size`` map units counted from the raster's top-left corner; a
 position whose footprint crosses a block border is dropped, so no footprint of one split
-overlaps a footprint of another.
+overlaps a footprint of another. The automatic block size (:func:`automatic_block_splits`)
+searches block sides and block orders for a split that keeps every class in every split.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..contract import SPLITS
 from ..errors import InvalidSpec
-from ..rasters import RasterInfo
 from ..vectors import Positions, write_features
 from .footprints import footprint_starts
 
 BLOCKS_LAYER = "blocks"
-BLOCK_PATCHES = 8  # automatic block side, in patches
+#: Automatic block sides tried, in patches, largest first (larger blocks: fewer dropped positions
+#: and less spatial leakage; smaller ones: more blocks to share the classes among the splits).
+BLOCK_SIDES = (8, 6, 4, 3, 2)
+SEED_TRIES = 4  # block orders tried per automatic block side
 MIN_BLOCKS = 3  # fewer blocks holding positions cannot fill train, valid and test
-
-
-def resolved_block_size(block_size_map_units: float, info: RasterInfo, patch_size_px: int) -> float:
-    """The split blocks' side in map units: ``block_size_map_units``, or when it is 0 automatic:
-    :data:`BLOCK_PATCHES` patches a side (x the raster's pixel spacing, whatever the CRS units)."""
-    return float(block_size_map_units) or BLOCK_PATCHES * patch_size_px * info.geotransform[1]
 
 
 def proportions_of(split: dict | None) -> np.ndarray:
@@ -112,6 +112,102 @@ def block_splits(info, positions: Positions, patch_size: int, block_size: float,
         block_split[b] = SPLITS[current]
         filled += sizes[b]
     return keep, block_split[inverse]
+
+
+def covering_block_splits(info, positions: Positions, patch_size: int, block_size: float,
+                          proportions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Spatially disjoint splits that give every class to every split where the blocks allow:
+    returns (kept mask, split per kept position), kept as in :func:`block_splits`.
+
+    First, class by class (the class held by the fewest blocks first), each split with a
+    proportion > 0 that lacks the class (train first, then the smaller splits) gets an
+    unassigned block holding it (the first in a seeded random order); then the other blocks, in
+    that order, go to the split furthest below its proportion of the kept positions.
+    """
+    keep, cells = block_cells(info, positions, patch_size, block_size)
+    blocks, inverse = np.unique(cells[keep], axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    classes = np.zeros(len(inverse), np.int64) if positions.classes is None else positions.classes[keep]
+    values, class_index = np.unique(classes, return_inverse=True)
+    counts = np.zeros((len(blocks), len(values)), np.int64)
+    np.add.at(counts, (inverse, class_index.reshape(-1)), 1)
+    sizes = counts.sum(axis=1)
+    rank = rng.permutation(len(blocks))  # the seeded order that breaks ties
+    assigned = np.full(len(blocks), -1)
+    targets = proportions * keep.sum()
+    active = [s for s in range(len(SPLITS)) if proportions[s] > 0]
+    for k in np.argsort((counts > 0).sum(axis=0), kind="stable"):
+        for split in sorted(active, key=lambda s: (s != 0, proportions[s])):  # train, then the small splits
+            if ((assigned == split) & (counts[:, k] > 0)).any():
+                continue
+            free = np.flatnonzero((assigned < 0) & (counts[:, k] > 0))
+            if len(free):
+                assigned[free[np.argmin(rank[free])]] = split
+    for b in np.argsort(rank):
+        if assigned[b] < 0:
+            filled = np.array([sizes[assigned == s].sum() for s in range(len(SPLITS))])
+            assigned[b] = max(active, key=lambda s: targets[s] - filled[s])
+    return keep, np.array(SPLITS, dtype=object)[assigned[inverse]]
+
+
+def missing_classes(wanted: np.ndarray | None, classes: np.ndarray | None, splits: np.ndarray,
+                    proportions: np.ndarray) -> list[tuple[str, object]]:
+    """``(split, class value)`` pairs with no position, for every split whose proportion is > 0.
+
+    ``wanted``: the class values every split should hold (None without classes: then a pair
+    ``(split, None)`` is an empty split); ``classes`` and ``splits``: per position."""
+    missing = []
+    for name, share in zip(SPLITS, proportions):
+        if share <= 0:
+            continue
+        here = splits == name
+        if wanted is None:
+            missing += [] if here.any() else [(name, None)]
+        else:
+            present = set(np.unique(classes[here]).tolist())
+            missing += [(name, value) for value in wanted.tolist() if value not in present]
+    return missing
+
+
+@dataclass(frozen=True)
+class BlockChoice:
+    """The automatic block split: ``block_size`` (map units), ``side`` (patches), ``attempt``
+    (block order tried at that side), ``tries`` (candidates evaluated), ``missing`` pairs
+    (:func:`missing_classes`; empty when every class reached every split), and the result of
+    :func:`block_splits` (``keep``, ``splits``)."""
+
+    block_size: float
+    side: int
+    attempt: int
+    tries: int
+    missing: list
+    keep: np.ndarray
+    splits: np.ndarray
+
+
+def automatic_block_splits(info, positions: Positions, patch_size: int, proportions: np.ndarray,
+                           rng: np.random.Generator) -> BlockChoice:
+    """Search :data:`BLOCK_SIDES` (x ``patch_size`` x the pixel spacing, map units) and
+    :data:`SEED_TRIES` block orders of :func:`covering_block_splits` for a block split that puts
+    every class in every split (:func:`missing_classes`): the first that does, largest blocks first; else the one missing
+    the fewest (split, class) pairs, then keeping the most positions. Deterministic for ``rng``."""
+    wanted = None if positions.classes is None else np.unique(positions.classes)
+    base = int(rng.integers(2**32))
+    best, tries = None, 0
+    for side in BLOCK_SIDES:
+        block_size = side * patch_size * info.geotransform[1]
+        for attempt in range(SEED_TRIES):
+            tries += 1
+            keep, splits = covering_block_splits(info, positions, patch_size, block_size, proportions,
+                                                 np.random.default_rng([base, side, attempt]))
+            kept = positions.subset(keep)
+            missing = missing_classes(wanted, kept.classes, splits, proportions)
+            choice = BlockChoice(block_size, side, attempt, tries, missing, keep, splits)
+            if best is None or (len(missing), -int(keep.sum())) < (len(best.missing), -int(best.keep.sum())):
+                best = choice
+            if not missing:
+                return dataclasses.replace(choice, tries=tries)
+    return dataclasses.replace(best, tries=tries)
 
 
 def balance(positions: Positions) -> dict[str, dict[str, int]]:

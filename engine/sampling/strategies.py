@@ -46,7 +46,7 @@ class Sampler(ABC):
 
 @dataclass(frozen=True)
 class PointSampler(Sampler):
-    """The points of a layer with an integer class field, any CRS (reprojected; equivalent CRSs,
+    """The points of a layer with a class field (integers or text), any CRS (reprojected; equivalent CRSs,
     e.g. EPSG:3358 and an unnamed LCC with the same parameters, are not)."""
 
     name: ClassVar[str] = "points"
@@ -65,7 +65,7 @@ class PointSampler(Sampler):
 
 @dataclass(frozen=True)
 class PolygonSampler(Sampler):
-    """Pixel centres of the raster inside class polygons: ``samples_per_class`` random ones per
+    """Pixel centres of the raster inside class polygons (class field of integers or text): ``samples_per_class`` random ones per
     class (``mode`` random) or every ``step_px``-th column and row (``mode`` grid), at least
     ``border_distance_map_units`` inside the polygons."""
 
@@ -86,7 +86,7 @@ class PolygonSampler(Sampler):
     def sample(self, info: RasterInfo, rng: np.random.Generator, reporter: Reporter) -> Positions:
         from osgeo import gdal
 
-        burn, values = class_polygons(self.vector, self.class_field, info.crs_wkt,
+        burn, coding = class_polygons(self.vector, self.class_field, info.crs_wkt,
                                       self.border_distance_map_units, self.layer, reporter.warning)
         target = gdal.GetDriverByName("MEM").Create("", info.width, info.height, 1, gdal.GDT_Int32)
         target.SetGeoTransform(info.geotransform)
@@ -96,7 +96,7 @@ class PolygonSampler(Sampler):
             raise NoOverlap(f"no pixel centre of {info.path} lies inside the polygons of {self.vector} "
                             "(no overlap, or border_distance too large)")
         xs, ys, classes = [], [], []
-        for code, value in enumerate(values, start=1):
+        for code, value in enumerate((c.value for c in coding.classes), start=1):
             rows, cols = np.nonzero(codes == code)
             if self.mode == "grid":
                 keep = (rows % self.step_px == 0) & (cols % self.step_px == 0)
@@ -111,7 +111,8 @@ class PolygonSampler(Sampler):
             xs.append(x)
             ys.append(y)
             classes.append(np.full(len(x), value, dtype=np.int64))
-        return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes))
+        return Positions(np.concatenate(xs), np.concatenate(ys), np.concatenate(classes), None,
+                         coding.classes, coding.skipped)
 
 
 def _pixel_centres(info, cols, rows) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,8 @@ Vocabulary:
 - **task** (:mod:`.config`): the dataset's label kind: ``class`` (one class per patch),
   ``segmentation`` (a class per pixel, ``-1`` = ignore) or ``image`` (a target image:
   super-resolution).
+- **architecture** (:mod:`.architecture`): ``automatic`` picks the zoo network from the dataset
+  (and logs why).
 - **network** (:mod:`.network`): the Keras model that is saved and served, normalising its inputs
   (and de-normalising an ``image`` output) around the builder's model.
 - **training view** (:mod:`.view`): the network as the loss sees it, and how label patches are

@@ -24,6 +24,7 @@ from ..dataset import open_dataset
 from ..errors import EngineError, JobCancelled
 from ..fields import derive_geometry
 from ..protocol import Reporter
+from .architecture import resolve_architecture
 from .checkpoints import Checkpoint, RunState, checkpoint_folder
 from .config import Task, TrainConfig, check_dataset
 from .export import training_info, write_model_folder
@@ -172,6 +173,7 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
     config.validate()
     reader = open_dataset(config.dataset)
     task = Task.from_manifest(reader.manifest)
+    config = resolve_architecture(config, task, reporter.log)
     check_dataset(reader, task, config)
     set_seed(int(config.seed))
     import keras

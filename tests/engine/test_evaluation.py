@@ -393,7 +393,7 @@ def test_clear_errors(nc, tmp_path):
     strata, labels = nc / "strata.tif", nc / "landsat96_labelled_pixels.tif"
     with pytest.raises(InvalidSpec, match=r"no field 'klass'.*fields: label, id"):
         run(tmp_path, map=strata, reference=nc / "landsat96_polygons.shp", class_field="klass")
-    with pytest.raises(InvalidSpec, match=r"class field 'label' .* not numeric"):
+    with pytest.raises(InvalidSpec, match=r"class field 'label' .* holds text: give 'classes'"):
         run(tmp_path, map=strata, reference=nc / "landsat96_polygons.shp", class_field="label")
     with pytest.raises(InvalidSpec, match=r"vector layer: give 'class_field'"):
         run(tmp_path, map=strata, reference=nc / "landsat96_points.shp")

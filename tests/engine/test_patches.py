@@ -326,3 +326,64 @@ def test_warped_source_cuts_only_inside_its_footprint(pan_ms, tmp_path):
     assert result["splits"]["train"] == 1 and result["rejected"]["outside"] == 2
     sources, _ = open_dataset(tmp_path / "dataset").arrays("train")
     assert np.isfinite(sources["ms"][0]).all() and (sources["ms"][0] != 0).any(axis=(0, 2)).all()
+
+
+def test_segmentation_labels_from_text_class_polygons(data_dir, tmp_path):
+    """Polygons with a text class field as segmentation labels: rasterised on the image grid,
+    names -> indices in sorted order, outside every polygon -1; patches without any labelled
+    pixel rejected. Reference: each class's polygons burnt separately with gdal.Rasterize."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    polygons = str(data_dir / NC / "landsat96_polygons.shp")
+    run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 16, "step": 16,
+                             "output": str(tmp_path / "grid.gpkg")})
+    result, messages = run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 16, "name": "landsat"}], "positions": str(tmp_path / "grid.gpkg"),
+        "label": {"kind": "segmentation", "path": polygons, "class_field": "label"},
+        "output": str(tmp_path / "dataset")})
+    vector = ogr.Open(polygons)
+    names = sorted({f.GetField("label") for f in vector.GetLayer(0)})
+    reader = open_dataset(tmp_path / "dataset")
+    label = reader.manifest["label"]
+    assert [(c["index"], c["value"], c["name"]) for c in label["classes"]] == [
+        (i, i + 1, n) for i, n in enumerate(names)]
+    assert label["patch_size"] == 16 and result["classes"] == label["classes"]
+    reference = gdal.GetDriverByName("MEM").CreateCopy("", gdal.Open(image))
+    burnt = gdal.GetDriverByName("MEM").Create("", reference.RasterXSize, reference.RasterYSize, 1, gdal.GDT_Int16)
+    burnt.SetGeoTransform(reference.GetGeoTransform())
+    burnt.SetProjection(reference.GetProjection())
+    burnt.GetRasterBand(1).Fill(-1)
+    for index, name in enumerate(names):
+        gdal.Rasterize(burnt, polygons, burnValues=[index], where=f"label = '{name}'")
+    truth = burnt.ReadAsArray()
+    gt = reference.GetGeoTransform()
+    _, labels = reader.arrays("train")
+    rows = accepted_positions(tmp_path / "dataset")
+    assert len(rows) == reader.size("train") > 0
+    for x, y, _, _, index in rows:
+        col, row = round((x - gt[0]) / gt[1]) - 8, round((y - gt[3]) / gt[5]) - 8
+        np.testing.assert_array_equal(labels[index], truth[row:row + 16, col:col + 16])
+    assert (labels == -1).any() and (labels >= 0).all(axis=(1, 2)).sum() < len(labels)
+    assert result["rejected"]["label_nodata"] > 0
+    assert sum(reader.manifest["class_counts"]["train"]) == int((labels >= 0).sum())
+    assert any("rasterised from" in m.get("message", "") for m in messages)
+
+
+def test_one_patch_size_is_one_ground_size_for_every_source(pan_ms, tmp_path):
+    """Pan 64 px given, MS size left out: MS gets round(64 x pan spacing / MS spacing) px (the same
+    ground), i.e. the very patches of the explicit 64 + 32 run."""
+    pan_gt, ms_gt = gdal.Open(pan_ms["pan"]).GetGeoTransform(), gdal.Open(pan_ms["ms"]).GetGeoTransform()
+    expected = round(64 * pan_gt[1] / ms_gt[1])
+    _, messages = run(extract_patches_job, {
+        "sources": [{"path": pan_ms["pan"], "patch_size": 64, "name": "pan"},
+                    {"path": pan_ms["ms"], "patch_size": None, "name": "ms"}],
+        "positions": str(pan_ms["folder"].parent / "grid.gpkg"),
+        "label": {"kind": "image", "path": pan_ms["ms"], "patch_size": 16}, "output": str(tmp_path / "dataset")})
+    reader = open_dataset(tmp_path / "dataset")
+    assert [s["patch_size"] for s in reader.manifest["sources"]] == [64, expected] and expected == 32
+    assert any("ms: patch size 32 px" in m.get("message", "") for m in messages)
+    explicit = open_dataset(pan_ms["folder"])
+    np.testing.assert_array_equal(reader.arrays("train")[0]["ms"], explicit.arrays("train")[0]["ms"])
+    with pytest.raises(InvalidSpec, match="the first source needs its patch_size"):
+        run(extract_patches_job, {"sources": [{"path": pan_ms["pan"], "patch_size": None, "name": "pan"}],
+                                  "positions": str(pan_ms["folder"].parent / "grid.gpkg"),
+                                  "label": {"kind": "image", "path": pan_ms["ms"]}, "output": str(tmp_path / "x")})

@@ -233,7 +233,6 @@ def test_polygons_random_and_grid(nc, tmp_path):
 
 @pytest.mark.parametrize("change, error, message", [
     ({"class_field": "nope"}, InvalidSpec, "no field 'nope'"),
-    ({"class_field": "label"}, EngineError, "must hold integers"),
     ({"patch_size": 500}, InvalidSpec, "patch size 500"),
     ({"split": {"train": 0, "valid": 0}}, InvalidSpec, "split proportions"),
     ({"strategy": "poitns"}, InvalidSpec, "strategy must be one of points, polygons, label_raster, grid"),
@@ -300,3 +299,72 @@ def test_every_strategy_has_one_sampler_made_from_the_spec():
     sampler = SAMPLERS["polygons"].from_spec(spec)
     assert isinstance(sampler, PolygonSampler)
     assert (sampler.step_px, sampler.border_distance_map_units, sampler.mode) == (3, 25.0, "grid")
+
+
+def test_text_class_field_maps_sorted_names_and_counts_nulls(nc, tmp_path):
+    """A text class field: its names get 1..K in sorted order, stored with the positions; features
+    with a NULL class are skipped and counted (checked against the points read with OGR)."""
+    copy = tmp_path / "points.gpkg"
+    gdal.VectorTranslate(str(copy), nc["points"], format="GPKG", layerName="points")
+    source = ogr.Open(str(copy), 1)
+    layer = source.GetLayer(0)
+    nulled = 0
+    for feature in layer:
+        if feature.GetFID() % 10 == 0:
+            feature.SetFieldNull("label")
+            layer.SetFeature(feature)
+            nulled += 1
+    labels = {(round(f.GetGeometryRef().GetX(), 3), round(f.GetGeometryRef().GetY(), 3)): f.GetField("label")
+              for f in layer}
+    del layer, source
+    names = sorted({name for name in labels.values() if name is not None})
+    expected = {name: value for value, name in enumerate(names, start=1)}
+    result, lines = run({"raster": nc["image"], "strategy": "points", "vector": str(copy), "class_field": "label",
+                         "output": str(tmp_path / "out.gpkg")})
+    assert nulled > 0 and result["skipped"]["null_class"] == nulled
+    assert any("null_class" in line.get("message", "") for line in lines)
+    assert [(c["value"], c["name"]) for c in result["classes"]] == [(v, n) for n, v in expected.items()]
+    written = [(round(f.GetGeometryRef().GetX(), 3), round(f.GetGeometryRef().GetY(), 3), f.GetField("class"),
+                f.GetField("class_name")) for f in features(tmp_path / "out.gpkg")]
+    assert len(written) == result["count"] > 0
+    for x, y, value, name in written:
+        assert labels[(x, y)] == name and expected[name] == value
+
+
+def test_non_integer_numbers_are_a_clear_error(nc, tmp_path):
+    copy = tmp_path / "points.gpkg"
+    gdal.VectorTranslate(str(copy), nc["points"], format="GPKG", SQLStatement="SELECT *, id + 0.5 AS half "
+                         "FROM landsat96_points", SQLDialect="SQLITE", layerName="points")
+    with pytest.raises(EngineError, match="class field 'half' must hold integers or text; found [0-9]+\\.5"):
+        run({"raster": nc["image"], "strategy": "points", "vector": str(copy), "class_field": "half",
+             "output": str(tmp_path / "out.gpkg")})
+
+
+def test_automatic_block_size_keeps_every_class_in_every_split(nc, tmp_path):
+    """NC strata, 16 px patches: the old fixed 8-patch blocks leave a class out of a split (warned);
+    the automatic search finds blocks that give every class to every split, says so, and the
+    blocks stay disjoint (checked on the written positions)."""
+    spec = {"raster": nc["image"], "strategy": "label_raster", "label_raster": nc["strata"], "samples": 60,
+            "patch_size": 16, "split_mode": "blocks", "split": {"train": 0.7, "valid": 0.15, "test": 0.15},
+            "seed": 0, "output": str(tmp_path / "fixed.gpkg")}
+    spacing = gdal.Open(nc["image"]).GetGeoTransform()[1]
+    _, lines = run({**spec, "block_size": 8 * 16 * spacing})
+    assert any("has no position in the" in line.get("message", "") for line in lines)
+    result, lines = run({**spec, "output": str(tmp_path / "auto.gpkg")})
+    messages = [line.get("message", "") for line in lines]
+    assert any(m.startswith("automatic block size") and "every class in every split" in m for m in messages)
+    assert not any("has no position in the" in m for m in messages)
+    rows, _ = read_gpkg(tmp_path / "auto.gpkg")
+    classes = {r[2] for r in rows}
+    for split in ("train", "valid", "test"):
+        assert {r[2] for r in rows if r[3] == split} == classes
+    gt, size = gdal.Open(nc["image"]).GetGeoTransform(), result["block_size"]
+    assert size < 8 * 16 * spacing
+    block_split = {}
+    for x, y, _, split, _ in rows:  # every 16 px footprint in one block, every block in one split
+        col = np.floor((x - gt[0]) / gt[1] + 0.5) - 8  # even size: the nearest corner - 8 (patch-centre rule)
+        row = np.floor((y - gt[3]) / gt[5] + 0.5) - 8
+        first = (int(col * gt[1] // size), int(row * -gt[5] // size))
+        last = (int(((col + 16) * gt[1] - 1e-6) // size), int(((row + 16) * -gt[5] - 1e-6) // size))
+        assert first == last
+        assert block_split.setdefault(first, split) == split
