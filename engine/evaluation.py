@@ -31,7 +31,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .geometry import Bounds, Grid, Window, intersect_bounds
-from .outputs import atomic_output
+from .outputs import atomic_output, check_outputs
 from .protocol import EngineError, Reporter
 from .classes import ClassStyle
 from .crs import bounds_in, crs_transform
@@ -379,6 +379,8 @@ def evaluate_map_job(spec: dict, reporter: Reporter) -> dict:
     ``output_folder``. Returns ``{"metrics": {...}, "files": {key: path}}`` (see :data:`FILES`).
     """
     evaluation = EvaluationSpec.from_dict(spec)
+    check_outputs([str(Path(evaluation.output_folder) / name) for name in FILES.values()],
+                  [evaluation.map, evaluation.reference, evaluation.mask])
     counts = accumulate(evaluation, raster_info(evaluation.map), reporter)
     classes = class_infos(counts.classes, evaluation.classes, evaluation.map)
     matrix = counts.matrix([c.value for c in classes])

@@ -38,7 +38,7 @@ from .classes import class_color
 from .crs import bounds_in, crs_equivalent
 from .dataset import DatasetWriter, check_name
 from .geometry import Window, center_index, patch_start
-from .outputs import atomic_output
+from .outputs import atomic_output, check_outputs
 from .protocol import EngineError, Reporter
 from .rasters import (
     RasterInfo,
@@ -280,6 +280,7 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
         raise EngineError("extract_patches needs 'output': the dataset folder to write")
     sources = parse_sources(spec)
     label = parse_label(spec)
+    check_outputs([output], [*(s.path for s in sources), label.path, spec.get("positions")], folder=True)
     infos = [raster_info(s.path) for s in sources]
     reference = infos[0]
     split_field = spec.get("split_field", "split")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,7 +19,7 @@ from osgeo import gdal, gdal_array, osr
 from .classes import ClassStyle, class_map_qml, rgb
 from .crs import crs_equivalent, crs_transform
 from .geometry import Grid, Window, border_indices, snap
-from .outputs import atomic_output
+from .outputs import atomic_output, is_plain_path
 from .protocol import EngineError
 
 gdal.UseExceptions()
@@ -44,17 +43,6 @@ class RasterInfo:
     @property
     def grid(self) -> Grid:
         return Grid.from_geotransform(self.geotransform, self.width, self.height, self.crs_wkt)
-
-
-#: A GDAL connection string rather than a file name: ``GPKG:f.gpkg:table``, ``NETCDF:"f.nc":var``,
-#: ``HDF5:...`` (a driver prefix of two or more characters, so ``C:\`` stays a path).
-_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")
-
-
-def is_plain_path(path: str) -> bool:
-    """True for a file name; False for VRT XML, ``/vsi...`` paths and driver-prefixed sources."""
-    path = path.lstrip()
-    return not (path.startswith(("<", "/vsi")) or _DRIVER_PREFIX.match(path))
 
 
 def raster_info(path: str | os.PathLike) -> RasterInfo:

@@ -41,7 +41,7 @@ import numpy as np
 
 from .dataset import SPLITS
 from .geometry import patch_start
-from .outputs import atomic_output
+from .outputs import atomic_output, check_outputs
 from .protocol import EngineError, Reporter
 from .crs import crs_transform, transform_xy
 from .rasters import invalid_pixels, raster_info
@@ -671,6 +671,8 @@ def select_samples_job(spec: dict, reporter: Reporter) -> dict:
     if spec.get("blocks") and spec.get("split_mode", "random") != "blocks":
         raise EngineError(f"select_samples writes the split blocks ({spec['blocks']}) only with "
                           "split_mode 'blocks'")
+    check_outputs([output, spec.get("report"), spec.get("blocks")],
+                  [spec.get(key) for key in ("raster", "vector", "label_raster", "mask")])
     positions, dropped, info = select_positions(spec, reporter)
     reporter.check_cancelled()
     reporter.progress(80)

@@ -39,6 +39,7 @@ from .geometry import (
     tile_for_memory,
     tiles,
 )
+from .outputs import check_outputs
 from .protocol import EngineError, Reporter
 from .rasters import (
     AlignedSource,
@@ -600,6 +601,7 @@ def apply_model_job(spec: dict, reporter: Reporter) -> dict:
     loaded = load_model_folder(spec["model"])
     metadata = loaded.metadata
     products = products_for(metadata, spec["output"], spec.get("outputs"), spec.get("stack_outputs", True))
+    check_outputs([p.path for p in products], [*spec["sources"], spec["model"], spec.get("mask")])
     mask = MaskSpec(str(spec["mask"]), spec.get("mask_layer")) if spec.get("mask") else None
     reporter.log(f"serving on {compute_device()}")
     result = serve_model(

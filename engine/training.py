@@ -46,7 +46,7 @@ import numpy as np
 
 from .dataset import open_dataset
 from .fields import derive_geometry, pack_inputs
-from .outputs import atomic_output, remove_path
+from .outputs import atomic_output, check_outputs, remove_path
 from .protocol import EngineError, JobCancelled, Reporter
 
 CLASSIFIER_KINDS = ("class", "segmentation")
@@ -736,10 +736,7 @@ def set_seed(seed: int) -> None:
 
 
 def check_dataset(reader, task: Task, config: TrainConfig) -> None:
-    output, dataset = Path(config.output).resolve(), Path(config.dataset).resolve()
-    if output == dataset or output in dataset.parents:
-        raise EngineError(f"the output model folder {config.output} would replace the dataset {config.dataset}: "
-                          "choose another output folder")
+    check_outputs([config.output], [config.dataset, config.custom_model], folder=True)
     for split in ("train", "valid"):
         if reader.size(split) == 0:
             raise EngineError(f"dataset {config.dataset} has no {split!r} patches: extract patches with a "

@@ -13,6 +13,7 @@ from deepfield.engine.fields import call_model, derive_geometry
 from deepfield.engine.jobs import get_job
 from deepfield.engine.modelfolder import (
     METADATA, MODEL, ModelMetadata, load_model_folder, read_metadata, save_model_folder)
+from deepfield.engine.outputs import MARKER
 from deepfield.engine.protocol import EngineError, Reporter
 
 tensorflow()
@@ -92,7 +93,7 @@ def test_save_replaces_atomically_and_refuses_inconsistent_metadata(tmp_path, ne
     save_model_folder(target, network, metadata)
     (target / "stale.txt").write_text("old")
     save_model_folder(target, network, metadata)
-    assert sorted(p.name for p in target.iterdir()) == [METADATA, MODEL]
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, METADATA, MODEL]  # DeepField's folder
     wrong = ModelMetadata(metadata.task, metadata.inputs[:1], metadata.ef, metadata.sf, metadata.crop,
                           metadata.outputs, metadata.classes)
     with pytest.raises(EngineError, match="lists 1 inputs, the model has 2"):
