@@ -16,7 +16,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from .base import EngineAlgorithm, raster_path
+from .base import EngineAlgorithm, raster_crs
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
 BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
@@ -80,10 +80,9 @@ class ApplyModel(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[OUTPUTS.index(kind)]))
 
     def build_job(self, parameters, context, feedback):
-        layers = self.parameterAsLayerList(parameters, "SOURCES", context)
-        if not layers:
-            raise QgsProcessingException("Give at least one source image.")
-        sources = [raster_path(layer, f"source {k + 1}") for k, layer in enumerate(layers)]
+        sources = [source.path for source in self.raster_inputs(parameters, "SOURCES", context)]
+        if not sources:
+            raise QgsProcessingException("Give at least one source image (SOURCES).")
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() not in GEOTIFF_SUFFIXES:
             raise QgsProcessingException(f"Apply model writes GeoTIFF files: name the output *.tif, not {output}")
@@ -99,7 +98,7 @@ class ApplyModel(EngineAlgorithm):
             "extent": None,
         }
         if parameters.get("EXTENT"):
-            extent = self.parameterAsExtent(parameters, "EXTENT", context, layers[0].crs())
+            extent = self.parameterAsExtent(parameters, "EXTENT", context, raster_crs(sources[0]))
             spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
@@ -113,9 +112,9 @@ class ApplyModel(EngineAlgorithm):
                 load_as = "" if path == result["output"] else OUTPUT_LABELS[OUTPUTS.index(kind)]
                 style_output(context, path, STYLES[kind], load_as=load_as)
         if not any(kind in STYLES for kind in result.get("outputs", {})):
-            # an image or regression output: rendered like the first source when it has its bands
-            source = self.parameterAsLayerList(parameters, "SOURCES", context)[0]
-            if QgsRasterLayer(result["output"], "output", "gdal").bandCount() == source.bandCount():
+            # an image or regression output: rendered like the first source (an open layer) when it has its bands
+            source = self.raster_inputs(parameters, "SOURCES", context)[0].layer
+            if source is not None and QgsRasterLayer(result["output"], "output", "gdal").bandCount() == source.bandCount():
                 style_output(context, result["output"], IMAGE, source=source)
         for name in result.get("warped_sources", []):
             feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")

@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, raster_path, renderer_classes
+from .base import EngineAlgorithm, renderer_classes
 
 #: The files the engine writes into the output folder (engine.evaluation.FILES; not imported:
 #: the engine stays out of QGIS). Listed so that a killed job's ``.part`` files are removed.
@@ -68,18 +68,18 @@ class EvaluateMap(EngineAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def build_job(self, parameters, context, feedback):
-        class_map = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        class_map = self.raster_input(parameters, "INPUT", context)
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         spec = {
             "job": "evaluate_map",
-            "map": raster_path(class_map, "class map"),
+            "map": class_map.path,
             "output_folder": folder,
-            "classes": renderer_classes(class_map),
+            "classes": renderer_classes(class_map.layer),
             "ignore_values": _integers(self.parameterAsString(parameters, "IGNORE_VALUES", context)),
         }
-        reference_raster = self.parameterAsRasterLayer(parameters, "REFERENCE_RASTER", context)
+        reference_raster = self.raster_input(parameters, "REFERENCE_RASTER", context)
         if reference_raster is not None:
-            spec["reference"] = raster_path(reference_raster, "reference raster")
+            spec["reference"] = reference_raster.path
         else:
             spec["reference"], spec["reference_layer"] = self.vector_path(
                 parameters, "REFERENCE_VECTOR", context, feedback)

@@ -19,7 +19,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, parse_classes, raster_path, renderer_classes
+from .base import EngineAlgorithm, parse_classes, renderer_classes
 
 LABEL_KINDS = ("class", "segmentation", "image")
 LABEL_KIND_LABELS = ("Class of each position (patch classification)", "Label raster patches (segmentation)",
@@ -75,9 +75,9 @@ class ExtractPatches(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(split, f"{split.lower()} patches"))
 
     def build_job(self, parameters, context, feedback):
-        layers = self.parameterAsLayerList(parameters, "SOURCES", context)
+        layers = self.raster_inputs(parameters, "SOURCES", context)
         if not layers:
-            raise QgsProcessingException("Give at least one source raster.")
+            raise QgsProcessingException("Give at least one source raster (SOURCES).")
         sizes = _split(self.parameterAsString(parameters, "PATCH_SIZES", context))
         if len(sizes) == 1:
             sizes = sizes * len(layers)
@@ -87,7 +87,7 @@ class ExtractPatches(EngineAlgorithm):
             sizes = [int(size) for size in sizes]
         except ValueError:
             raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
-        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [_identifier(layer.name()) for layer in layers]
+        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [_identifier(layer.name) for layer in layers]
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
         output = self.parameterAsString(parameters, "OUTPUT", context)
@@ -99,20 +99,20 @@ class ExtractPatches(EngineAlgorithm):
             if not class_field:
                 raise QgsProcessingException("Class labels need the positions' class field.")
         else:
-            raster = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
+            raster = self.raster_input(parameters, "LABEL_RASTER", context)
             if raster is None:
-                raise QgsProcessingException(f"{kind} labels need a label raster or target image.")
-            label["path"] = raster_path(raster, "label raster")
+                raise QgsProcessingException(f"{kind} labels need a label raster or target image (LABEL_RASTER).")
+            label["path"] = raster.path
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
         classes = parse_classes(self.parameterAsString(parameters, "CLASSES", context) or "")
         if not classes and kind != "class":
-            classes = renderer_classes(raster)
+            classes = renderer_classes(raster.layer)
         if classes and kind != "image":
             label["classes"] = classes
         spec = {
             "job": "extract_patches",
-            "sources": [{"path": raster_path(layer, f"source {n}"), "patch_size": s, "name": n}
+            "sources": [{"path": layer.path, "patch_size": s, "name": n}
                         for layer, s, n in zip(layers, sizes, names)],
             "positions": positions,
             "layer": layer,

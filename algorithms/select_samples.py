@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from .base import EngineAlgorithm, raster_path
+from .base import EngineAlgorithm
 
 STRATEGIES = ("points", "polygons", "label_raster", "grid")
 STRATEGY_LABELS = ("Points with a class field", "Polygons with a class field", "Label raster",
@@ -96,14 +96,14 @@ class SelectSamples(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", "Number of positions"))
 
     def build_job(self, parameters, context, feedback):
-        image = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        image = self.raster_input(parameters, "INPUT", context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() != ".gpkg":
             raise QgsProcessingException(f"Sample positions are written as a GeoPackage (.gpkg), not {output}")
         strategy = STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)]
         spec = {
             "job": "select_samples",
-            "raster": raster_path(image, "image"),
+            "raster": image.path,
             "strategy": strategy,
             "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
             "split": {name: self.parameterAsDouble(parameters, name.upper(), context)
@@ -124,14 +124,14 @@ class SelectSamples(EngineAlgorithm):
                 raise QgsProcessingException(f"The {strategy} strategy needs a vector layer.")
             spec["vector"], spec["layer"] = self.vector_path(parameters, "VECTOR", context, feedback)
             spec["class_field"] = self.parameterAsString(parameters, "CLASS_FIELD", context)
-        label = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
+        label = self.raster_input(parameters, "LABEL_RASTER", context)
         if strategy == "label_raster":
             if label is None:
-                raise QgsProcessingException("The label raster strategy needs a label raster.")
-            spec["label_raster"] = raster_path(label, "label raster")
-        mask = self.parameterAsRasterLayer(parameters, "MASK", context)
+                raise QgsProcessingException("The label raster strategy needs a label raster (LABEL_RASTER).")
+            spec["label_raster"] = label.path
+        mask = self.raster_input(parameters, "MASK", context)
         if mask is not None:
-            spec["mask"] = raster_path(mask, "mask")
+            spec["mask"] = mask.path
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
         if report:
             spec["report"] = report

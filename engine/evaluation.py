@@ -30,8 +30,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .geometry import Bounds, Grid, Window, intersect_bounds
+from .geometry import Bounds, Grid, Window
 from .outputs import atomic_output, check_outputs
+from .errors import NoOverlap
 from .protocol import EngineError, Reporter
 from .classes import ClassStyle
 from .crs import bounds_in, crs_transform
@@ -124,10 +125,19 @@ def _strips(width: int, height: int, block_rows: int) -> Iterator[Window]:
 
 
 def _require_overlap(grid: Grid, bounds: Bounds, crs_wkt: str, what: str, path: str) -> None:
-    """EngineError unless ``bounds`` (in ``crs_wkt``) overlap the class map's grid."""
+    """EngineError unless ``bounds`` (in ``crs_wkt``) overlap the class map's grid. Closed
+    intervals: the bounds of one point, or of points on one row, have no area but do overlap."""
     bounds = bounds_in(bounds, crs_wkt, grid.crs_wkt)
-    if bounds is None or intersect_bounds([grid.bounds, bounds]) is None:
-        raise EngineError(f"the {what} {path} does not overlap the class map")
+    xmin, ymin, xmax, ymax = grid.bounds
+    if bounds is None or bounds[0] > xmax or bounds[2] < xmin or bounds[1] > ymax or bounds[3] < ymin:
+        raise NoOverlap(f"the {what} {path} does not overlap the class map")
+
+
+def check_class_map(info: RasterInfo) -> None:
+    """A class map is one band of integers: refuse an image (several bands, or real numbers)."""
+    if info.bands != 1 or np.dtype(info.dtype).kind not in "iu":
+        raise EngineError(f"the class map {info.path} has {info.bands} band(s) of {info.dtype}: a class map is one "
+                          "band of integer class values (e.g. Apply model's output); give the class map, not an image")
 
 
 def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -209,6 +219,7 @@ class _PointReference:
             raise EngineError(f"no point of {spec.reference} falls on the class map")
         self.cols, self.rows = cols[inside].astype(np.int64), rows[inside].astype(np.int64)
         self.values = points.classes[inside]
+        self.on_nodata = 0  # points on class-map nodata (or outside the mask): counted, reported
         if not inside.all():
             reporter.warning(f"{int((~inside).sum())} reference points lie outside the class map and are not counted")
 
@@ -216,6 +227,7 @@ class _PointReference:
         chosen = (self.rows >= window.row_off) & (self.rows < window.row_end)
         rows, cols = self.rows[chosen] - window.row_off, self.cols[chosen] - window.col_off
         valid = map_valid[rows, cols]
+        self.on_nodata += int((~valid).sum())
         return self.values[chosen][valid], map_values[rows, cols][valid]
 
 
@@ -336,6 +348,7 @@ def accumulate(spec: EvaluationSpec, info: RasterInfo, reporter: Reporter) -> Co
     Valid: the map and the reference have data (not nodata/NaN), inside the mask (if any), and
     neither value is in ``ignore_values``. ``info`` describes the map (see :func:`.rasters.raster_info`).
     """
+    check_class_map(info)
     grid = info.grid
     reference = open_reference(spec, info, reporter)
     mask = None
@@ -363,6 +376,10 @@ def accumulate(spec: EvaluationSpec, info: RasterInfo, reporter: Reporter) -> Co
             ref, pred = ref[keep], pred[keep]
         counts.add(ref, pred)
         reporter.progress(90.0 * (done + 1) / len(strips))
+    skipped = getattr(reference, "on_nodata", 0)
+    if skipped:
+        reporter.warning(f"{skipped} of {len(reference.values)} reference points fall on nodata of the class map "
+                         f"{spec.map}" + (" or outside the mask" if spec.mask else "") + " and are not counted")
     if not counts.classes:
         raise EngineError(f"no valid pixel in common between the class map {spec.map} and the reference "
                           f"{spec.reference}" + (f" inside the mask {spec.mask}" if spec.mask else "")

@@ -454,8 +454,13 @@ def grid_positions(path: str, info, patch_size: int, step: int, mask: str | None
 
 # -- splits ----------------------------------------------------------------------------------
 
+#: How far from 1 the split proportions may sum (0.33 + 0.33 + 0.33 is meant as thirds).
+SPLIT_SUM_TOLERANCE = 0.01
+
+
 def proportions_of(split: dict | None) -> np.ndarray:
-    """Normalised train/valid/test proportions; EngineError for negative or all-zero ones."""
+    """Train/valid/test proportions (scaled to sum to exactly 1); EngineError for negative ones,
+    or ones that do not sum to 1 within :data:`SPLIT_SUM_TOLERANCE` (never silently rescaled)."""
     split = split or {"train": 1.0}
     unknown = set(split) - set(SPLITS)
     if unknown:
@@ -463,6 +468,10 @@ def proportions_of(split: dict | None) -> np.ndarray:
     values = np.array([float(split.get(name, 0.0)) for name in SPLITS])
     if (values < 0).any() or values.sum() <= 0:
         raise EngineError(f"split proportions must be >= 0 and not all 0: {split}")
+    if abs(values.sum() - 1) > SPLIT_SUM_TOLERANCE:
+        given = " + ".join(f"{name} {value:g}" for name, value in zip(SPLITS, values))
+        raise EngineError(f"the split proportions must sum to 1, but {given} = {values.sum():g}: "
+                          "give fractions of the positions, e.g. train 0.7, valid 0.15, test 0.15")
     return values / values.sum()
 
 

@@ -603,6 +603,7 @@ def apply_model_job(spec: dict, reporter: Reporter) -> dict:
     products = products_for(metadata, spec["output"], spec.get("outputs"), spec.get("stack_outputs", True))
     check_outputs([p.path for p in products], [*spec["sources"], spec["model"], spec.get("mask")])
     mask = MaskSpec(str(spec["mask"]), spec.get("mask_layer")) if spec.get("mask") else None
+    warn_spacing(metadata.inputs, [raster_info(str(p)) for p in spec["sources"]], reporter.warning)
     reporter.log(f"serving on {compute_device()}")
     result = serve_model(
         loaded.model, metadata.geometry, [str(p) for p in spec["sources"]], spec["output"], products=products,
@@ -612,6 +613,26 @@ def apply_model_job(spec: dict, reporter: Reporter) -> dict:
     )
     reporter.log(f"wrote {', '.join(result['outputs'].values())} ({result['tiles']} tiles, {result['seconds']} s)")
     return result
+
+
+#: Relative difference between a source's pixel size and the training one above which Apply model warns.
+SPACING_TOLERANCE = 0.05
+
+
+def warn_spacing(inputs, sources, warn) -> None:
+    """Warn (``warn(message)``) for each source whose pixel size differs from the one its model
+    input was trained at (``InputInfo.spacing``, when recorded) by more than :data:`SPACING_TOLERANCE`:
+    a model serves images at the resolution it learnt, other resolutions give wrong results quietly.
+    ``sources``: :class:`.rasters.RasterInfo` in model input order."""
+    for item, info in zip(inputs, sources):
+        if item.spacing is None:
+            continue
+        spacing = (info.geotransform[1], -info.geotransform[5])
+        if any(abs(s - t) > SPACING_TOLERANCE * t for s, t in zip(spacing, item.spacing)):
+            warn(f"source {info.path} has pixels of {spacing[0]:g} x {spacing[1]:g} (its CRS units) but the model "
+                 f"input {item.name!r} was trained on pixels of {item.spacing[0]:g} x {item.spacing[1]:g}: the "
+                 "results are likely wrong; resample the image to the training resolution, or train on images "
+                 "at this one")
 
 
 def products_for(metadata, output: str, kinds: list[str] | None, stack: bool = True) -> list[Product]:

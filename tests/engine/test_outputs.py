@@ -77,8 +77,8 @@ def test_an_output_under_a_file_is_refused(tmp_path):
     ("dataset/model", ["dataset"]),  # inside an input folder
     ("work", ["work/image.tif"]),  # a folder output holding an input
 ])
-def test_an_output_over_an_input_is_refused(tmp_path, output, inputs):
-    os.chdir(tmp_path)
+def test_an_output_over_an_input_is_refused(tmp_path, monkeypatch, output, inputs):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
     with pytest.raises(EngineError, match="would overwrite the input"):
         check_not_an_input([output], inputs)

@@ -234,6 +234,8 @@ def test_polygons_random_and_grid(nc, tmp_path):
     ({"class_field": "label"}, "must hold integers"),
     ({"patch_size": 500}, "patch size 500"),
     ({"split": {"train": 0, "valid": 0}}, "split proportions"),
+    ({"split": {"train": 0.9, "valid": 0.9, "test": 0.9}}, r"must sum to 1, but train 0.9 \+ valid 0.9 \+ test 0.9 = 2.7"),
+    ({"split": {"train": 70, "valid": 15, "test": 15}}, "must sum to 1"),
 ])
 def test_clear_errors(nc, tmp_path, change, message):
     spec = {"raster": nc["image"], "strategy": "points", "vector": nc["points"], "class_field": "id",

@@ -152,7 +152,7 @@ def test_unknown_architecture_lists_the_zoo(segmentation_dataset, work):
 
 
 def test_output_may_not_replace_the_dataset(segmentation_dataset):
-    with pytest.raises(EngineError, match="would replace the dataset"):
+    with pytest.raises(EngineError, match="would overwrite the input"):
         train({"dataset": str(segmentation_dataset), "architecture": "unet", "output": str(segmentation_dataset)})
 
 
