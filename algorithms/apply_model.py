@@ -10,13 +10,12 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsRasterLayer,
 )
 
-from .base import EngineAlgorithm, raster_crs
+from .base import EngineAlgorithm, RasterLayersParameter, raster_crs
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
 BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
@@ -61,8 +60,7 @@ class ApplyModel(EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Model folder", behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "SOURCES", "Source images (in the model's input order)", QgsProcessing.TypeRaster))
+        self.addParameter(RasterLayersParameter("SOURCES", "Source images (in the model's input order)"))
         self.addParameter(QgsProcessingParameterEnum(
             "OUTPUTS", "Outputs (classifiers)", OUTPUT_LABELS, allowMultiple=True, defaultValue=[0]))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (default: all sources)", optional=True))

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsMapLayer,
+    QgsMessageLog,
     QgsPalettedRasterRenderer,
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -64,6 +67,32 @@ class RasterInput:
     path: str
     name: str
     layer: QgsMapLayer | None = None
+
+
+class CheckedWithGdal:
+    """For raster parameters: a value is checked without loading it. ``qgis_process`` and
+    Processing call ``checkValueIsAcceptable`` on every value, and QGIS's own check loads a path
+    into a QgsRasterLayer (see :class:`RasterInput`); :meth:`EngineAlgorithm.checkParameterValues`
+    checks the file with GDAL instead, with a message that names the problem."""
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API name)
+        return bool(raster_values(value)) or bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+
+    def clone(self):
+        copy = type(self)(self.name(), self.description())
+        copy.setFlags(self.flags())
+        return copy
+
+
+class RasterLayerParameter(CheckedWithGdal, QgsProcessingParameterRasterLayer):
+    """A raster (see :class:`CheckedWithGdal`)."""
+
+
+class RasterLayersParameter(CheckedWithGdal, QgsProcessingParameterMultipleLayers):
+    """Several rasters (see :class:`CheckedWithGdal`)."""
+
+    def __init__(self, name: str, description: str, optional: bool = False):
+        super().__init__(name, description, QgsProcessing.TypeRaster, optional=optional)
 
 
 def is_raster_parameter(definition) -> bool:
@@ -132,8 +161,9 @@ def unacceptable(definition, value) -> str:
     if value is None or value == "":
         return f"{what} is required: give a value"
     if isinstance(definition, QgsProcessingParameterNumber):
-        return (f"{what}: {value!r} is not accepted: give a number from {definition.minimum():g} "
-                f"to {definition.maximum():g}")
+        low, high = definition.minimum(), definition.maximum()
+        accepted = f"a number >= {low:g}" if high > 1e300 else f"a number from {low:g} to {high:g}"
+        return f"{what}: {value!r} is not accepted: give {accepted}"
     if isinstance(definition, QgsProcessingParameterEnum):
         options = ", ".join(f"{k} = {option}" for k, option in enumerate(definition.options()))
         return f"{what}: {value!r} is not one of the choices ({options})"
@@ -166,6 +196,16 @@ def parse_classes(text: str) -> list[dict]:
             entry["color"] = color.strip()
         classes.append(entry)
     return classes
+
+
+def processing_error(message: str) -> QgsProcessingException:
+    """The exception that reports ``message`` once. ``qgis_process`` prints an algorithm's
+    exception twice (its message log, then its feedback): there the message goes to the log
+    alone and the exception is left empty; in QGIS and ``processing.run`` it carries the message."""
+    if QgsApplication.platform() != "qgis_process":
+        return QgsProcessingException(message)
+    QgsMessageLog.logMessage(message, "Processing", Qgis.Critical)
+    return QgsProcessingException("")
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):
@@ -235,6 +275,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 return False, unacceptable(definition, value)
         return True, ""
 
+    def validateInputCrs(self, parameters, context):  # noqa: N802
+        """Inputs in different CRSs are fine: the engine aligns them. (Processing's check would load
+        every raster given as a path into QGIS, see :class:`RasterInput`.)"""
+        return True
+
     def raster_inputs(self, parameters, name, context) -> list[RasterInput]:
         """The rasters of parameter ``name`` (see :class:`RasterInput`), in order."""
         inputs = []
@@ -262,7 +307,10 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return result
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        spec, outputs = self.build_job(parameters, context, feedback)
+        try:
+            spec, outputs = self.build_job(parameters, context, feedback)
+        except QgsProcessingException as error:
+            raise processing_error(str(error)) from None
         python = engine_python()
         feedback.pushDebugInfo(f"DeepField engine: {python}, job {spec.get('job')}")
         try:
@@ -273,5 +321,5 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         except EngineJobError as error:
             if error.details:
                 feedback.pushDebugInfo(error.details)
-            raise QgsProcessingException(str(error)) from None
+            raise processing_error(str(error)) from None
         return self.make_results(result, parameters, context, feedback)

@@ -10,11 +10,10 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, renderer_classes
+from .base import EngineAlgorithm, RasterLayerParameter, renderer_classes
 
 #: The files the engine writes into the output folder (engine.evaluation.FILES; not imported:
 #: the engine stays out of QGIS). Listed so that a killed job's ``.part`` files are removed.
@@ -38,8 +37,8 @@ class EvaluateMap(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Class map"))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter("INPUT", "Class map"))
+        self.addParameter(RasterLayerParameter(
             "REFERENCE_RASTER", "Reference raster (or give a reference vector layer)", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "REFERENCE_VECTOR", "Reference points or polygons (or give a reference raster)",

@@ -13,13 +13,11 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
-from .base import EngineAlgorithm, parse_classes, renderer_classes
+from .base import EngineAlgorithm, RasterLayerParameter, RasterLayersParameter, parse_classes, renderer_classes
 
 LABEL_KINDS = ("class", "segmentation", "image")
 LABEL_KIND_LABELS = ("Class of each position (patch classification)", "Label raster patches (segmentation)",
@@ -46,8 +44,7 @@ class ExtractPatches(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "SOURCES", "Source rasters (the first is the reference)", QgsProcessing.TypeRaster))
+        self.addParameter(RasterLayersParameter("SOURCES", "Source rasters (the first is the reference)"))
         self.addParameter(QgsProcessingParameterString(
             "PATCH_SIZES", "Patch size per source (pixels, comma-separated)", defaultValue="32"))
         self.addParameter(QgsProcessingParameterString(
@@ -58,7 +55,7 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", "Class field (class labels)", defaultValue="class", parentLayerParameterName="POSITIONS",
             type=QgsProcessingParameterField.Numeric, optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter(
             "LABEL_RASTER", "Label raster or target image", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "LABEL_PATCH_SIZE", "Label patch size (label raster pixels; 0 = the first source's patch size x its "

@@ -11,11 +11,10 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
 )
 
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, RasterLayerParameter
 
 STRATEGIES = ("points", "polygons", "label_raster", "grid")
 STRATEGY_LABELS = ("Points with a class field", "Polygons with a class field", "Label raster",
@@ -47,14 +46,14 @@ class SelectSamples(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Image (patches are cut from it)"))
+        self.addParameter(RasterLayerParameter("INPUT", "Image (patches are cut from it)"))
         self.addParameter(QgsProcessingParameterEnum("STRATEGY", "Strategy", STRATEGY_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "VECTOR", "Points or polygons (points / polygons strategies)",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", "Class field (integer)", parentLayerParameterName="VECTOR", optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter(
             "LABEL_RASTER", "Label raster (label raster strategy)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             "LABEL_STRATEGY", "Label raster: samples per class", LABEL_STRATEGIES, defaultValue=0))
@@ -81,7 +80,7 @@ class SelectSamples(EngineAlgorithm):
         advanced = [
             QgsProcessingParameterNumber("BORDER_DISTANCE", "Polygons: minimum distance to the border (map units)",
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0),
-            QgsProcessingParameterRasterLayer("MASK", "Grid: mask raster (non-zero = usable)", optional=True),
+            RasterLayerParameter("MASK", "Grid: mask raster (non-zero = usable)", optional=True),
             QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0, minValue=0),
         ]
         self.add_advanced(*advanced)

@@ -134,9 +134,10 @@ def _require_overlap(grid: Grid, bounds: Bounds, crs_wkt: str, what: str, path: 
 
 
 def check_class_map(info: RasterInfo) -> None:
-    """A class map is one band of integers: refuse an image (several bands, or real numbers)."""
-    if info.bands != 1 or np.dtype(info.dtype).kind not in "iu":
-        raise EngineError(f"the class map {info.path} has {info.bands} band(s) of {info.dtype}: a class map is one "
+    """A class map is one band of integer class values: refuse an image of several bands (a
+    real-valued band is refused where a value with a fraction is read, see :func:`_as_classes`)."""
+    if info.bands != 1:
+        raise EngineError(f"the class map {info.path} has {info.bands} bands of {info.dtype}: a class map is one "
                           "band of integer class values (e.g. Apply model's output); give the class map, not an image")
 
 

@@ -20,6 +20,7 @@ from .classes import ClassStyle, class_map_qml, rgb
 from .crs import crs_equivalent, crs_transform
 from .geometry import Grid, Window, border_indices, snap
 from .outputs import atomic_output, is_plain_path
+from .errors import MissingCRS
 from .protocol import EngineError
 
 gdal.UseExceptions()
@@ -58,8 +59,11 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
     except RuntimeError as error:
         raise EngineError(f"cannot open raster {path}: GDAL says: {error}") from None
     crs_wkt = dataset.GetProjection()
+    if dataset.GetGeoTransform(can_return_null=True) is None:
+        raise MissingCRS(f"raster {path} is not georeferenced (no geotransform: its pixels have no position on the "
+                         "ground); georeference it (e.g. gdal_edit.py -a_ullr xmin ymax xmax ymin -a_srs EPSG:...)")
     if not crs_wkt:
-        raise EngineError(f"raster {path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs)")
+        raise MissingCRS(f"raster {path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs)")
     geotransform = tuple(dataset.GetGeoTransform())
     try:
         Grid.from_geotransform(geotransform, dataset.RasterXSize, dataset.RasterYSize, crs_wkt)

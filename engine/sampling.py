@@ -598,6 +598,7 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
     if patch_size < 1 or patch_size > min(info.width, info.height):
         raise EngineError(f"patch size {patch_size} does not fit the image {raster} "
                           f"({info.width} x {info.height} pixels)")
+    proportions = proportions_of(spec.get("split"))  # checked before any position is read
     rng = np.random.default_rng(int(spec.get("seed", 0)))
     strategy = spec.get("strategy")
     if strategy == "points":
@@ -622,7 +623,6 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
     reporter.log(f"{strategy}: {len(positions)} candidate positions")
     reporter.progress(40)
     positions, dropped = filter_on_raster(raster, info, positions, patch_size, reporter)
-    proportions = proportions_of(spec.get("split"))
     if spec.get("split_mode", "random") == "blocks":
         block_size = resolved_block_size(spec, info, patch_size)
         keep, splits = block_splits(info, positions, patch_size, block_size, proportions, rng)

@@ -737,6 +737,7 @@ def set_seed(seed: int) -> None:
 
 def check_dataset(reader, task: Task, config: TrainConfig) -> None:
     check_outputs([config.output], [config.dataset, config.custom_model], folder=True)
+    reader.check_files()
     for split in ("train", "valid"):
         if reader.size(split) == 0:
             raise EngineError(f"dataset {config.dataset} has no {split!r} patches: extract patches with a "

@@ -185,6 +185,7 @@ def test_unet_training_writes_every_output(unet_folder, segmentation_dataset):
     loaded = load_model_folder(folder)
     assert [c.name for c in loaded.metadata.classes] == [c["name"] for c in CLASSES]
     assert loaded.metadata.geometry.sf == 1
+    assert loaded.metadata.inputs[0].spacing == (28.5, 28.5)  # the NC image's pixels (m): Apply model compares
     epochs = [m["message"] for m in logged if m["type"] == "log" and m["message"].startswith("epoch ")]
     assert len(epochs) == 2 and "val_macro_f1" in epochs[0]
     progress = [m["percent"] for m in logged if m["type"] == "progress"]
