@@ -163,11 +163,11 @@ def unacceptable(definition, value) -> str:
     if isinstance(definition, QgsProcessingParameterNumber):
         low, high = definition.minimum(), definition.maximum()
         accepted = f"a number >= {low:g}" if high > 1e300 else f"a number from {low:g} to {high:g}"
-        return f"{what}: {value!r} is not accepted: give {accepted}"
+        return f"{what}: {value} is not accepted: give {accepted}"
     if isinstance(definition, QgsProcessingParameterEnum):
         options = ", ".join(f"{k} = {option}" for k, option in enumerate(definition.options()))
-        return f"{what}: {value!r} is not one of the choices ({options})"
-    return f"{what}: {value!r} is not accepted"
+        return f"{what}: {value} is not one of the choices ({options})"
+    return f"{what}: {value} is not accepted"
 
 
 def renderer_classes(layer) -> list[dict]:

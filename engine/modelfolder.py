@@ -41,7 +41,8 @@ from pathlib import Path
 
 from .fields import check_declared, derive_geometry, model_inputs
 from .geometry import ModelGeometry, SourceGeometry
-from .outputs import atomic_output
+from .outputs import atomic_output, check_outputs
+from .errors import NotAModelFolder
 from .protocol import EngineError, Reporter
 from .classes import ClassStyle
 
@@ -335,8 +336,10 @@ def check_geometry(model, metadata: ModelMetadata, where: str) -> ModelGeometry:
 def read_metadata(path) -> ModelMetadata:
     """The validated metadata of a model folder (the model itself is not loaded)."""
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise NotAModelFolder(f"{folder} is a file, not a model folder: give the folder Train model wrote")
     if not folder.is_dir():
-        raise EngineError(f"model folder not found: {folder}")
+        raise NotAModelFolder(f"model folder not found: {folder}")
     file = folder / METADATA
     if not file.is_file():
         raise EngineError(f"{folder} is not a DeepField model folder: {METADATA} is missing")
@@ -450,6 +453,7 @@ def describe_model_job(spec: dict, reporter: Reporter) -> dict:
     memory_mb = spec.get("memory_mb") or DEFAULT_MEMORY_MB
     if not isinstance(memory_mb, (int, float)) or memory_mb <= 0:
         raise EngineError(f"describe_model: memory_mb must be a positive number, not {memory_mb!r}")
+    check_outputs([spec.get("output")], [spec["model"]])
     reporter.progress(5)
     loaded = load_model_folder(spec["model"], verify=False)
     reporter.progress(40)

@@ -620,6 +620,12 @@ def select_positions(spec: dict, reporter: Reporter) -> tuple[Positions, dict, o
                                    spec.get("mask"), reporter)
     else:
         raise EngineError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+    if not len(positions):
+        where = {"points": spec.get("vector"), "polygons": spec.get("vector"), "label_raster": spec.get("label_raster"),
+                 "grid": raster}[strategy]
+        raise EngineError(f"the {strategy} strategy found no candidate position in {where}: it holds no usable "
+                          f"{'point' if strategy == 'points' else 'sample'} (an empty layer, or features without "
+                          "geometry or class); give a layer with samples")
     reporter.log(f"{strategy}: {len(positions)} candidate positions")
     reporter.progress(40)
     positions, dropped = filter_on_raster(raster, info, positions, patch_size, reporter)

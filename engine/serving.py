@@ -598,12 +598,15 @@ def apply_model_job(spec: dict, reporter: Reporter) -> dict:
     for key in ("model", "sources", "output"):
         if not spec.get(key):
             raise EngineError(f"apply_model: the spec needs {key!r}")
+    inputs = [*spec["sources"], spec["model"], spec.get("mask")]
+    check_outputs([spec["output"]], inputs)  # before TensorFlow loads: a wrong output fails at once
+    sources = [raster_info(str(p)) for p in spec["sources"]]  # so does a source that is no georeferenced raster
     loaded = load_model_folder(spec["model"])
     metadata = loaded.metadata
     products = products_for(metadata, spec["output"], spec.get("outputs"), spec.get("stack_outputs", True))
-    check_outputs([p.path for p in products], [*spec["sources"], spec["model"], spec.get("mask")])
+    check_outputs([p.path for p in products[1:]], inputs)
     mask = MaskSpec(str(spec["mask"]), spec.get("mask_layer")) if spec.get("mask") else None
-    warn_spacing(metadata.inputs, [raster_info(str(p)) for p in spec["sources"]], reporter.warning)
+    warn_spacing(metadata.inputs, sources, reporter.warning)
     reporter.log(f"serving on {compute_device()}")
     result = serve_model(
         loaded.model, metadata.geometry, [str(p) for p in spec["sources"]], spec["output"], products=products,

@@ -131,6 +131,8 @@ def world(data_dir, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(w["model"], bad_json)
     (bad_json / "deepfield.json").write_text("{")
     w["bad_json_model"] = str(bad_json)
+    gdal.Translate(str(folder / "far.tif"), w["strata"], outputBounds=[0, 2000, 2000, 0])
+    w["far_raster"] = str(folder / "far.tif")
     w["one_band"] = crop(nc / "lsat7_2000_10.tif", folder / "one_band.tif", (300, 300, 64, 64))
     return w
 
@@ -166,14 +168,16 @@ CASES = [
     for algorithm, base, parameter in RASTER_PARAMETERS for name, message in RASTER_FAULTS
 ] + [
     # rasters GDAL reads but that cannot be placed on the ground
-    *[(f"{name}-{algorithm.split(':')[1]}", algorithm, {**base, key: "{" + name + "}"}, message)
+    *[(f"{name}-{algorithm.split(':')[1]}-{key}", algorithm, {**base, key: "{" + name + "}"}, message)
       for name, message in (("no_crs", "{no_crs} has no coordinate reference system"),
                             ("no_geotransform", "{no_geotransform} is not georeferenced"))
       for algorithm, base, key in ((SS, GRID, "INPUT"), (EP, EXTRACT, "SOURCES"), (EM, EVALUATE, "INPUT"),
                                    (EM, EVALUATE, "REFERENCE_RASTER"), (AM, APPLY, "SOURCES"))],
     # point layers with nothing to use
-    ("empty-points-selectsamples", SS, {**POINTS, "VECTOR": "{empty_points}"}, "{empty_points}"),
-    ("no-geometry-selectsamples", SS, {**POINTS, "VECTOR": "{no_geometry}"}, "{no_geometry}"),
+    ("empty-points-selectsamples", SS, {**POINTS, "VECTOR": "{empty_points}"},
+     "found no candidate position in {empty_points}"),
+    ("no-geometry-selectsamples", SS, {**POINTS, "VECTOR": "{no_geometry}"},
+     "found no candidate position in {no_geometry}"),
     ("far-points-selectsamples", SS, {**POINTS, "VECTOR": "{far_points}"}, "none of the 2 positions"),
     ("empty-positions-extractpatches", EP, {**EXTRACT, "POSITIONS": "{empty_points}"}, "{empty_points}"),
     ("no-geometry-extractpatches", EP, {**EXTRACT, "POSITIONS": "{no_geometry}"}, "{no_geometry}"),
@@ -217,7 +221,7 @@ CASES = [
     ("negative-batch", TM, {**TRAIN, "BATCH_SIZE": -8}, "(BATCH_SIZE): -8 is not accepted"),
     ("zero-learning-rate", TM, {**TRAIN, "LEARNING_RATE": 0}, "(LEARNING_RATE): 0 is not accepted"),
     ("unknown-architecture", TM, {**TRAIN, "ARCHITECTURE": 9}, "(ARCHITECTURE): 9 is not one of the choices"),
-    ("bad-hyperparameters", TM, {**TRAIN, "HYPERPARAMETERS": "{filters: 3"}, "Hyper-parameters are not valid JSON"),
+    ("bad-hyperparameters", TM, {**TRAIN, "HYPERPARAMETERS": "filters: 3"}, "Hyper-parameters are not valid JSON"),
     ("hyperparameters-not-an-object", TM, {**TRAIN, "HYPERPARAMETERS": "[1, 2]"}, "must be a JSON object"),
     ("negative-seed", TM, {**TRAIN, "SEED": -1}, "(SEED): -1 is not accepted"),
     ("missing-custom-model", TM, {**TRAIN, "CUSTOM_MODEL": "{missing}"}, "CUSTOM_MODEL"),
@@ -253,26 +257,27 @@ CASES = [
     ("ignore-values-not-integers", EM, {**EVALUATE, "IGNORE_VALUES": "water"}, "Values to ignore must be integers"),
     ("an-image-as-class-map", EM, {**EVALUATE, "INPUT": "{image}"}, "{image} has 6 bands of float32: a class map"),
     ("everything-ignored", EM, {**EVALUATE, "IGNORE_VALUES": "0,1,2,3,4,5,6,7"}, "no valid pixel in common"),
-    ("far-reference-raster", EM, {**EVALUATE, "REFERENCE_RASTER": "{one_band}"}, "non-integer class values"),
+    ("far-reference-raster", EM, {**EVALUATE, "REFERENCE_RASTER": "{far_raster}"},
+     "{far_raster} does not overlap the class map"),
     # datasets
-    ("dataset-missing", TM, {**TRAIN, "DATASET": "{missing}"}, "DATASET"),
+    ("dataset-missing", TM, {**TRAIN, "DATASET": "{missing}"}, "{missing} is not a DeepField dataset"),
     ("dataset-is-a-file", TM, {**TRAIN, "DATASET": "{user_file}"}, "{user_file}"),
     ("dataset-not-a-dataset", TM, {**TRAIN, "DATASET": "{user_folder}"}, "is not a DeepField dataset"),
     ("dataset-missing-shard", TM, {**TRAIN, "DATASET": "{missing_shard}"}, "shard {shard} is missing"),
     ("dataset-truncated-shard", TM, {**TRAIN, "DATASET": "{truncated_shard}"}, "shard {shard} is damaged or truncated"),
     ("dataset-bad-manifest", TM, {**TRAIN, "DATASET": "{bad_manifest}"}, "manifest.json is not valid JSON"),
     # model folders
-    ("model-missing", AM, {**APPLY, "MODEL": "{missing}"}, "MODEL"),
+    ("model-missing", AM, {**APPLY, "MODEL": "{missing}"}, "model folder not found: {missing}"),
     ("model-not-a-model", AM, {**APPLY, "MODEL": "{not_a_model}"}, "{not_a_model} is not a DeepField model folder"),
     ("model-bad-json", AM, {**APPLY, "MODEL": "{bad_json_model}"}, "deepfield.json"),
-    ("model-is-a-file", AM, {**APPLY, "MODEL": "{user_file}"}, "MODEL"),
+    ("model-is-a-file", AM, {**APPLY, "MODEL": "{user_file}"}, "{user_file} is a file, not a model folder"),
     ("describe-not-a-model", DM, {"MODEL": "{not_a_model}"}, "{not_a_model} is not a DeepField model folder"),
     ("describe-negative-tile", DM, {"MODEL": "{model}", "TILE_SIZE": -1}, "(TILE_SIZE): -1 is not accepted"),
     ("describe-output-over-the-model", DM, {"MODEL": "{model}", "OUTPUT": "{model}/deepfield.json"},
      "would overwrite the input {model}"),
 ]
 #: A sample run through qgis_process --json as well (one per kind of check).
-THROUGH_QGIS_PROCESS = ("missing-extractpatches-SOURCES", "no_crs-selectsamples", "dataset-over-a-users-folder",
+THROUGH_QGIS_PROCESS = ("missing-extractpatches-SOURCES", "no_crs-selectsamples-INPUT", "dataset-over-a-users-folder",
                         "class-map-over-its-source", "zero-epochs", "dataset-truncated-shard",
                         "an-image-as-class-map", "splits-sum-to-2.7")
 
