@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -360,14 +361,34 @@ class GeoTiffWriter:
         if width <= 0 or height <= 0:
             return
         data = np.asarray(array[:height, :width], dtype=self.dtype)
-        for b in range(self.bands):
-            self._dataset.GetRasterBand(b + 1).WriteArray(data[:, :, b], window.col_off, window.row_off)
+        try:
+            for b in range(self.bands):
+                self._dataset.GetRasterBand(b + 1).WriteArray(data[:, :, b], window.col_off, window.row_off)
+        except RuntimeError as error:
+            raise self._write_error(error) from None
+
+    def _write_error(self, error: RuntimeError) -> EngineError:
+        """A failed write (disk full, file size limit, lost drive) as a message naming the output."""
+        try:
+            free = f"{shutil.disk_usage(self.path.parent).free / 2**20:.0f} MB free there"
+        except OSError:
+            free = "its folder is not reachable"
+        return EngineError(f"cannot write {self.path} ({free}): GDAL says: {error}; free some disk space or "
+                           "choose an output on another drive")
 
     def __exit__(self, *exc):
+        failure = None
         if self._dataset is not None:
-            self._dataset.FlushCache()
+            try:
+                self._dataset.FlushCache()
+            except RuntimeError as error:
+                failure = self._write_error(error)
             self._dataset = None
-        self._atomic.__exit__(*exc)
+        if failure is not None and exc[0] is None:
+            exc = (EngineError, failure, None)
+        self._atomic.__exit__(*exc)  # removes <path>.part when anything failed
+        if exc[1] is failure is not None:
+            raise failure
         if exc[0] is None and self.classes:
             with atomic_output(self.path.with_suffix(".qml")) as qml:
                 qml.write_text(class_map_qml(self.classes), encoding="utf-8")
