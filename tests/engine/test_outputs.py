@@ -87,3 +87,18 @@ def test_an_output_over_an_input_is_refused(tmp_path, monkeypatch, output, input
 def test_distinct_outputs_and_gdal_strings_pass(tmp_path):
     check_not_an_input([tmp_path / "out.tif"], [tmp_path / "image.tif", "<VRTDataset/>", "/vsizip/a.zip/b.tif",
                                                f"GPKG:{tmp_path / 'out.tif'}:table"])
+
+
+def test_the_input_guard_sees_every_change(tmp_path):
+    """The session guard over the shared data (tests/conftest.py) fails on an edit, a new side file, a removal."""
+    from ..conftest import changes, folder_digest
+
+    (tmp_path / "image.vrt").write_text("<VRTDataset/>")
+    (tmp_path / "band.tif").write_bytes(b"II*\0")
+    before = folder_digest(tmp_path)
+    assert changes(before, folder_digest(tmp_path)) == []
+    (tmp_path / "image.vrt").write_text("<VRTDataset><Metadata/></VRTDataset>")
+    (tmp_path / "band.tif.aux.xml").write_text("<PAMDataset/>")
+    (tmp_path / "band.tif").unlink()
+    assert changes(before, folder_digest(tmp_path)) == ["changed: image.vrt", "removed: band.tif",
+                                                        "new: band.tif.aux.xml"]

@@ -21,8 +21,8 @@ import pytest
 from osgeo import gdal, ogr, osr
 from qgis_headless import parameter_args  # scripts/, put on sys.path by conftest.py
 
-from ..conftest import PLUGINPATH
-from .conftest import ENGINE_PYTHON, folder_digest
+from ..conftest import PLUGINPATH, folder_digest
+from .conftest import ENGINE_PYTHON
 
 gdal.UseExceptions()
 NC = "nc_landsat7_landcover"
