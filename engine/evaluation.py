@@ -245,6 +245,7 @@ def _vector_reference(found, spec: EvaluationSpec, info: RasterInfo, reporter: R
         raise EngineError(f"the reference layer {path} has no field {spec.class_field!r}; fields: {', '.join(names)}")
     if definition.GetFieldDefn(index).GetType() not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal):
         raise EngineError(f"the class field {spec.class_field!r} of {path} is not numeric; choose an integer field")
+    _require_geometries(layer, path)
     srs = layer.GetSpatialRef()
     xmin, xmax, ymin, ymax = layer.GetExtent()
     _require_overlap(grid, (xmin, ymin, xmax, ymax), srs.ExportToWkt() if srs else "", "reference layer", path)
@@ -254,6 +255,19 @@ def _vector_reference(found, spec: EvaluationSpec, info: RasterInfo, reporter: R
     if kind == "polygon":
         return _PolygonReference(vector, layer, spec.class_field, path, grid)
     raise EngineError(f"the reference layer {path} holds {kind} geometries; use points or polygons")
+
+
+def _require_geometries(layer, path: str) -> None:
+    """EngineError when the reference layer has no feature, or no feature with a geometry."""
+    count = layer.GetFeatureCount()
+    if count == 0:
+        raise EngineError(f"the reference layer {path} is empty (no feature): give a layer with reference samples")
+    layer.ResetReading()
+    located = any(feature.GetGeometryRef() is not None and not feature.GetGeometryRef().IsEmpty() for feature in layer)
+    layer.ResetReading()
+    if not located:
+        raise EngineError(f"none of the {count} features of the reference layer {path} has a geometry: "
+                          "give points or polygons with a position")
 
 
 def _geometry_kind(layer) -> str:

@@ -291,7 +291,8 @@ def extract_patches_job(spec: dict, reporter: Reporter) -> dict:
         raise EngineError("extract_patches needs 'positions': a point layer (e.g. from select_samples)")
     positions = _read_positions(spec["positions"], spec.get("layer"), reference, class_field, split_field, reporter)
     if not len(positions):
-        raise EngineError(f"no positions in {spec['positions']}")
+        raise EngineError(f"no positions in {spec['positions']}: the layer is empty or its points have no "
+                          "geometry; give the points Select samples wrote")
     label_info = raster_info(label.path) if label.path else None
     rasters = []
     for s, info in zip(sources, infos):
