@@ -18,6 +18,8 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -167,6 +169,12 @@ def unacceptable(definition, value) -> str:
     if isinstance(definition, QgsProcessingParameterEnum):
         options = ", ".join(f"{k} = {option}" for k, option in enumerate(definition.options()))
         return f"{what}: {value} is not one of the choices ({options})"
+    if isinstance(value, str) and ("/" in value or "\\" in value) and not Path(value.split("|")[0]).exists():
+        return f"{what}: {value} does not exist"
+    if isinstance(definition, QgsProcessingParameterFeatureSource):
+        return f"{what}: {value} is not a vector layer QGIS can open (give points or polygons)"
+    if isinstance(definition, QgsProcessingParameterFile) and definition.extension():
+        return f"{what}: {value} is not accepted: give a .{definition.extension()} file"
     return f"{what}: {value} is not accepted"
 
 
