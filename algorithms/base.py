@@ -72,13 +72,23 @@ class RasterInput:
 
 
 class CheckedWithGdal:
-    """For raster parameters: a value is checked without loading it. ``qgis_process`` and
-    Processing call ``checkValueIsAcceptable`` on every value, and QGIS's own check loads a path
-    into a QgsRasterLayer (see :class:`RasterInput`); :meth:`EngineAlgorithm.checkParameterValues`
+    """For raster parameters: a value is checked and shown without loading it. ``qgis_process``
+    and Processing call ``checkValueIsAcceptable`` on every value, and a Processing model logs each
+    child's values with ``valueAsPythonString``: QGIS's own versions load a path into a
+    QgsRasterLayer (see :class:`RasterInput`). :meth:`EngineAlgorithm.checkParameterValues`
     checks the file with GDAL instead, with a message that names the problem."""
 
     def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS API name)
         return bool(raster_values(value)) or bool(self.flags() & QgsProcessingParameterDefinition.FlagOptional)
+
+    def valueAsPythonString(self, value, context):  # noqa: N802 (QGIS API name)
+        literals = [QgsProcessingUtils.stringToPythonLiteral(item.source() if isinstance(item, QgsMapLayer) else str(item))
+                    for item in raster_values(value)]
+        if not literals:
+            return "None"
+        if isinstance(self, QgsProcessingParameterMultipleLayers):
+            return "[" + ", ".join(literals) + "]"
+        return literals[0]
 
     def clone(self):
         copy = type(self)(self.name(), self.description())
