@@ -15,6 +15,7 @@ Call :func:`check_output_folder` / :func:`check_not_an_input` before heavy work 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from .errors import EngineError
 PART_SUFFIX = ".part"
 #: The file DeepField puts into every folder it writes: such a folder may be replaced.
 MARKER = ".deepfield"
+#: Folders written before the marker existed: (file, its "format") of a model folder and a dataset.
+UNMARKED_FORMATS = (("deepfield.json", "deepfield-model"), ("manifest.json", "deepfield-dataset"))
 
 
 def part_path(path: str | os.PathLike) -> Path:
@@ -116,10 +119,23 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
     if path.is_file() or (path.exists() and not path.is_dir()):
         raise EngineError(f"the {what} {path} is an existing file, not a folder: choose a new folder name "
                           "(DeepField never replaces a file with a folder)")
-    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).is_file():
+    if path.is_dir() and any(path.iterdir()) and not written_by_deepfield(path):
         raise EngineError(f"the {what} {path} already holds files that DeepField did not write: choose a new "
                           "or empty folder (DeepField replaces only folders it wrote itself)")
     _check_writable_parent(path, what)
+
+
+def written_by_deepfield(folder: Path) -> bool:
+    """``folder`` holds :data:`MARKER`, or is a model folder or dataset from before the marker."""
+    if (folder / MARKER).is_file():
+        return True
+    for name, format_name in UNMARKED_FORMATS:
+        try:
+            if json.loads((folder / name).read_text(encoding="utf-8")).get("format") == format_name:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
 
 
 def check_output_file(path: str | os.PathLike, what: str = "output") -> None:

@@ -102,3 +102,24 @@ def test_the_input_guard_sees_every_change(tmp_path):
     (tmp_path / "band.tif").unlink()
     assert changes(before, folder_digest(tmp_path)) == ["changed: image.vrt", "removed: band.tif",
                                                         "new: band.tif.aux.xml"]
+
+
+@pytest.mark.parametrize("name, document, replaced", [
+    ("deepfield.json", {"format": "deepfield-model", "version": 1}, True),  # a model folder from before the marker
+    ("manifest.json", {"format": "deepfield-dataset", "version": 1}, True),  # a dataset from before the marker
+    ("manifest.json", {"name": "my web app"}, False),  # someone else's manifest
+    ("deepfield.json", "not json", False),
+])
+def test_folders_deepfield_wrote_before_the_marker_are_recognised(tmp_path, name, document, replaced):
+    import json
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / name).write_text(document if isinstance(document, str) else json.dumps(document))
+    if replaced:
+        write_folder(old, "new")
+        assert (old / "data.txt").read_text() == "new" and not (old / name).exists()
+    else:
+        with pytest.raises(EngineError, match="did not write"):
+            write_folder(old, "new")
+        assert (old / name).exists()
