@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
@@ -18,7 +17,7 @@ from qgis.core import (
 )
 
 from ..engine.contract import CLASSIFIER_PRODUCTS, EXECUTORS, SERVING_BORDERS, sibling_output
-from .base import EngineAlgorithm, raster_path
+from .base import EngineAlgorithm, RasterLayersParameter, raster_crs
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
 BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
@@ -68,8 +67,7 @@ class ApplyModel(EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Model folder", behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "SOURCES", "Source images (in the model's input order)", QgsProcessing.TypeRaster))
+        self.addParameter(RasterLayersParameter("SOURCES", "Source images (in the model's input order)"))
         self.addParameter(QgsProcessingParameterEnum(
             "OUTPUTS", "Outputs (classifiers)", OUTPUT_LABELS, allowMultiple=True, defaultValue=[0]))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent (default: all sources)", optional=True))
@@ -79,9 +77,9 @@ class ApplyModel(EngineAlgorithm):
             QgsProcessingParameterNumber("TILE_SIZE", "Tile size (output pixels, 0 = automatic)",
                                          defaultValue=0, minValue=0),
             QgsProcessingParameterEnum("BORDER", "Border mode", BORDER_LABELS, defaultValue=0),
-            QgsProcessingParameterMultipleLayers(
+            RasterLayersParameter(
                 "SCENES", "More scenes (each replaces the first source; one output each and a VRT mosaic)",
-                QgsProcessing.TypeRaster, optional=True),
+                optional=True),
             QgsProcessingParameterEnum("EXECUTOR", "Execution: executor", EXECUTOR_LABELS, defaultValue=0),
             QgsProcessingParameterNumber("WORKERS", "Execution: workers (threads or local Dask processes)",
                                          defaultValue=1, minValue=1),
@@ -95,10 +93,9 @@ class ApplyModel(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[CLASSIFIER_PRODUCTS.index(kind)]))
 
     def build_job(self, parameters, context, feedback):
-        layers = self.parameterAsLayerList(parameters, "SOURCES", context)
-        if not layers:
-            raise QgsProcessingException("Give at least one source image.")
-        sources = [raster_path(layer, f"source {k + 1}") for k, layer in enumerate(layers)]
+        sources = [source.path for source in self.raster_inputs(parameters, "SOURCES", context)]
+        if not sources:
+            raise QgsProcessingException("Give at least one source image (SOURCES).")
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() not in GEOTIFF_SUFFIXES:
             raise QgsProcessingException(f"Apply model writes GeoTIFF files: name the output *.tif, not {output}")
@@ -114,17 +111,16 @@ class ApplyModel(EngineAlgorithm):
             "extent": None,
         }
         if parameters.get("EXTENT"):
-            extent = self.parameterAsExtent(parameters, "EXTENT", context, layers[0].crs())
+            extent = self.parameterAsExtent(parameters, "EXTENT", context, raster_crs(sources[0]))
             spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
         spec.update(executor=EXECUTORS[self.parameterAsEnum(parameters, "EXECUTOR", context)],
                     workers=self.parameterAsInt(parameters, "WORKERS", context) or 1,
                     scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip() or None)
-        scenes = self.parameterAsLayerList(parameters, "SCENES", context)
+        scenes = self.raster_inputs(parameters, "SCENES", context)
         if scenes:
-            spec["scenes"] = [sources] + [[raster_path(layer, f"scene {k + 2}")] + sources[1:]
-                                          for k, layer in enumerate(scenes)]
+            spec["scenes"] = [sources] + [[scene.path] + sources[1:] for scene in scenes]
         return spec, [output] + [sibling_output(output, kind) for kind in kinds[1:]]
 
     def make_results(self, result, parameters, context, feedback):
@@ -133,9 +129,9 @@ class ApplyModel(EngineAlgorithm):
                 load_as = "" if path == result["output"] else OUTPUT_LABELS[CLASSIFIER_PRODUCTS.index(kind)]
                 style_output(context, path, STYLES[kind], load_as=load_as)
         if not any(kind in STYLES for kind in result.get("outputs", {})):
-            # an image or regression output: rendered like the first source when it has its bands
-            source = self.parameterAsLayerList(parameters, "SOURCES", context)[0]
-            if QgsRasterLayer(result["output"], "output", "gdal").bandCount() == source.bandCount():
+            # an image or regression output: rendered like the first source (an open layer) when it has its bands
+            source = self.raster_inputs(parameters, "SOURCES", context)[0].layer
+            if source is not None and QgsRasterLayer(result["output"], "output", "gdal").bandCount() == source.bandCount():
                 style_output(context, result["output"], IMAGE, source=source)
         for name in result.get("warped_sources", []):
             feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")

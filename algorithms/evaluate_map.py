@@ -10,13 +10,11 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
 from ..engine.contract import REPORT_FILES
-from .base import EngineAlgorithm, raster_path, renderer_classes
-
+from .base import EngineAlgorithm, RasterLayerParameter, renderer_classes
 
 
 class EvaluateMap(EngineAlgorithm):
@@ -37,8 +35,8 @@ class EvaluateMap(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Class map"))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter("INPUT", "Class map"))
+        self.addParameter(RasterLayerParameter(
             "REFERENCE_RASTER", "Reference raster (or give a reference vector layer)", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "REFERENCE_VECTOR", "Reference points or polygons (or give a reference raster)",
@@ -67,18 +65,18 @@ class EvaluateMap(EngineAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def build_job(self, parameters, context, feedback):
-        class_map = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        class_map = self.raster_input(parameters, "INPUT", context)
         folder = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         spec = {
             "job": "evaluate_map",
-            "map": raster_path(class_map, "class map"),
+            "map": class_map.path,
             "output_folder": folder,
-            "classes": renderer_classes(class_map),
+            "classes": renderer_classes(class_map.layer),
             "ignore_values": _integers(self.parameterAsString(parameters, "IGNORE_VALUES", context)),
         }
-        reference_raster = self.parameterAsRasterLayer(parameters, "REFERENCE_RASTER", context)
+        reference_raster = self.raster_input(parameters, "REFERENCE_RASTER", context)
         if reference_raster is not None:
-            spec["reference"] = raster_path(reference_raster, "reference raster")
+            spec["reference"] = reference_raster.path
         else:
             spec["reference"], spec["reference_layer"] = self.vector_path(
                 parameters, "REFERENCE_VECTOR", context, feedback)

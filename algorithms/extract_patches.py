@@ -12,14 +12,12 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
 from ..engine.contract import LABEL_KINDS, as_source_name
-from .base import EngineAlgorithm, parse_classes, raster_path, renderer_classes
+from .base import EngineAlgorithm, RasterLayerParameter, RasterLayersParameter, parse_classes, renderer_classes
 
 LABEL_KIND_LABELS = ("Class of each position (patch classification)",
                      "Label raster or polygon patches (segmentation)",
@@ -50,8 +48,7 @@ class ExtractPatches(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "SOURCES", "Source rasters (the first is the reference)", QgsProcessing.TypeRaster))
+        self.addParameter(RasterLayersParameter("SOURCES", "Source rasters (the first is the reference)"))
         self.addParameter(QgsProcessingParameterString(
             "PATCH_SIZES", "Patch size per source (pixels, comma-separated; one = the first source's, the same "
             "ground for the others)", defaultValue="32"))
@@ -63,7 +60,7 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", "Class field (class labels)", defaultValue="class", parentLayerParameterName="POSITIONS",
             optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter(
             "LABEL_RASTER", "Label raster or target image", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "LABEL_POLYGONS", "Segmentation polygons (instead of a label raster)", [QgsProcessing.TypeVectorPolygon],
@@ -86,9 +83,9 @@ class ExtractPatches(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(split, f"{split.lower()} patches"))
 
     def build_job(self, parameters, context, feedback):
-        layers = self.parameterAsLayerList(parameters, "SOURCES", context)
+        layers = self.raster_inputs(parameters, "SOURCES", context)
         if not layers:
-            raise QgsProcessingException("Give at least one source raster.")
+            raise QgsProcessingException("Give at least one source raster (SOURCES).")
         sizes = _split(self.parameterAsString(parameters, "PATCH_SIZES", context))
         if len(sizes) != len(layers) and len(sizes) != 1:
             raise QgsProcessingException(f"{len(layers)} sources but {len(sizes)} patch sizes; give one per source.")
@@ -97,7 +94,7 @@ class ExtractPatches(EngineAlgorithm):
         except ValueError:
             raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
         sizes += [None] * (len(layers) - len(sizes))  # one size: the first source's ground for every source
-        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [as_source_name(layer.name()) for layer in layers]
+        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [as_source_name(layer.name) for layer in layers]
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
         output = self.parameterAsString(parameters, "OUTPUT", context)
@@ -116,21 +113,22 @@ class ExtractPatches(EngineAlgorithm):
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
         else:
-            raster = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
+            raster = self.raster_input(parameters, "LABEL_RASTER", context)
             if raster is None:
-                raise QgsProcessingException(f"{kind} labels need a label raster or target image"
-                                             + (" (or segmentation polygons)." if kind == "segmentation" else "."))
-            label["path"] = raster_path(raster, "label raster")
+                raise QgsProcessingException(f"{kind} labels need a label raster or target image (LABEL_RASTER)"
+                                             + (" or segmentation polygons (LABEL_POLYGONS)." if kind == "segmentation"
+                                                else "."))
+            label["path"] = raster.path
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
         classes = parse_classes(self.parameterAsString(parameters, "CLASSES", context) or "")
         if not classes and raster is not None:
-            classes = renderer_classes(raster)
+            classes = renderer_classes(raster.layer)
         if classes and kind != "image":
             label["classes"] = classes
         spec = {
             "job": "extract_patches",
-            "sources": [{"path": raster_path(layer, f"source {n}"), "patch_size": s, "name": n}
+            "sources": [{"path": layer.path, "patch_size": s, "name": n}
                         for layer, s, n in zip(layers, sizes, names)],
             "positions": positions,
             "layer": layer,

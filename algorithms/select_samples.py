@@ -11,12 +11,11 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorDestination,
 )
 
 from ..engine.contract import LABEL_STRATEGIES, POLYGON_MODES, SAMPLING_STRATEGIES, SPLIT_MODES, SPLITS
-from .base import EngineAlgorithm, raster_path
+from .base import EngineAlgorithm, RasterLayerParameter
 
 STRATEGY_LABELS = ("Points with a class field", "Polygons with a class field", "Label raster",
                    "Regular grid (segmentation)")
@@ -49,14 +48,14 @@ class SelectSamples(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Image (patches are cut from it)"))
+        self.addParameter(RasterLayerParameter("INPUT", "Image (patches are cut from it)"))
         self.addParameter(QgsProcessingParameterEnum("STRATEGY", "Strategy", STRATEGY_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "VECTOR", "Points or polygons (points / polygons strategies)",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", "Class field (integers or text)", parentLayerParameterName="VECTOR", optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(
+        self.addParameter(RasterLayerParameter(
             "LABEL_RASTER", "Label raster (label raster strategy)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             "LABEL_STRATEGY", "Label raster: samples per class", LABEL_STRATEGIES, defaultValue=0))
@@ -83,7 +82,7 @@ class SelectSamples(EngineAlgorithm):
         advanced = [
             QgsProcessingParameterNumber("BORDER_DISTANCE", "Polygons: minimum distance to the border (map units)",
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0),
-            QgsProcessingParameterRasterLayer("MASK", "Grid: mask raster (non-zero = usable)", optional=True),
+            RasterLayerParameter("MASK", "Grid: mask raster (non-zero = usable)", optional=True),
             QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0, minValue=0),
         ]
         self.add_advanced(*advanced)
@@ -98,14 +97,14 @@ class SelectSamples(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("COUNT", "Number of positions"))
 
     def build_job(self, parameters, context, feedback):
-        image = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        image = self.raster_input(parameters, "INPUT", context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() != ".gpkg":
             raise QgsProcessingException(f"Sample positions are written as a GeoPackage (.gpkg), not {output}")
         strategy = SAMPLING_STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)]
         spec = {
             "job": "select_samples",
-            "raster": raster_path(image, "image"),
+            "raster": image.path,
             "strategy": strategy,
             "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
             "split": {name: self.parameterAsDouble(parameters, name.upper(), context)
@@ -126,14 +125,14 @@ class SelectSamples(EngineAlgorithm):
                 raise QgsProcessingException(f"The {strategy} strategy needs a vector layer.")
             spec["vector"], spec["layer"] = self.vector_path(parameters, "VECTOR", context, feedback)
             spec["class_field"] = self.parameterAsString(parameters, "CLASS_FIELD", context)
-        label = self.parameterAsRasterLayer(parameters, "LABEL_RASTER", context)
+        label = self.raster_input(parameters, "LABEL_RASTER", context)
         if strategy == "label_raster":
             if label is None:
-                raise QgsProcessingException("The label raster strategy needs a label raster.")
-            spec["label_raster"] = raster_path(label, "label raster")
-        mask = self.parameterAsRasterLayer(parameters, "MASK", context)
+                raise QgsProcessingException("The label raster strategy needs a label raster (LABEL_RASTER).")
+            spec["label_raster"] = label.path
+        mask = self.raster_input(parameters, "MASK", context)
         if mask is not None:
-            spec["mask"] = raster_path(mask, "mask")
+            spec["mask"] = mask.path
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
         if report:
             spec["report"] = report

@@ -2,7 +2,7 @@
 
 SPEC is a JSON file, ``-`` for standard input, or inline JSON. The spec holds
 ``{"job": name, ...job parameters}``. Exit codes: 0 done, 1 engine error,
-2 unexpected failure, 3 cancelled. Messages are JSON lines (see :mod:`.protocol`).
+2 unexpected failure, 3 cancelled, 4 stopped because the parent process died. Messages are JSON lines (see :mod:`.protocol`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     reporter = Reporter()
     reporter.install_signal_handlers()
+    reporter.exit_with_parent()
     try:
         spec = read_spec(argv[0])
         job = get_job(spec.get("job", ""))

@@ -52,6 +52,26 @@ LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
 POLYGON_MODES = ("random", "grid")
 SPLIT_MODES = ("random", "blocks")
 SPLITS = ("train", "valid", "test")
+#: How far from 1 the split proportions may sum (0.33 + 0.33 + 0.33 is meant as thirds).
+SPLIT_SUM_TOLERANCE = 0.01
+
+
+def split_proportions(split: dict | None) -> tuple[float, ...]:
+    """The train/valid/test proportions of ``split`` (none given: all train), in :data:`SPLITS`
+    order; :class:`InvalidSpec` for an unknown split name, a negative proportion, all zero, or
+    proportions that do not sum to 1 within :data:`SPLIT_SUM_TOLERANCE` (never silently rescaled)."""
+    split = split or {"train": 1.0}
+    unknown = set(split) - set(SPLITS)
+    if unknown:
+        raise InvalidSpec(f"unknown split name(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
+    values = tuple(float(split.get(name, 0.0)) for name in SPLITS)
+    if any(v < 0 for v in values) or sum(values) <= 0:
+        raise InvalidSpec(f"split proportions must be >= 0 and not all 0: {split}")
+    if abs(sum(values) - 1) > SPLIT_SUM_TOLERANCE:
+        given = " + ".join(f"{name} {value:g}" for name, value in zip(SPLITS, values))
+        raise InvalidSpec(f"the split proportions must sum to 1, but {given} = {sum(values):g}: "
+                          "give fractions of the positions, e.g. train 0.7, valid 0.15, test 0.15")
+    return values
 
 # -- datasets ------------------------------------------------------------------------------------
 LABEL_KINDS = ("class", "segmentation", "image")
@@ -299,6 +319,7 @@ class SelectSamplesSpec(JobSpec):
                               "split_mode 'blocks'")
         if int(self.patch_size) < 1:
             raise InvalidSpec(f"select_samples: patch_size must be >= 1 pixel, got {self.patch_size}")
+        split_proportions(self.split)  # checked before any position is read
 
 # -- spec: extract_patches -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)

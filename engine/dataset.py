@@ -274,11 +274,31 @@ class DatasetReader:
             raise EngineError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
         return self.manifest["shards"].get(split, [])
 
+    def check_files(self) -> None:
+        """Every shard the manifest lists exists and holds its ``count`` samples of the manifest's
+        shape (a whole ``.npy`` file, not truncated); an :class:`EngineError` names the first that
+        does not. Cheap (headers only): run it before building a network."""
+        for split in SPLITS:
+            for shard in self._shards(split):
+                for name, relative in shard["files"].items():
+                    path = self.folder / relative
+                    expected = (int(shard["count"]),) + self._shape(name)
+                    try:
+                        shape = self._array(relative).shape
+                    except ValueError as error:  # numpy: truncated file or bad header
+                        raise EngineError(f"dataset {self.folder}: shard {relative} is damaged or truncated "
+                                          f"({path.stat().st_size} bytes; numpy says: {error}); extract the "
+                                          "patches again") from None
+                    if tuple(shape) != expected:
+                        raise EngineError(f"dataset {self.folder}: shard {relative} holds an array of shape "
+                                          f"{tuple(shape)}, the manifest says {expected}; extract the patches again")
+
     def _array(self, relative: str) -> np.ndarray:
         if relative not in self._memmaps:
             path = self.folder / relative
             if not path.is_file():
-                raise EngineError(f"dataset {self.folder}: shard {relative} is missing")
+                raise EngineError(f"dataset {self.folder}: shard {relative} is missing (the manifest lists it); "
+                                  "extract the patches again")
             self._memmaps[relative] = np.load(path, mmap_mode="r")
         return self._memmaps[relative]
 

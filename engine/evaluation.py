@@ -28,7 +28,7 @@ from .classes import ClassStyle, class_styles, qml_classes
 from .contract import EvaluateMapSpec
 from .crs import bounds_in, crs_transform
 from .errors import EngineError, InvalidSpec, NoOverlap
-from .geometry import Bounds, Grid, Window, intersect_bounds
+from .geometry import Bounds, Grid, Window
 from .metrics import ConfusionCounts
 from .protocol import Reporter
 from .rasters import RasterInfo, raster_info, rasterize, resampling_for
@@ -60,10 +60,20 @@ def _strips(width: int, height: int, block_rows: int) -> Iterator[Window]:
 
 
 def _require_overlap(grid: Grid, bounds: Bounds, crs_wkt: str, what: str, path: str) -> None:
-    """EngineError unless ``bounds`` (in ``crs_wkt``) overlap the class map's grid."""
+    """EngineError unless ``bounds`` (in ``crs_wkt``) overlap the class map's grid. Closed
+    intervals: the bounds of one point, or of points on one row, have no area but do overlap."""
     bounds = bounds_in(bounds, crs_wkt, grid.crs_wkt)
-    if bounds is None or intersect_bounds([grid.bounds, bounds]) is None:
+    xmin, ymin, xmax, ymax = grid.bounds
+    if bounds is None or bounds[0] > xmax or bounds[2] < xmin or bounds[1] > ymax or bounds[3] < ymin:
         raise NoOverlap(f"the {what} {path} does not overlap the class map")
+
+
+def check_class_map(info: RasterInfo) -> None:
+    """A class map is one band of integer class values: refuse an image of several bands (a
+    real-valued band is refused where a value with a fraction is read, see :func:`_as_classes`)."""
+    if info.bands != 1:
+        raise EngineError(f"the class map {info.path} has {info.bands} bands of {info.dtype}: a class map is one "
+                          "band of integer class values (e.g. Apply model's output); give the class map, not an image")
 
 
 def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -151,6 +161,7 @@ class _PointReference:
             raise NoOverlap(f"no point of {spec.reference} falls on the class map")
         self.cols, self.rows = cols[inside].astype(np.int64), rows[inside].astype(np.int64)
         self.values = points.classes[inside]
+        self.on_nodata = 0  # points on class-map nodata (or outside the mask): counted, reported
         if not inside.all():
             reporter.warning(f"{int((~inside).sum())} reference points lie outside the class map and are not counted")
 
@@ -158,6 +169,7 @@ class _PointReference:
         chosen = (self.rows >= window.row_off) & (self.rows < window.row_end)
         rows, cols = self.rows[chosen] - window.row_off, self.cols[chosen] - window.col_off
         valid = map_valid[rows, cols]
+        self.on_nodata += int((~valid).sum())
         return self.values[chosen][valid], map_values[rows, cols][valid]
 
 
@@ -173,6 +185,7 @@ def _vector_reference(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporte
         raise InvalidSpec(f"the class field {spec.class_field!r} of {path} holds neither integers nor text; "
                           "choose a class field")
     known = _named_classes(spec, path) if kind == ogr.OFTString else ()
+    _require_geometries(layer, path)
     xmin, xmax, ymin, ymax = layer.GetExtent()
     _require_overlap(grid, (xmin, ymin, xmax, ymax), layer_crs_wkt(layer), "reference layer", path)
     geometry = _geometry_kind(layer)
@@ -195,6 +208,19 @@ def _named_classes(spec: EvaluateMapSpec, path: str) -> tuple[ClassStyle, ...]:
         raise InvalidSpec(f"the class field {spec.class_field!r} of {path} holds text: give 'classes' "
                           f"(value, name) or a class map with its class names (.qml style) to match the names")
     return known
+
+
+def _require_geometries(layer, path: str) -> None:
+    """EngineError when the reference layer has no feature, or no feature with a geometry."""
+    count = layer.GetFeatureCount()
+    if count == 0:
+        raise EngineError(f"the reference layer {path} is empty (no feature): give a layer with reference samples")
+    layer.ResetReading()
+    located = any(feature.GetGeometryRef() is not None and not feature.GetGeometryRef().IsEmpty() for feature in layer)
+    layer.ResetReading()
+    if not located:
+        raise EngineError(f"none of the {count} features of the reference layer {path} has a geometry: "
+                          "give points or polygons with a position")
 
 
 def _geometry_kind(layer) -> str:
@@ -272,6 +298,7 @@ def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> C
     Valid: the map and the reference have data (not nodata/NaN), inside the mask (if any), and
     neither value is in ``ignore_values``. ``info`` describes the map (see :func:`.rasters.raster_info`).
     """
+    check_class_map(info)
     grid = info.grid
     reference = open_reference(spec, info, reporter)
     mask = None
@@ -297,6 +324,10 @@ def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> C
             ref, pred = ref[keep], pred[keep]
         counts.add(ref, pred)
         reporter.progress(90.0 * (done + 1) / len(strips))
+    skipped = getattr(reference, "on_nodata", 0)
+    if skipped:
+        reporter.warning(f"{skipped} of {len(reference.values)} reference points fall on nodata of the class map "
+                         f"{spec.map}" + (" or outside the mask" if spec.mask else "") + " and are not counted")
     if not counts.classes:
         raise EngineError(f"no valid pixel in common between the class map {spec.map} and the reference "
                           f"{spec.reference}" + (f" inside the mask {spec.mask}" if spec.mask else "")

@@ -11,7 +11,8 @@ Format ``deepfield-model`` version 1 (one folder, written atomically)::
 
     {"format": "deepfield-model", "version": 1,
      "task": "classification" | "segmentation" | "regression" | "super_resolution",
-     "inputs": [{"name": "pan", "bands": 1, "rf": 56, "scale": "1", "nodata": [0.0] | null}],
+     "inputs": [{"name": "pan", "bands": 1, "rf": 56, "scale": "1", "nodata": [0.0] | null,
+                 "spacing": [28.5, 28.5] | null}],
      "ef": 8, "sf": "1", "crop": 24,
      "outputs": [{"name": "output", "kind": "probabilities" | "regression" | "image", "bands": 3}],
      "classes": [{"value": 1, "name": "water", "color": "#1f78b4"}],
@@ -19,7 +20,9 @@ Format ``deepfield-model`` version 1 (one folder, written atomically)::
      "training": {...free-form...}}
 
 Inputs are listed in source order (source 0 is the reference); ``rf`` is in that source's
-pixels, ``scale`` its spacing over the reference's, ``nodata`` one value per band. ``ef``,
+pixels, ``scale`` its spacing over the reference's, ``nodata`` one value per band, ``spacing``
+(optional; absent in older folders) the pixel size (x, y) of the rasters it was trained on, in
+their CRS units (Apply model warns when a source's differs). ``ef``,
 ``crop`` are output pixels, ``sf`` output spacing over the reference spacing (see
 docs/architecture.md, "Model geometry"). Normalisation is applied *inside* the model: the
 statistics are recorded for information. Classes (classifiers) list one entry per output
@@ -67,6 +70,7 @@ class InputInfo:
     rf: int
     scale: Fraction = Fraction(1)
     nodata: tuple | None = None
+    spacing: tuple[float, float] | None = None  # training pixel size (x, y), CRS units; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,9 @@ class ModelMetadata:
             geometry = derive_geometry(model, scales, names)
         task = _task_name(task, geometry.sf)
         nodata = {s["name"]: s.get("nodata") for s in sources}
-        inputs = tuple(InputInfo(s.name, s.bands, s.rf, Fraction(s.scale), _nodata(nodata.get(s.name), s.bands, s.name))
-                       for s in geometry.sources)
+        spacing = {s["name"]: _spacing(s.get("spacing"), s["name"]) for s in sources}
+        inputs = tuple(InputInfo(s.name, s.bands, s.rf, Fraction(s.scale), _nodata(nodata.get(s.name), s.bands, s.name),
+                                 spacing.get(s.name)) for s in geometry.sources)
         kind = output_kind or TASK_OUTPUT_KIND[task]
         outputs = tuple(OutputInfo(name, kind, int(tensor.shape[-1]))
                         for name, tensor in zip(model.output_names, model.outputs))
@@ -134,7 +139,8 @@ class ModelMetadata:
         return {
             "format": FORMAT, "version": VERSION, "task": self.task,
             "inputs": [{"name": i.name, "bands": i.bands, "rf": i.rf, "scale": str(i.scale),
-                        "nodata": list(i.nodata) if i.nodata is not None else None} for i in self.inputs],
+                        "nodata": list(i.nodata) if i.nodata is not None else None,
+                        **({"spacing": list(i.spacing)} if i.spacing else {})} for i in self.inputs],
             "ef": self.ef, "sf": str(self.sf), "crop": self.crop,
             "outputs": [{"name": o.name, "kind": o.kind, "bands": o.bands} for o in self.outputs],
             "classes": [{"value": c.value, "name": c.name, "color": c.color} for c in self.classes],
@@ -246,7 +252,18 @@ def _input(item, where: str) -> InputInfo:
     _require(item, ("name", "bands", "rf", "scale"), where)
     bands = _int(item, "bands", where, minimum=1)
     return InputInfo(str(item["name"]), bands, _int(item, "rf", where, minimum=1),
-                     _fraction(item, "scale", where), _nodata(item.get("nodata"), bands, where))
+                     _fraction(item, "scale", where), _nodata(item.get("nodata"), bands, where),
+                     _spacing(item.get("spacing"), where))
+
+
+def _spacing(value, where: str) -> tuple[float, float] | None:
+    """A recorded pixel size ``[x, y]`` (positive numbers), or None when not recorded."""
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise EngineError(f"{where}: \"spacing\" must be null or two positive numbers [x, y], not {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def _output(item, where: str) -> OutputInfo:
@@ -319,6 +336,8 @@ def check_geometry(model, metadata: ModelMetadata, where: str) -> ModelGeometry:
 def read_metadata(path) -> ModelMetadata:
     """The validated metadata of a model folder (the model itself is not loaded)."""
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise NotAModelFolder(f"{folder} is a file, not a model folder: give the folder Train model wrote")
     if not folder.is_dir():
         raise NotAModelFolder(f"model folder not found: {folder}")
     file = folder / METADATA

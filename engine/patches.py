@@ -48,13 +48,12 @@ from .crs import bounds_in, crs_equivalent
 from .dataset import DatasetWriter
 from .errors import EngineError, InvalidSpec, NoOverlap
 from .geometry import Lattice, Window, patch_start, registered_start
-from .outputs import atomic_output
+from .outputs import atomic_output, is_plain_path
 from .protocol import Reporter
 from .rasters import (
     RasterInfo,
     align_source,
     invalid_pixels,
-    is_plain_path,
     open_raster,
     raster_info,
     rasterize,

@@ -17,7 +17,9 @@ between units of work; SIGTERM (sent by QGIS on cancel) makes that raise
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import sys
 import threading
@@ -27,6 +29,22 @@ from typing import IO, Any
 from .errors import EngineError, JobCancelled
 
 __all__ = ["EngineError", "JobCancelled", "Reporter"]
+
+
+#: Seconds an orphaned worker has to stop cleanly before it exits anyway; its exit code then.
+PARENT_GRACE_S = 3.0
+EXIT_ORPHANED = 4
+_PR_SET_PDEATHSIG = 1
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent dies; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Reporter:
@@ -82,6 +100,27 @@ class Reporter:
         """SIGTERM and SIGINT ask the job to stop at its next check."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.cancel())
+
+    def exit_with_parent(self, grace_s: float = PARENT_GRACE_S, poll_s: float = 0.2) -> None:
+        """Stop when the process that started the worker dies (``qgis_process`` killed, QGIS crashed).
+
+        On Linux the kernel sends SIGTERM at the parent's death (``PR_SET_PDEATHSIG``); everywhere,
+        a daemon thread sees the parent change. Either asks the job to stop (so its ``.part``
+        outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended.
+        """
+        parent = os.getppid()
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent or parent == 1:  # the parent died before the signal was armed
+            self.cancel()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(poll_s)
+            self.cancel()
+            time.sleep(grace_s)
+            os._exit(EXIT_ORPHANED)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
+import shutil
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,7 +20,7 @@ from osgeo import gdal, gdal_array, osr
 from .classes import ClassStyle, class_map_qml, rgb
 from .crs import crs_equivalent, crs_transform
 from .geometry import Grid, Window, border_indices, snap
-from .outputs import atomic_output
+from .outputs import atomic_output, is_plain_path
 from .errors import EngineError, MissingCRS
 from .vectors import layer_crs_wkt, open_layer
 
@@ -47,17 +47,6 @@ class RasterInfo:
         return Grid.from_geotransform(self.geotransform, self.width, self.height, self.crs_wkt)
 
 
-#: A GDAL connection string rather than a file name: ``GPKG:f.gpkg:table``, ``NETCDF:"f.nc":var``,
-#: ``HDF5:...`` (a driver prefix of two or more characters, so ``C:\`` stays a path).
-_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")
-
-
-def is_plain_path(path: str) -> bool:
-    """True for a file name; False for VRT XML, ``/vsi...`` paths and driver-prefixed sources."""
-    path = path.lstrip()
-    return not (path.startswith(("<", "/vsi")) or _DRIVER_PREFIX.match(path))
-
-
 def raster_info(path: str | os.PathLike) -> RasterInfo:
     """Describe a raster; :class:`EngineError` if it is missing, has no CRS or is not north-up.
 
@@ -71,6 +60,9 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
     except RuntimeError as error:
         raise EngineError(f"cannot open raster {path}: GDAL says: {error}") from None
     crs_wkt = dataset.GetProjection()
+    if dataset.GetGeoTransform(can_return_null=True) is None:
+        raise MissingCRS(f"raster {path} is not georeferenced (no geotransform: its pixels have no position on the "
+                         "ground); georeference it (e.g. gdal_edit.py -a_ullr xmin ymax xmax ymin -a_srs EPSG:...)")
     if not crs_wkt:
         raise MissingCRS(f"raster {path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs)")
     geotransform = tuple(dataset.GetGeoTransform())
@@ -367,14 +359,34 @@ class GeoTiffWriter:
         if inside is None:
             return
         data = np.asarray(array[inside.translate(-window.col_off, -window.row_off).to_slices()], dtype=self.dtype)
-        for b in range(self.bands):
-            self._dataset.GetRasterBand(b + 1).WriteArray(data[:, :, b], inside.col_off, inside.row_off)
+        try:
+            for b in range(self.bands):
+                self._dataset.GetRasterBand(b + 1).WriteArray(data[:, :, b], inside.col_off, inside.row_off)
+        except RuntimeError as error:
+            raise self._write_error(error) from None
+
+    def _write_error(self, error: RuntimeError) -> EngineError:
+        """A failed write (disk full, file size limit, lost drive) as a message naming the output."""
+        try:
+            free = f"{shutil.disk_usage(self.path.parent).free / 2**20:.0f} MB free there"
+        except OSError:
+            free = "its folder is not reachable"
+        return EngineError(f"cannot write {self.path} ({free}): GDAL says: {error}; free some disk space or "
+                           "choose an output on another drive")
 
     def __exit__(self, *exc):
+        failure = None
         if self._dataset is not None:
-            self._dataset.FlushCache()
+            try:
+                self._dataset.FlushCache()
+            except RuntimeError as error:
+                failure = self._write_error(error)
             self._dataset = None
-        self._atomic.__exit__(*exc)
+        if failure is not None and exc[0] is None:
+            exc = (EngineError, failure, None)
+        self._atomic.__exit__(*exc)  # removes <path>.part when anything failed
+        if exc[1] is failure is not None:
+            raise failure
         if exc[0] is None and self.classes:
             with atomic_output(self.path.with_suffix(".qml")) as qml:
                 qml.write_text(class_map_qml(self.classes), encoding="utf-8")

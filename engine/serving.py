@@ -611,6 +611,26 @@ def bytes_per_reference_pixel(model) -> float:
     return widest * BYTES_PER_CHANNEL
 
 
+#: Relative difference between a source's pixel size and the training one above which Apply model warns.
+SPACING_TOLERANCE = 0.05
+
+
+def warn_spacing(inputs, sources, warn) -> None:
+    """Warn (``warn(message)``) for each source whose pixel size differs from the one its model
+    input was trained at (``InputInfo.spacing``, when recorded) by more than :data:`SPACING_TOLERANCE`:
+    a model serves images at the resolution it learnt, other resolutions give wrong results quietly.
+    ``sources``: :class:`.rasters.RasterInfo` in model input order."""
+    for item, info in zip(inputs, sources):
+        if item.spacing is None:
+            continue
+        spacing = (info.geotransform[1], -info.geotransform[5])
+        if any(abs(s - t) > SPACING_TOLERANCE * t for s, t in zip(spacing, item.spacing)):
+            warn(f"source {info.path} has pixels of {spacing[0]:g} x {spacing[1]:g} (its CRS units) but the model "
+                 f"input {item.name!r} was trained on pixels of {item.spacing[0]:g} x {item.spacing[1]:g}: the "
+                 "results are likely wrong; resample the image to the training resolution, or train on images "
+                 "at this one")
+
+
 def products_for(metadata, output: str, kinds: list[str] | None, stack: bool = True) -> list[Product]:
     """The products a model folder's outputs give: classifier products for a ``probabilities``
     output, float32 bands for ``regression``/``image`` outputs."""

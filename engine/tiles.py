@@ -40,9 +40,9 @@ from .classes import rgb
 from .executors import Executor
 from .geometry import Grid, ModelGeometry, Window
 from .modelfolder import METADATA, MODEL, load_model_folder
-from .outputs import atomic_output, part_path, remove_path
+from .outputs import atomic_output, is_plain_path, part_path, remove_path
 from .protocol import EngineError, Reporter
-from .rasters import GeoTiffWriter, is_plain_path
+from .rasters import GeoTiffWriter
 from .serving import (
     DEFAULT_MEMORY_MB,
     NODATA_MODES,

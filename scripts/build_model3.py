@@ -21,6 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MODEL_FILE = REPO / "processing_models" / "segmentation_workflow.model3"
 NAME, GROUP, GROUP_ID = "Segmentation workflow", "Workflows", "workflows"
+#: The image and the labels are raster *files*: a raster layer input would be loaded into QGIS to be
+#: checked, and QGIS saves the statistics it computes beside the file (.aux.xml) or into it (.vrt).
+RASTER_FILES = "Rasters (*.tif *.tiff *.vrt *.img *.jp2 *.nc);;All files (*)"
 #: Products in the output folder: (child id, destination parameter) -> file or folder name.
 PRODUCTS = {
     ("selectsamples", "OUTPUT"): "samples.gpkg",
@@ -42,7 +45,7 @@ HELP = {
         "samples.gpkg, samples_balance.csv, blocks.gpkg, test_blocks.gpkg, dataset/, model/, "
         "class_map.tif and evaluation/ (metrics.json, report.html). Run the steps one by one for more "
         "options; edit a copy of this model in the Model Designer to change the chain."),
-    "image": "The image patches are cut from and the class map is computed on.",
+    "image": "The image file patches are cut from and the class map is computed on (read, never changed).",
     "labels": "Integer class values on the image's pixel grid (its nodata: unlabelled pixels).",
     "output_folder": "Receives every product of the chain (existing files of the same names are replaced).",
     "patch_size": "Training patch size (image pixels); a multiple of 8 for the U-Net.",
@@ -70,7 +73,6 @@ def build_model():
         QgsProcessingParameterDefinition,
         QgsProcessingParameterFile,
         QgsProcessingParameterNumber,
-        QgsProcessingParameterRasterLayer,
         QgsProcessingParameterString,
     )
     from qgis.PyQt.QtCore import QPointF
@@ -82,8 +84,8 @@ def build_model():
     model = QgsProcessingModelAlgorithm(NAME, GROUP, GROUP_ID)
     number = QgsProcessingParameterNumber
     inputs = [
-        QgsProcessingParameterRasterLayer("image", "Image"),
-        QgsProcessingParameterRasterLayer("labels", "Label raster (integer classes)"),
+        QgsProcessingParameterFile("image", "Image (raster file)", fileFilter=RASTER_FILES),
+        QgsProcessingParameterFile("labels", "Label raster file (integer classes)", fileFilter=RASTER_FILES),
         QgsProcessingParameterFile("output_folder", "Output folder", behavior=QgsProcessingParameterFile.Folder),
         number("patch_size", "Patch size (pixels)", number.Integer, defaultValue=32, minValue=8),
         number("grid_step", "Grid step (pixels)", number.Integer, defaultValue=16, minValue=1),

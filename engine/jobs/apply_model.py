@@ -9,9 +9,11 @@ from ..contract import ApplyModelSpec
 from ..device import compute_device
 from ..executors import ThreadExecutor, make_executor
 from ..modelfolder import load_model_folder
+from ..outputs import check_outputs
 from ..protocol import Reporter
+from ..rasters import raster_info
 from ..scenes import serve_scenes
-from ..serving import MaskSpec, products_for, serve_model
+from ..serving import MaskSpec, products_for, serve_model, warn_spacing
 from ..tiles import serve_model_tiles
 
 
@@ -20,6 +22,11 @@ def run(spec: dict, reporter: Reporter) -> dict:
     :class:`..contract.ApplyModelSpec`); returns :func:`..serving.serve_model`'s result, or
     :func:`..scenes.serve_scenes`' for several scenes."""
     spec = ApplyModelSpec.from_dict(spec)
+    inputs = [*(spec.sources or ()), *(path for scene in spec.scenes or () for path in scene), spec.model, spec.mask]
+    check_outputs([spec.output], inputs)  # before TensorFlow loads: a wrong output fails at once
+    if not spec.scenes:
+        for path in spec.sources:  # so does a source that is no georeferenced raster
+            raster_info(str(path))
     loaded = load_model_folder(spec.model)
     metadata = loaded.metadata
     mask = MaskSpec(str(spec.mask), spec.mask_layer) if spec.mask else None
@@ -32,9 +39,11 @@ def run(spec: dict, reporter: Reporter) -> dict:
                                       geotiff=spec.geotiff)
 
         def serve_scene(sources: list, output: str, scene_reporter: Reporter) -> dict:
+            products = products_for(metadata, output, spec.outputs, spec.stack_outputs)
+            check_outputs([p.path for p in products], inputs)
+            warn_spacing(metadata.inputs, [raster_info(str(p)) for p in sources], scene_reporter.warning)
             result = serve(
-                loaded.model, metadata.geometry, [str(p) for p in sources], output,
-                products=products_for(metadata, output, spec.outputs, spec.stack_outputs),
+                loaded.model, metadata.geometry, [str(p) for p in sources], output, products=products,
                 tile=spec.tile_size or None, border=spec.border, extent=spec.extent, mask=mask,
                 memory_mb=spec.memory_mb, nodata_mode=spec.nodata_mode, background=spec.background,
                 nodata=[info.nodata for info in metadata.inputs], reporter=scene_reporter,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..contract import DEFAULT_MEMORY_MB, DescribeModelSpec
 from ..modelfolder import check_geometry, describe, load_model_folder
-from ..outputs import atomic_output
+from ..outputs import atomic_output, check_outputs
 from ..protocol import Reporter
 from ..serving import automatic_tile, describe_serving
 
@@ -16,6 +16,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     """
     spec = DescribeModelSpec.from_dict(spec)
     memory_mb = spec.memory_mb or DEFAULT_MEMORY_MB
+    check_outputs([spec.output], [spec.model])
     reporter.progress(5)
     loaded = load_model_folder(spec.model, verify=False)
     reporter.progress(40)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..classes import ClassStyle
-from ..contract import EvaluateMapSpec
+from ..contract import REPORT_FILES, EvaluateMapSpec
 from ..evaluation import accumulate, class_infos
+from ..outputs import check_outputs
 from ..protocol import Reporter
 from ..rasters import raster_info
 from ..reports import metrics_document, write_report
@@ -16,6 +17,8 @@ def run(spec: dict, reporter: Reporter) -> dict:
     """Write :data:`..contract.REPORT_FILES` to ``output_folder`` (see
     :class:`..contract.EvaluateMapSpec`). Returns ``{"metrics": {...}, "files": {key: path}}``."""
     job = EvaluateMapSpec.from_dict(spec)
+    check_outputs([str(Path(job.output_folder) / name) for name in REPORT_FILES.values()],
+                  [job.map, job.reference, job.mask])
     given = [ClassStyle(int(c["value"]), str(c.get("name") or f"class {int(c['value'])}"), str(c.get("color") or ""))
              for c in job.classes or ()]
     counts = accumulate(job, raster_info(job.map), reporter)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import SelectSamplesSpec
-from ..outputs import atomic_output
+from ..outputs import atomic_output, check_outputs
 from ..protocol import Reporter
 from ..rasters import raster_info
 from ..reports import write_balance
@@ -26,6 +26,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     skipped (features without geometry or with a null or unknown class, per reason)}.
     """
     job = SelectSamplesSpec.from_dict(spec)
+    check_outputs([job.output, job.report, job.blocks], [job.raster, job.vector, job.label_raster, job.mask])
     info = raster_info(job.raster)
     patch_size = int(job.patch_size)
     sampler = SAMPLERS[job.strategy].from_spec(job)

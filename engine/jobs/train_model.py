@@ -5,6 +5,7 @@ processes (each one runs the ``train_model_worker`` job)."""
 from __future__ import annotations
 
 from ..contract import TrainModelSpec
+from ..outputs import check_outputs
 from ..protocol import Reporter
 from ..training import train
 from ..training.multiworker import launch_local
@@ -13,6 +14,7 @@ from ..training.multiworker import launch_local
 def run(spec: dict, reporter: Reporter) -> dict:
     """Parse ``spec`` (:class:`..contract.TrainModelSpec`) and train (:func:`..training.train`)."""
     config = TrainModelSpec.from_dict(spec)
+    check_outputs([config.output], [config.dataset, config.custom_model], folder=True)
     if config.workers > 1:
         return launch_local(config.to_dict(), config.workers, reporter)
     return train(config, reporter)

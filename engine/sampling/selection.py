@@ -32,11 +32,16 @@ def select_positions(info: RasterInfo, sampler: Sampler, patch_size_px: int, spl
     if patch_size_px < 1 or patch_size_px > min(info.width, info.height):
         raise InvalidSpec(f"patch size {patch_size_px} does not fit the image {info.path} "
                           f"({info.width} x {info.height} pixels)")
+    proportions = proportions_of(split)  # checked before any position is read
     positions = sampler.sample(info, rng, reporter)
+    if not len(positions):
+        where = getattr(sampler, "vector", None) or getattr(sampler, "label_raster", None) or info.path
+        raise EngineError(f"the {sampler.name} strategy found no candidate position in {where}: it holds no usable "
+                          f"{'point' if sampler.name == 'points' else 'sample'} (an empty layer, or features without "
+                          "geometry or class); give a layer with samples")
     reporter.log(f"{sampler.name}: {len(positions)} candidate positions")
     reporter.progress(40)
     positions, dropped = filter_on_raster(info.path, info, positions, patch_size_px, reporter)
-    proportions = proportions_of(split)
     wanted = None if positions.classes is None else np.unique(positions.classes)
     block_size = None
     if split_mode == "blocks":

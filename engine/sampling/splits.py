@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import SPLITS
+from ..contract import SPLITS, split_proportions
 from ..errors import InvalidSpec
 from ..vectors import Positions, write_features
 from .footprints import footprint_starts
@@ -28,14 +28,8 @@ MIN_BLOCKS = 3  # fewer blocks holding positions cannot fill train, valid and te
 
 
 def proportions_of(split: dict | None) -> np.ndarray:
-    """Normalised train/valid/test proportions; EngineError for negative or all-zero ones."""
-    split = split or {"train": 1.0}
-    unknown = set(split) - set(SPLITS)
-    if unknown:
-        raise InvalidSpec(f"unknown split name(s) {sorted(unknown)}; use {', '.join(SPLITS)}")
-    values = np.array([float(split.get(name, 0.0)) for name in SPLITS])
-    if (values < 0).any() or values.sum() <= 0:
-        raise InvalidSpec(f"split proportions must be >= 0 and not all 0: {split}")
+    """Train/valid/test proportions (:func:`..contract.split_proportions`), scaled to sum to exactly 1."""
+    values = np.array(split_proportions(split))
     return values / values.sum()
 
 

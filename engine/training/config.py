@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 from ..contract import TrainModelSpec
 from ..errors import EngineError
@@ -50,10 +49,7 @@ class Task:
 
 def check_dataset(reader, task: Task, config: TrainConfig) -> None:
     """Refuse a dataset the run cannot train on (before any model is built)."""
-    output, dataset = Path(config.output).resolve(), Path(config.dataset).resolve()
-    if output == dataset or output in dataset.parents:
-        raise EngineError(f"the output model folder {config.output} would replace the dataset {config.dataset}: "
-                          "choose another output folder")
+    reader.check_files()
     for split in ("train", "valid"):
         if reader.size(split) == 0:
             raise EngineError(f"dataset {config.dataset} has no {split!r} patches: extract patches with a "

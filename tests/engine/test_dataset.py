@@ -112,3 +112,20 @@ def test_errors(tmp_path):
     with pytest.raises(EngineError, match="invalid source name"):
         DatasetWriter(tmp_path / "x", [{"name": "1bad", "bands": 1, "patch_size": 2, "dtype": "uint8"}],
                       {"kind": "class", "classes": []})
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda shard: shard.unlink(), "shard train/ms-00002.npy is missing"),
+    (lambda shard: shard.write_bytes(shard.read_bytes()[:150]), "shard train/ms-00002.npy is damaged or truncated"),
+    (lambda shard: np.save(shard, np.zeros((3, 4, 4, 1), np.float32)),
+     r"shard train/ms-00002.npy holds an array of shape \(3, 4, 4, 1\), the manifest says \(7, 4, 4, 1\)"),
+])
+def test_damaged_shards_are_found_before_reading(segmentation, tmp_path, damage, message):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(segmentation[0], folder)
+    open_dataset(folder).check_files()  # intact
+    damage(folder / "train" / "ms-00002.npy")
+    with pytest.raises(EngineError, match=message):
+        open_dataset(folder).check_files()

@@ -410,18 +410,80 @@ def test_clear_errors(nc, tmp_path):
     assert not (tmp_path / "evaluation").exists()  # nothing written by a failed job
 
 
-def test_non_integer_classes_are_refused(tmp_path):
-    values = np.array([[1.5, 2.0]], dtype=np.float32)
-    path = tmp_path / "float.tif"
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 2, 1, 1, gdal.GDT_Float32)
-    dataset.SetGeoTransform((0.0, 1.0, 0.0, 1.0, 0.0, -1.0))
+def tiny_raster(path: Path, values: np.ndarray, gdal_type) -> Path:
+    """A GeoTIFF of ``values`` (rows, cols[, bands]) with 1 m pixels at (0, rows) in UTM 17N."""
+    values = values.reshape(values.shape[0], values.shape[1], -1)
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[1], values.shape[0], values.shape[2],
+                                                   gdal_type)
+    dataset.SetGeoTransform((0.0, 1.0, 0.0, float(values.shape[0]), 0.0, -1.0))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32617)
     dataset.SetProjection(srs.ExportToWkt())
-    dataset.GetRasterBand(1).WriteArray(values)
+    for band in range(values.shape[2]):
+        dataset.GetRasterBand(band + 1).WriteArray(values[..., band])
     dataset = None
+    return path
+
+
+def test_non_integer_classes_are_refused(tmp_path):
+    path = tiny_raster(tmp_path / "float.tif", np.array([[1.5, 2.0]]), gdal.GDT_Float32)
+    class_map = tiny_raster(tmp_path / "map.tif", np.array([[1, 2]]), gdal.GDT_Byte)
     with pytest.raises(EngineError, match=re.escape(f"{path} holds non-integer class values (e.g. 1.5)")):
-        run(tmp_path, map=path, reference=path)
+        run(tmp_path, map=class_map, reference=path)
+
+
+@pytest.mark.parametrize("values, gdal_type", [
+    (np.ones((2, 3, 6)), gdal.GDT_Float32),  # a 6-band image
+    (np.full((2, 3, 3), 0.25), gdal.GDT_Float32),  # probabilities
+    (np.ones((2, 3, 2)), gdal.GDT_Byte),  # two bands of integers
+])
+def test_an_image_is_refused_as_a_class_map(tmp_path, values, gdal_type):
+    image = tiny_raster(tmp_path / "image.tif", values, gdal_type)
+    reference = tiny_raster(tmp_path / "reference.tif", np.ones((2, 3)), gdal.GDT_Byte)
+    with pytest.raises(EngineError, match=r"image\.tif has \d bands of \w+: a class map is one band of integer"):
+        run(tmp_path, map=image, reference=reference)
+    assert not (tmp_path / "evaluation").exists()
+
+
+def points_layer(path: Path, points: list[tuple[float, float, int]]) -> Path:
+    """A GeoPackage of points (x, y, class) in UTM 17N."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32617)
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("points", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
+    for x, y, value in points:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("class", value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x} {y})"))
+        layer.CreateFeature(feature)
+    source = None
+    return path
+
+
+@pytest.mark.parametrize("points, agree", [
+    ([(0.5, 1.5, 1)], 1),  # one point: a bounding box of no area
+    ([(0.5, 0.5, 1), (1.5, 0.5, 2), (2.5, 0.5, 1)], 2),  # points on one row
+])
+def test_a_reference_of_one_point_or_one_row_is_evaluated(tmp_path, points, agree):
+    class_map = tiny_raster(tmp_path / "map.tif", np.array([[1, 1, 1], [1, 1, 1]]), gdal.GDT_Byte)
+    reference = points_layer(tmp_path / "points.gpkg", points)
+    result, _ = run(tmp_path, map=class_map, reference=reference, class_field="class")
+    assert result["metrics"]["samples"] == len(points)
+    assert result["metrics"]["overall_accuracy"] == pytest.approx(agree / len(points))
+
+
+def test_reference_points_on_map_nodata_are_counted_and_reported(tmp_path):
+    class_map = tiny_raster(tmp_path / "map.tif", np.array([[1, 0, 0], [1, 1, 0]]), gdal.GDT_Byte)
+    dataset = gdal.Open(str(class_map), gdal.GA_Update)
+    dataset.GetRasterBand(1).SetNoDataValue(0)
+    dataset = None
+    points = [(x + 0.5, y + 0.5, 1) for x in range(3) for y in range(2)]  # one per pixel: 3 on nodata
+    result, messages = run(tmp_path, map=class_map, reference=points_layer(tmp_path / "p.gpkg", points),
+                           class_field="class")
+    assert result["metrics"]["samples"] == 3
+    assert any(m.get("level") == "warning" and "3 of 6 reference points fall on nodata" in m["message"]
+               for m in messages)
 
 
 def test_cancel_stops_before_writing(nc, tmp_path):

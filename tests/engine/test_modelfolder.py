@@ -14,6 +14,7 @@ from deepfield.engine.jobs import get_job
 from deepfield.engine.modelfolder import (
     METADATA, MODEL, ModelMetadata, load_model_folder, read_metadata, save_model_folder)
 from deepfield.engine.errors import InvalidSpec, NotAModelFolder
+from deepfield.engine.outputs import MARKER
 from deepfield.engine.protocol import EngineError, Reporter
 
 tensorflow()
@@ -23,7 +24,7 @@ L = keras.layers
 CLASSES = [{"index": 0, "value": 1, "name": "water", "color": "#1F78B4"},
            {"index": 1, "value": 4, "name": "forest", "color": "#33a02c"},
            {"index": 2, "value": 7, "name": "urban", "color": "#e31a1c"}]
-SOURCES = [{"name": "pan", "bands": 1, "scale": "1", "nodata": [0], "mean": [10.0], "std": [2.0]},
+SOURCES = [{"name": "pan", "bands": 1, "scale": "1", "nodata": [0], "mean": [10.0], "std": [2.0], "spacing": [1.5, 1.5]},
            {"name": "ms", "bands": 4, "scale": "2", "mean": [1, 2, 3, 4], "std": [1, 1, 2, 2]}]
 
 
@@ -79,6 +80,7 @@ def test_round_trip(folder, network, metadata):
     doc = json.loads((folder / METADATA).read_text())
     assert doc["format"] == "deepfield-model" and doc["version"] == 1
     assert doc["sf"] == "1" and doc["inputs"][1]["scale"] == "2" and doc["inputs"][0]["nodata"] == [0.0]
+    assert doc["inputs"][0]["spacing"] == [1.5, 1.5] and "spacing" not in doc["inputs"][1]  # as trained / unknown
     assert read_metadata(folder) == metadata
     loaded = load_model_folder(folder)
     assert loaded.metadata == metadata
@@ -93,7 +95,7 @@ def test_save_replaces_atomically_and_refuses_inconsistent_metadata(tmp_path, ne
     save_model_folder(target, network, metadata)
     (target / "stale.txt").write_text("old")
     save_model_folder(target, network, metadata)
-    assert sorted(p.name for p in target.iterdir()) == [METADATA, MODEL]
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, METADATA, MODEL]  # DeepField's folder
     wrong = ModelMetadata(metadata.task, metadata.inputs[:1], metadata.ef, metadata.sf, metadata.crop,
                           metadata.outputs, metadata.classes)
     with pytest.raises(EngineError, match="lists 1 inputs, the model has 2"):
@@ -223,3 +225,32 @@ def test_dataset_kinds_map_to_tasks():
     meta = ModelMetadata.for_model(sr, "image")
     assert meta.task == "super_resolution" and meta.sf == Fraction(1, 2) and meta.outputs[0].kind == "image"
     assert ModelMetadata.for_model(keras.Model(x, L.Conv2D(1, 1)(x)), "image").task == "regression"
+
+
+def test_a_folder_without_training_spacing_still_loads(folder, tmp_path):
+    """Folders written before the spacing was recorded: no spacing, no warning, same model."""
+    old = broken_copy(folder, tmp_path, edit=lambda d: d["inputs"][0].pop("spacing"))
+    assert [i.spacing for i in read_metadata(old).inputs] == [None, None]
+
+
+@pytest.mark.parametrize("spacing", [[0, 1], [1.5], "28.5", [True, 1.0]])
+def test_a_wrong_training_spacing_is_refused(folder, tmp_path, spacing):
+    def edit(doc):
+        doc["inputs"][0]["spacing"] = spacing
+
+    with pytest.raises(EngineError, match=r"inputs\[0\]: \"spacing\" must be null or two positive numbers"):
+        read_metadata(broken_copy(folder, tmp_path, edit=edit))
+
+
+@pytest.mark.parametrize("spacing, warned", [((1.5, 1.5), False), ((1.55, 1.5), False), ((3.56, 3.56), True),
+                                             ((0.0003, 0.0003), True)])
+def test_apply_model_warns_when_a_source_spacing_differs_from_training(metadata, spacing, warned):
+    from deepfield.engine.rasters import RasterInfo
+    from deepfield.engine.serving import warn_spacing
+
+    info = RasterInfo("scene.tif", 10, 10, 1, "float32", (0, spacing[0], 0, 0, 0, -spacing[1]), "", (None,))
+    warnings = []
+    warn_spacing(metadata.inputs, [info], warnings.append)
+    assert bool(warnings) == warned
+    if warned:
+        assert "scene.tif has pixels of" in warnings[0] and "trained on pixels of 1.5 x 1.5" in warnings[0]

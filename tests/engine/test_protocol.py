@@ -107,3 +107,48 @@ def test_replacing_an_output_removes_the_old_outputs_side_files(tmp_path):
     assert not (tmp_path / "map.qml").exists() and not (tmp_path / "map.tif.ovr").exists()
     assert all(path.read_text() == "user's" for path in keep)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["map.tif", "map.tif.aux.xml"] + [p.name for p in keep])
+
+
+ORPHAN = """
+import sys, time
+from deepfield.engine.protocol import Reporter
+reporter = Reporter()
+reporter.install_signal_handlers()
+reporter.exit_with_parent(grace_s=float(sys.argv[2]))
+print("armed", flush=True)
+while not reporter.cancelled:
+    time.sleep(0.05)
+open(sys.argv[1], "w").write("cancelled")
+time.sleep(60)  # a job that does not reach its next check: ended after the grace period
+"""
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "armed"
+print(child.pid, flush=True)
+"""
+
+
+def test_the_worker_stops_when_its_parent_dies(tmp_path):
+    """qgis_process killed: the worker is asked to stop at once and ends after the grace period."""
+    import os
+    import time
+
+    flag = tmp_path / "cancelled"
+    done = subprocess.run([sys.executable, "-c", PARENT, ORPHAN, str(flag), "1.0"], cwd=PLUGINPATH,
+                          capture_output=True, text=True, timeout=60)
+    orphan = int(done.stdout.strip())
+    started = time.monotonic()
+    while time.monotonic() - started < 10 and not flag.exists():
+        time.sleep(0.05)
+    assert flag.exists(), "the orphaned worker was not asked to stop"
+    while time.monotonic() - started < 10:
+        try:
+            os.kill(orphan, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(orphan, 9)
+        pytest.fail("the orphaned worker was still running 10 s after its parent died")
+    assert time.monotonic() - started < 5

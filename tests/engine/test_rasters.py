@@ -104,6 +104,46 @@ def test_raster_info_opens_gdal_sources_that_are_not_file_names(data_dir, tmp_pa
         raster_info(f"/vsizip/{archive}/inner/missing.tif")
 
 
+def test_raster_without_geotransform_is_called_not_georeferenced(data_dir, tmp_path):
+    bare = str(tmp_path / "bare.tif")
+    dataset = gdal.GetDriverByName("GTiff").Create(bare, 4, 4, 1)
+    dataset.SetProjection(gdal.Open(str(data_dir / NC)).GetProjection())  # a CRS, but no position
+    dataset = None
+    with pytest.raises(EngineError, match=r"bare\.tif is not georeferenced \(no geotransform"):
+        raster_info(bare)
+
+
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from deepfield.engine.geometry import Grid, Window
+from deepfield.engine.rasters import GeoTiffWriter
+from deepfield.engine.errors import EngineError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) like a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+grid = Grid.from_geotransform((0, 1, 0, 1024, 0, -1), 1024, 1024, sys.argv[2])
+try:
+    with GeoTiffWriter(sys.argv[1], grid, 2, "float32") as writer:
+        writer.write(Window(0, 0, 1024, 1024), np.random.default_rng(0).random((1024, 1024, 2)))
+except EngineError as error:
+    print(error)
+"""
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_part(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from ..conftest import PLUGINPATH
+
+    output = tmp_path / "big.tif"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(output), gdal.Open(str(data_dir / NC)).GetProjection()],
+                          env={**os.environ, "PYTHONPATH": str(PLUGINPATH)}, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith(f"cannot write {output} (") and "free some disk space" in done.stdout, (
+        done.stdout + done.stderr[-2000:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_read_window_sees_a_raster_rewritten_in_the_same_process(data_dir, tmp_path):
     grid = raster_info(data_dir / NC).grid.subgrid(Window(0, 0, 8, 6))
     path = str(tmp_path / "rewritten.tif")

@@ -238,6 +238,9 @@ def test_polygons_random_and_grid(nc, tmp_path):
     ({"strategy": "poitns"}, InvalidSpec, "strategy must be one of points, polygons, label_raster, grid"),
     ({"class_feild": "id"}, InvalidSpec, "unknown spec key.*class_feild; known keys: raster, strategy, output"),
     ({"class_field": ""}, InvalidSpec, "strategy 'points' needs 'class_field'"),
+    ({"split": {"train": 0.9, "valid": 0.9, "test": 0.9}}, InvalidSpec,
+     r"must sum to 1, but train 0.9 \+ valid 0.9 \+ test 0.9 = 2.7"),
+    ({"split": {"train": 70, "valid": 15, "test": 15}}, InvalidSpec, "must sum to 1"),
 ])
 def test_clear_errors(nc, tmp_path, change, error, message):
     spec = {"raster": nc["image"], "strategy": "points", "vector": nc["points"], "class_field": "id",

@@ -179,7 +179,7 @@ def test_unknown_architecture_lists_the_zoo(segmentation_dataset, work):
 
 
 def test_output_may_not_replace_the_dataset(segmentation_dataset):
-    with pytest.raises(EngineError, match="would replace the dataset"):
+    with pytest.raises(EngineError, match="would overwrite the input"):
         train({"dataset": str(segmentation_dataset), "architecture": "unet", "output": str(segmentation_dataset)})
 
 
@@ -212,6 +212,7 @@ def test_unet_training_writes_every_output(unet_folder, segmentation_dataset):
     loaded = load_model_folder(folder)
     assert [c.name for c in loaded.metadata.classes] == [c["name"] for c in CLASSES]
     assert loaded.metadata.geometry.sf == 1
+    assert loaded.metadata.inputs[0].spacing == (28.5, 28.5)  # the NC image's pixels (m): Apply model compares
     epochs = [m["message"] for m in logged if m["type"] == "log" and m["message"].startswith("epoch ")]
     assert len(epochs) == 2 and "val_macro_f1" in epochs[0]
     progress = [m["percent"] for m in logged if m["type"] == "progress"]

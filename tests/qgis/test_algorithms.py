@@ -379,6 +379,32 @@ def test_cancel_stops_serving_and_leaves_no_output(qgis_app, s2_model, data_dir,
     assert not engine_workers()
 
 
+def test_killing_qgis_process_stops_its_worker(qgis_process, s2_model, data_dir, tmp_path):
+    """qgis_process killed while serving: its engine worker sees its parent die and is gone within
+    seconds (it used to serve on, orphaned, for 10-15 s)."""
+    output = tmp_path / "s2_classes.tif"
+    run = subprocess.Popen(["qgis_process.bin", "run", "deepfield:applymodel", "--", f"MODEL={s2_model}",
+                            f"SOURCES={data_dir / S2_10M}", f"OUTPUT={output}"], env=qgis_process.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while not workers and time.monotonic() < deadline:
+        workers = [pid for pid, ppid, _, cmdline in live_processes() if ppid == run.pid and b"deepfield.engine" in cmdline]
+        time.sleep(0.1)
+    assert workers, "qgis_process never started the engine"
+    time.sleep(2.0)  # the worker is loading the model or serving
+    run.kill()
+    run.wait()
+    killed = time.monotonic()
+    while time.monotonic() - killed < 15 and any(pid in workers for pid, *_ in live_processes()):
+        time.sleep(0.1)
+    alive = [pid for pid, *_ in live_processes() if pid in workers]
+    for pid in alive:
+        os.kill(pid, 9)
+    assert not alive, "the engine worker outlived qgis_process by 15 s"
+    assert time.monotonic() - killed < 8, f"the worker stopped {time.monotonic() - killed:.1f} s after qgis_process"
+
+
 # -- 4. styling of served images ---------------------------------------------------------------
 
 BUILD_SR_MODEL = """
