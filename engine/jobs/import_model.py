@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..contract import ImportModelSpec
-from ..errors import InvalidSpec
 from ..importing import import_network, save_imported
+from ..outputs import check_outputs
 from ..protocol import Reporter
 
 
@@ -16,10 +14,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     Returns ``{"output", "metadata"}`` (the folder and its ``deepfield.json`` content).
     """
     job = ImportModelSpec.from_dict(spec)
-    network, output = Path(job.network).resolve(), Path(job.output).resolve()
-    if output == network or network in output.parents:
-        raise InvalidSpec(f"import_model: the model folder {output} would be written into the network {network}; "
-                          "choose an output folder outside it")
+    check_outputs([job.output], [job.network, job.classes_file], folder=True)
     reporter.progress(5)
     imported = import_network(job.network, job.sources, job.task, classes=job.classes, classes_file=job.classes_file,
                               expression_field=job.expression_field, spacing_scale=job.spacing_scale,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from ..classes import ClassStyle
 from ..contract import VectorizeClassMapSpec
+from ..outputs import check_outputs
 from ..protocol import Reporter
 from ..vectorize import LAYER, vectorize_class_map
 
 
 def run(spec: dict, reporter: Reporter) -> dict:
     job = VectorizeClassMapSpec.from_dict(spec)
+    check_outputs([job.output], [job.map])
     classes = tuple(ClassStyle(c["value"], str(c.get("name") or f"class {c['value']}"), str(c.get("color") or ""))
                     for c in job.classes)
     summary = vectorize_class_map(job.map, job.output, min_area=job.min_area, simplify=job.simplify,

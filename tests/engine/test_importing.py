@@ -319,7 +319,7 @@ def test_spec_rejects_unknown_keys_and_output_inside_the_network(folder):
                                    "sources": [{"name": "a"}], "outputs": "estimated"})
     saved = folder / "inside_sm"
     save(seeded(conv_net), saved, "savedmodel")
-    with pytest.raises(InvalidSpec, match="would be written into the network"):
+    with pytest.raises(EngineError, match="would overwrite the input"):
         run_job("import_model", {"network": str(saved), "output": str(saved / "model"), "task": "regression",
                                  "sources": [{"name": "rgb"}]})
     assert not (saved / "model").exists()

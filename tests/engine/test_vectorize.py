@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import shutil
 import xml.etree.ElementTree as ElementTree
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -327,3 +328,13 @@ def test_any_map_and_any_tile_size_give_the_polygons_of_one_polygonize(classes, 
     for key, polygon in reference_places.items():
         assert got_places[key].Within(polygon) and polygon.Within(got_places[key])
         assert vertices(got_places[key]) == vertices(polygon)
+
+
+def test_the_output_may_not_replace_the_class_map(strata, tmp_path):
+    class_map = tmp_path / "strata.tif"
+    shutil.copy(strata, class_map)
+    before = class_map.read_bytes()
+    spec = {"job": "vectorize_class_map", "map": str(class_map), "output": str(class_map)}
+    with pytest.raises(EngineError, match=f"the output {class_map} would overwrite the input {class_map}"):
+        get_job("vectorize_class_map")(spec, Reporter(io.StringIO()))
+    assert class_map.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["strata.tif"]
