@@ -8,12 +8,11 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterDistance,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
 )
 
-from .base import EngineAlgorithm, raster_path, renderer_classes
+from .base import EngineAlgorithm, RasterLayerParameter, renderer_classes
 from .evaluate_map import _integers
 from .styles import CLASS_POLYGONS, style_output
 
@@ -36,7 +35,7 @@ class VectorizeClassMap(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Class map"))
+        self.addParameter(RasterLayerParameter("INPUT", "Class map"))
         self.addParameter(QgsProcessingParameterNumber(
             "MIN_AREA", "Minimum polygon area (squared map units, 0 = keep all)",
             QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
@@ -52,18 +51,18 @@ class VectorizeClassMap(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("POLYGONS", "Number of polygons"))
 
     def build_job(self, parameters, context, feedback):
-        class_map = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        class_map = self.raster_input(parameters, "INPUT", context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() != ".gpkg":
             raise QgsProcessingException(f"Vectorise class map writes GeoPackages: name the output *.gpkg, not {output}")
         spec = {
             "job": "vectorize_class_map",
-            "map": raster_path(class_map, "class map"),
+            "map": class_map.path,
             "output": output,
             "min_area": self.parameterAsDouble(parameters, "MIN_AREA", context),
             "simplify": self.parameterAsDouble(parameters, "SIMPLIFY", context),
             "skip_values": _integers(self.parameterAsString(parameters, "SKIP_VALUES", context)),
-            "classes": renderer_classes(class_map),
+            "classes": renderer_classes(class_map.layer),
             "tile_size": self.parameterAsInt(parameters, "TILE_SIZE", context),
         }
         return spec, [output]

@@ -31,7 +31,7 @@ PATCH = 16
 BUILD = """
 import sys
 from deepfield.engine.modelfolder import ModelMetadata, save_model_folder
-from deepfield.engine.patches import extract_patches_job
+from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.protocol import Reporter
 from deepfield.models import ZOO
 image, strata, points, dataset, model = sys.argv[1:]
@@ -239,7 +239,7 @@ CASES = [
     ("unknown-strategy", SS, {**GRID, "STRATEGY": 7}, "(STRATEGY): 7 is not one of the choices"),
     ("label-strategy-without-raster", SS, {**GRID, "STRATEGY": 2}, "needs a label raster (LABEL_RASTER)"),
     ("missing-class-field", SS, {**POINTS, "CLASS_FIELD": "klass"}, "klass"),
-    ("blocks-without-block-split", SS, {**GRID, "BLOCKS": "{out}/blocks.gpkg"}, "spatial blocks split only"),
+    ("blocks-without-block-split", SS, {**GRID, "SPLIT_MODE": 0, "BLOCKS": "{out}/blocks.gpkg"}, "spatial blocks split only"),
     ("negative-block-size", SS, {**GRID, "BLOCK_SIZE": -10}, "(BLOCK_SIZE): -10 is not accepted"),
     ("patch-sizes-not-numbers", EP, {**EXTRACT, "PATCH_SIZES": "big"}, "Patch sizes must be integers"),
     ("patch-sizes-count", EP, {**EXTRACT, "PATCH_SIZES": "16,16"}, "1 sources but 2 patch sizes"),
