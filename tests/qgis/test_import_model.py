@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from deepfield.engine.outputs import MARKER
+
 from ..conftest import PLUGINPATH
 from .conftest import ENGINE_PYTHON
 
@@ -87,7 +89,8 @@ def test_a_savedmodel_is_imported_with_qgis_process(qgis_app, qgis_process, netw
         "SAVED_MODEL": str(networks / "savedmodel"), "TASK": 1, "SOURCES": "landsat:3:1",
         "CLASSES": "1=water, 2=forest", "OUTPUT": str(model)})
     assert result["MODEL"] == str(model)
-    assert sorted(p.name for p in model.iterdir()) == ["custom.py", "deepfield.json", "model.keras", "savedmodel"]
+    assert sorted(p.name for p in model.iterdir()) == sorted([MARKER, "custom.py", "deepfield.json", "model.keras",
+                                                              "savedmodel"])
     meta = json.loads((model / "deepfield.json").read_text())
     assert (meta["ef"], meta["sf"], meta["inputs"][0]["rf"], meta["training"]["format"]) == (1, "1", 5, "savedmodel")
     described = processing.run("deepfield:describemodel", {"MODEL": str(model), "TILE_SIZE": 16})
