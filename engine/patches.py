@@ -89,7 +89,8 @@ def registered_origins(rasters: list[RasterInfo], sizes: list[int], x: np.ndarra
     rows = Lattice.common([(c[1], c[2]) for c in corners])
     u, v = reference.grid.pixel(x, y)
     half = Fraction(size, 2)
-    starts = np.array([[cols.nearest(_fraction(a) - half), rows.nearest(_fraction(b) - half)]
+    # the points' pixel coordinates exactly (not as simple fractions: 0.99999 is not 1)
+    starts = np.array([[cols.nearest(Fraction(float(a)) - half), rows.nearest(Fraction(float(b)) - half)]
                        for a, b in zip(np.atleast_1d(u), np.atleast_1d(v))], dtype=np.int64).reshape(-1, 2)
     origins = [np.array([[registered_start(c, col, scale), registered_start(r, row, scale)] for c, r in starts],
                         dtype=np.int64).reshape(-1, 2) for col, row, scale in corners]
