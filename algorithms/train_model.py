@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..models import ZOO
+from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
 ARCHITECTURES = tuple(sorted(ZOO))
@@ -35,6 +35,8 @@ class TrainModel(EngineAlgorithm):
         "training_curves.png, confusion_matrix.json/.png and TensorBoard logs (logs/). Checkpoints "
         "go to <output>.checkpoint: after a cancel or a crash, 'Resume' continues from there; a "
         "cancelled run still writes the best model so far. The same seed gives the same run on a CPU."
+        "\n\nWhen to use which architecture:\n"
+        + "\n".join(f"- {name}: {WHEN_TO_USE[name]}" for name in ARCHITECTURES)
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
