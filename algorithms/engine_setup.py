@@ -13,6 +13,8 @@ the interpreter that runs it), and tests import it without QGIS.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -81,6 +83,18 @@ def system_numpy_version() -> str | None:
     return numpy.__version__
 
 
+def nvidia_gpu_present() -> bool:
+    """True when ``nvidia-smi -L`` lists a GPU (the NVIDIA driver is installed and sees one)."""
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return False
+    try:
+        done = subprocess.run([executable, "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and "GPU" in done.stdout
+
+
 def environment_folder(profile_folder: str | Path, python: tuple[int, int]) -> Path:
     """Where the engine environment of a QGIS profile lives: ``<profile>/deepfield/engine-py3XX``.
 
@@ -94,22 +108,19 @@ def environment_python(folder: str | Path, windows: bool = sys.platform == "win3
     return Path(folder) / ("Scripts/python.exe" if windows else "bin/python")
 
 
-def base_interpreter_candidates(executable: str, base_prefix: str, python: tuple[int, int],
+def base_interpreter_candidates(base_prefix: str, python: tuple[int, int],
                                 windows: bool = sys.platform == "win32") -> list[Path]:
     """Interpreters that may be the Python QGIS embeds, most likely first.
 
-    Inside QGIS ``sys.executable`` is the QGIS binary (``/usr/bin/qgis``, ``qgis-bin.exe``) unless
-    it is a Python itself; the interpreter is found under ``sys.base_prefix`` (``/usr/bin/python3.11``
-    on Debian, ``apps/Python312/python.exe`` in OSGeo4W). The caller keeps the first that exists and
-    reports the same version.
+    Inside QGIS ``sys.executable`` is not that interpreter: it is the QGIS binary, or whatever
+    ``python3`` comes first on PATH (a pyenv shim, another Python without QGIS's GDAL). The embedded
+    interpreter lives under ``sys.base_prefix``: ``/usr/bin/python3.11`` on Debian,
+    ``apps/Python312/python.exe`` in OSGeo4W. The caller keeps the first that exists.
     """
-    candidates = [Path(executable)] if Path(executable).name.lower().startswith("python") else []
     base = Path(base_prefix)
     if windows:
-        candidates += [base / "python.exe", base / "python3.exe"]
-    else:
-        candidates += [base / "bin" / f"python{python[0]}.{python[1]}", base / "bin" / f"python{python[0]}"]
-    return candidates
+        return [base / "python.exe", base / "python3.exe"]
+    return [base / "bin" / f"python{python[0]}.{python[1]}", base / "bin" / f"python{python[0]}"]
 
 
 class PipProgress:

@@ -13,9 +13,10 @@ from .evaluate_map import EvaluateMap
 from .extract_patches import ExtractPatches
 from .runner import default_python
 from .select_samples import SelectSamples
+from .setup_engine import SetupEngine
 from .train_model import TrainModel
 
-ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel)
+ALGORITHMS = (CheckEnvironment, SetupEngine, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel)
 #: Processing models shipped with the plugin (built by scripts/build_model3.py).
 MODELS = Path(__file__).parent.parent / "processing_models"
 
