@@ -13,7 +13,6 @@ import sys
 import traceback
 
 from .jobs import get_job
-from .projdata import ensure_proj_data
 from .protocol import EngineError, JobCancelled, Reporter
 
 
@@ -33,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Keep TensorFlow's C++ chatter off the protocol and the log unless asked for.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    ensure_proj_data()
     reporter = Reporter()
     reporter.install_signal_handlers()
     try:

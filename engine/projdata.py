@@ -8,6 +8,7 @@ from (``<sys.base_prefix>/share/proj``) or at a folder GDAL searches.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -26,11 +27,13 @@ def first_proj_data(candidates: list[Path]) -> Path | None:
     return next((folder for folder in candidates if (folder / PROJ_DB).is_file()), None)
 
 
+@functools.cache
 def ensure_proj_data() -> Path | None:
     """Set ``PROJ_DATA`` (for pyproj, GDAL and child processes) when pyproj finds no PROJ data.
 
-    Does nothing when ``PROJ_DATA``/``PROJ_LIB`` is set, pyproj is missing (Check environment
-    reports it) or pyproj finds its data; returns the folder it set, else None.
+    Called before pyproj builds a CRS (:func:`.crs.pyproj_crs`); runs once per process. Does
+    nothing when ``PROJ_DATA``/``PROJ_LIB`` is set, pyproj is missing (Check environment reports
+    it) or pyproj finds its data; returns the folder it set, else None.
     """
     if any(os.environ.get(name) for name in ENV_VARIABLES):
         return None
