@@ -72,7 +72,10 @@ in_root bash -c "dpkg-query -W qgis python3-gdal python3-numpy; $VENV/bin/python
 
 TEST_ENV=(PYTHONPATH="$REPO/.build/plugins" DEEPFIELD_PYTHON="$VENV/bin/python" DEEPFIELD_SHARED_DATA="$DATA"
           TF_CPP_MIN_LOG_LEVEL=2 QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH="$REPO/.build/plugins"
-          PYTHONDONTWRITEBYTECODE=1)
+          PYTHONDONTWRITEBYTECODE=1
+          # "Set up engine" (tests/qgis/test_setup_engine.py) installs from the fetched wheels: pip in
+          # the chroot has no index settings (nor this machine's TLS certificates)
+          PIP_NO_INDEX=1 PIP_FIND_LINKS="$WHEELS")
 status=0
 for suite in tests/engine tests/qgis; do
     step "pytest $suite"
