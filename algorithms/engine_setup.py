@@ -126,7 +126,8 @@ def base_interpreter_candidates(base_prefix: str, python: tuple[int, int],
 class PipProgress:
     """Follow pip's output: a progress estimate and the package pip is busy with.
 
-    pip prints ``Collecting <requirement>`` per package it resolves, ``Downloading <file> (<size>)``,
+    pip prints ``Collecting <requirement>`` (or ``Processing <wheel file>`` for a local or cached
+    one) per package it resolves, ``Downloading <file> (<size>)``,
     ``Progress <done> of <total>`` (``--progress-bar raw``, bytes of the current download),
     ``Installing collected packages: ...`` and ``Successfully installed ...``. ``expected`` is the
     number of packages an engine environment usually collects (TensorFlow brings about 40).
@@ -140,7 +141,7 @@ class PipProgress:
     def feed(self, line: str) -> float | None:
         """Update from one output line; the new progress in percent, or None when it did not move."""
         line = line.strip()
-        if line.startswith("Collecting "):
+        if line.startswith(("Collecting ", "Processing ")):
             self.collected += 1
             self.package = line.split()[1]
             return min(80.0, 80.0 * self.collected / self.expected)

@@ -101,10 +101,12 @@ def test_offline_is_said_so():
 
 def test_pip_progress_moves_forward_to_100():
     lines = ["Collecting tensorflow-cpu==2.21.*", "  Downloading tensorflow_cpu-2.21.0-cp311-manylinux.whl (250 MB)",
-             "Collecting numpy<2,>=1.26", "Requirement already satisfied: six in /usr/lib/python3/dist-packages",
+             "Processing /opt/pypi/files/numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl",
+             "Requirement already satisfied: six in /usr/lib/python3/dist-packages",
              "Installing collected packages: numpy, tensorflow-cpu",
              "Successfully installed numpy-1.26.4 tensorflow-cpu-2.21.0"]
     progress = engine_setup.PipProgress(expected=2)
     percents = [progress.feed(line) for line in lines]
     assert percents == [40.0, None, 80.0, None, 85.0, 100.0]
     assert progress.collected == 2 and progress.package == "numpy, tensorflow-cpu"
+    assert engine_setup.PipProgress(expected=2).feed("Requirement already satisfied: pyproj") is None

@@ -9,6 +9,7 @@ a second run checks and reuses the environment without pip.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from osgeo import gdal
@@ -67,3 +68,42 @@ def test_help_strings_show_every_default_and_the_zoo(qgis_app):
     assert "Epochs (EPOCHS): 20" in text and "Augment (random flips and 90-degree rotations) (AUGMENT): yes" in text
     apply = QgsApplication.processingRegistry().algorithmById("deepfield:applymodel")
     assert "(BORDER): Reflect" in apply.shortHelpString()
+
+
+def processes_running(text: str) -> list[int]:
+    """Ids of the processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_cancel_stops_pip_and_selects_nothing(qgis_app, tmp_path):
+    """Cancel while pip collects packages: pip is killed, the environment is not marked complete
+    and the engine interpreter setting is unchanged."""
+    import processing
+    from deepfield.algorithms.base import ENGINE_PYTHON_SETTING
+    from processing.core.ProcessingConfig import ProcessingConfig
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    folder = tmp_path / "engine"
+
+    class CancelWhenPipCollects(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802 (QGIS API name)
+            super().pushInfo(info)
+            if info.startswith("Collecting"):
+                self.pip_running = processes_running(f"{folder}/bin/python -m pip")
+                self.cancel()
+
+    feedback = CancelWhenPipCollects()
+    before = ProcessingConfig.getSetting(ENGINE_PYTHON_SETTING)
+    with pytest.raises(QgsProcessingException, match="Cancelled: python was stopped"):
+        processing.run("deepfield:setupengine", {"FOLDER": str(folder)}, feedback=feedback)
+    assert feedback.pip_running, "pip was not running when cancelled"
+    assert not processes_running(f"{folder}/bin/python -m pip")
+    assert not (folder / "deepfield-requirements.txt").exists()
+    assert ProcessingConfig.getSetting(ENGINE_PYTHON_SETTING) == before
