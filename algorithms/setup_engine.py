@@ -17,14 +17,13 @@ from qgis.core import (
     QgsApplication,
     QgsProcessingException,
     QgsProcessingOutputFolder,
-    QgsProcessingOutputString,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
 )
 
 from . import engine_setup
 from .base import ENGINE_PYTHON_SETTING, EngineAlgorithm
-from .check_environment import VERSION_KEYS
+from .check_environment import add_environment_outputs, environment_outputs
 from .runner import EngineJobCancelled, EngineJobError, run_job, stop_process_group
 
 BUILDS = ("Automatic (the GPU build when nvidia-smi finds an NVIDIA GPU)", "CPU", "GPU (NVIDIA, CUDA)")
@@ -52,8 +51,7 @@ class SetupEngine(EngineAlgorithm):
             "FOLDER", "Environment folder (default: deepfield/engine-py3XX in the QGIS profile)",
             behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addOutput(QgsProcessingOutputFolder("FOLDER", "Environment folder"))
-        for key in VERSION_KEYS + ("gpus",):
-            self.addOutput(QgsProcessingOutputString(key.upper(), key.replace("_", " ")))
+        add_environment_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         version = sys.version_info[:2]
@@ -100,10 +98,7 @@ class SetupEngine(EngineAlgorithm):
         from processing.core.ProcessingConfig import ProcessingConfig
 
         ProcessingConfig.setSettingValue(ENGINE_PYTHON_SETTING, str(python))
-        outputs = {key.upper(): str(check.get(key, "")) for key in VERSION_KEYS}
-        outputs["GPUS"] = ", ".join(check.get("gpus", [])) or "none (CPU only)"
-        outputs["FOLDER"] = str(folder)
-        return outputs
+        return {**environment_outputs(check), "FOLDER": str(folder)}
 
     def run_step(self, command: list[str], feedback, failure: str | None, on_line=None) -> list[str] | None:
         """Run ``command`` with its output lines in the log; cancel stops it.
