@@ -65,6 +65,10 @@ class SetupEngine(EngineAlgorithm):
         marker = folder / engine_setup.SETUP_MARKER
         wanted = "\n".join(requirements) + "\n"
 
+        if folder.exists() and any(folder.iterdir()) and not (folder / "pyvenv.cfg").is_file():
+            raise QgsProcessingException(
+                f"Environment folder {folder} holds files but is not a virtual environment: Set up engine "
+                "never writes into such a folder. Choose a new or empty folder (or leave it empty for the default).")
         feedback.pushInfo(f"Engine environment: {folder}\nRequirements: {', '.join(requirements)}")
         if python.exists() and marker.is_file() and marker.read_text() == wanted:
             feedback.pushInfo("This environment is already set up with these requirements: checking it.")
@@ -93,12 +97,13 @@ class SetupEngine(EngineAlgorithm):
         marker.write_text(wanted)
         return self.select(python, folder, result)
 
-    def select(self, python: Path, folder: Path, check: dict) -> dict:
-        """Store ``python`` as the engine interpreter setting; the outputs of the algorithm."""
+    def select(self, python: Path, folder: Path, report: dict) -> dict:
+        """Store ``python`` as the engine interpreter setting; the outputs of the algorithm
+        (``report`` is the check_environment job's result)."""
         from processing.core.ProcessingConfig import ProcessingConfig
 
         ProcessingConfig.setSettingValue(ENGINE_PYTHON_SETTING, str(python))
-        return {**environment_outputs(check), "FOLDER": str(folder)}
+        return {**environment_outputs(report), "FOLDER": str(folder)}
 
     def run_step(self, command: list[str], feedback, failure: str | None, on_line=None) -> list[str] | None:
         """Run ``command`` with its output lines in the log; cancel stops it.

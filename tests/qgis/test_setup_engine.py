@@ -107,3 +107,16 @@ def test_cancel_stops_pip_and_selects_nothing(qgis_app, tmp_path):
     assert not processes_running(f"{folder}/bin/python -m pip")
     assert not (folder / "deepfield-requirements.txt").exists()
     assert ProcessingConfig.getSetting(ENGINE_PYTHON_SETTING) == before
+
+
+def test_a_folder_of_user_files_is_refused_untouched(qgis_app, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "notes.txt").write_text("mine")
+    with pytest.raises(QgsProcessingException, match="holds files but is not a virtual environment"):
+        processing.run("deepfield:setupengine", {"FOLDER": str(documents)})
+    assert [p.name for p in documents.iterdir()] == ["notes.txt"]
+    assert (documents / "notes.txt").read_text() == "mine"
