@@ -12,9 +12,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=${DEBIAN13_ROOT:-$REPO/.build/debian13}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DATA=$(realpath "${DEEPFIELD_SHARED_DATA:-$REPO/../shared/data}")
-PACKAGES="qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb"
+# the repository's git folder (a worktree's lies outside it), for `git ls-files` in `make package`
+GIT_DIR_SHARED=$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir)
+# The Makefile's APT_PACKAGES (make, zip and git: a test builds the plugin zip with `make package`)
+PACKAGES="qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb zip make git"
 VENV=/opt/deepfield-venv
 WHEELS=/opt/deepfield-wheels
+# pip on this machine (with its index settings) fetches the chroot's wheels
+HOST_PYTHON=${HOST_PYTHON:-$( [ -x "$REPO/.venv/bin/python" ] && echo "$REPO/.venv/bin/python" || echo /usr/bin/python3 )}
 
 [ "$(id -u)" = 0 ] || { echo "make test-qgis340 builds a chroot: run it as root." >&2; exit 1; }
 step() { echo "== $(date -u +%H:%M:%S) $*"; }
@@ -30,25 +35,26 @@ fi
 # Everything below runs in a private mount namespace: its mounts vanish when the script ends.
 in_root() {
     unshare --mount --propagation private bash -euo pipefail -c '
-        ROOT=$1 REPO=$2 DATA=$3; shift 3
+        ROOT=$1 REPO=$2 DATA=$3 GIT_DIR_SHARED=$4; shift 4
         mount -t proc proc "$ROOT/proc"
         mount --rbind /sys "$ROOT/sys"
         mount --rbind /dev "$ROOT/dev"
         cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-        for dir in "$REPO" "$DATA"; do
+        for dir in "$REPO" "$DATA" "$GIT_DIR_SHARED"; do
             mkdir -p "$ROOT$dir"
             mount --bind "$dir" "$ROOT$dir" && mount -o remount,bind,ro "$ROOT$dir"
         done
         mount -t tmpfs -o size=4g scratch "$ROOT$REPO/.build"
         mkdir -p "$ROOT$REPO/.build/plugins" && ln -s "$REPO" "$ROOT$REPO/.build/plugins/deepfield"
         chroot "$ROOT" env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"
-    ' in_root "$ROOT" "$REPO" "$DATA" "$@"
+    ' in_root "$ROOT" "$REPO" "$DATA" "$GIT_DIR_SHARED" "$@"
 }
 
-if [ ! -e "$ROOT/.deepfield-packages" ]; then
+PACKAGES_STAMP="$ROOT/.deepfield-packages-$(echo "$PACKAGES" | md5sum | cut -c1-8)"
+if [ ! -e "$PACKAGES_STAMP" ]; then
     step "apt-get install $PACKAGES"
     in_root bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES"
-    touch "$ROOT/.deepfield-packages"
+    rm -f "$ROOT"/.deepfield-packages* && touch "$PACKAGES_STAMP"
 fi
 
 # The engine's requirements for the chroot's interpreter, numpy and (no) GPU, from the same logic
@@ -58,7 +64,7 @@ mapfile -t REQUIREMENTS < <(in_root python3 "$REPO/algorithms/engine_setup.py" r
 STAMP="$ROOT$VENV/.deepfield-$(printf '%s\n' "${REQUIREMENTS[@]}" | cat - "$REPO/requirements-dev.txt" | md5sum | cut -c1-8)"
 if [ ! -e "$STAMP" ]; then
     step "pip download (cp313 wheels) ${REQUIREMENTS[*]}"
-    "${HOST_PYTHON:-$REPO/.venv/bin/python}" -m pip download -q --dest "$ROOT$WHEELS" \
+    "$HOST_PYTHON" -m pip download -q --dest "$ROOT$WHEELS" \
         --python-version 3.13 --only-binary=:all: "${REQUIREMENTS[@]}" -r "$REPO/requirements-dev.txt"
     step "venv $VENV (--system-site-packages), pip install --no-index"
     in_root bash -c "test -x $VENV/bin/python || python3 -m venv --system-site-packages $VENV"

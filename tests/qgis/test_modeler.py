@@ -114,9 +114,13 @@ def load_build_script():
 
 
 def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_app, tmp_path):
-    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingModelAlgorithm
+    from qgis.core import Qgis, QgsApplication, QgsProcessingContext, QgsProcessingModelAlgorithm
     from qgis.core import QgsProcessingModelChildParameterSource as Source
     from qgis.gui import QgsGui
+
+    # QGIS 3.22: Source.ChildOutput; 3.40: the scoped Qgis.ProcessingModelChildParameterSource.ChildOutput
+    child_output = (Source.ChildOutput if hasattr(Source, "ChildOutput")
+                    else Qgis.ProcessingModelChildParameterSource.ChildOutput)
 
     registry = QgsApplication.processingRegistry()
     assert MODEL_ID in [a.id() for a in registry.providerById("deepfield").algorithms()]
@@ -153,11 +157,11 @@ def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_
         value = widget.value()
         value = value[0] if isinstance(value, list) else value
         return (value.source(), value.outputChildId(), value.outputName()) == (
-            Source.ChildOutput, source.outputChildId(), source.outputName())
+            child_output, source.outputChildId(), source.outputName())
 
     links = [(child_id, parameter, source) for child_id, child in children.items()
              for parameter, sources in child.parameterSources().items() for source in sources
-             if source.source() == Source.ChildOutput]
+             if source.source() == child_output]
     assert {(c, p, s.outputChildId(), s.outputName()) for c, p, s in links} >= {
         ("applymodel", "MODEL", "trainmodel", "MODEL"), ("evaluatemap", "INPUT", "applymodel", "OUTPUT"),
         ("trainmodel", "DATASET", "extractpatches", "OUTPUT"), ("evaluatemap", "MASK", "testblocks", "OUTPUT")}

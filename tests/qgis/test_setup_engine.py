@@ -95,7 +95,7 @@ def test_cancel_stops_pip_and_selects_nothing(qgis_app, tmp_path):
     class CancelWhenPipCollects(QgsProcessingFeedback):
         def pushInfo(self, info):  # noqa: N802 (QGIS API name)
             super().pushInfo(info)
-            if info.startswith("Collecting"):
+            if info.startswith(("Collecting ", "Processing ")):  # pip resolves a package or a local wheel
                 self.pip_running = processes_running(f"{folder}/bin/python -m pip")
                 self.cancel()
 
