@@ -6,8 +6,10 @@ PLUGIN := deepfield
 VENV := .venv
 PY := $(VENV)/bin/python
 SYS_PYTHON := /usr/bin/python3
-# CPU by default; `make setup TF_PACKAGE='tensorflow[and-cuda]==2.21.*'` for NVIDIA GPUs.
-TF_PACKAGE ?= tensorflow-cpu==2.21.*
+# CPU by default (tensorflow-cpu, or tensorflow where tensorflow-cpu has no wheel: Python 3.13);
+# `make setup TF_PACKAGE='tensorflow[and-cuda]==2.21.*'` for NVIDIA GPUs. algorithms/engine_setup.py
+# also picks the numpy the system's GDAL bindings were built for (numpy<2 on Debian 12).
+TF_PACKAGE ?= $(shell $(SYS_PYTHON) algorithms/engine_setup.py tensorflow)
 APT_PACKAGES := qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb zip
 # A folder that holds the plugin as deepfield/ (a link to this checkout), for QGIS_PLUGINPATH.
 BUILD := .build
@@ -19,7 +21,7 @@ export QGIS_PLUGINPATH := $(PLUGINPATH)
 export DEEPFIELD_SHARED_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup apt lint test test-slow demo demo-quick bench screenshot package clean
+.PHONY: setup apt lint test test-slow test-qgis340 demo demo-quick bench screenshot package clean
 
 setup: $(STAMP) $(PLUGINPATH)/$(PLUGIN)
 
@@ -37,7 +39,8 @@ apt:
 $(STAMP): requirements.txt requirements-dev.txt | apt
 	@test -x $(PY) || $(SYS_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TF_PACKAGE)" -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q "$(TF_PACKAGE)" "$$($(SYS_PYTHON) algorithms/engine_setup.py numpy)" \
+	  -r requirements.txt -r requirements-dev.txt
 	@rm -f $(VENV)/.deepfield-setup-*; touch $@
 
 $(PLUGINPATH)/$(PLUGIN):
@@ -51,6 +54,11 @@ test: lint
 # The generated-network proof of exact serving with many architectures (make test tries a few).
 test-slow: lint
 	DEEPFIELD_SLOW=1 PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/engine/test_generated_networks.py -q $(PYTEST_ARGS)
+
+# The suite on Debian 13 (QGIS 3.40 LTR, Python 3.13) in a debootstrap chroot cached under .build/
+# (as root; see scripts/test_qgis340.sh). CI runs `make test` on Debian 12 (QGIS 3.22).
+test-qgis340:
+	scripts/test_qgis340.sh
 
 # The main job end to end on real data, through qgis_process.bin (see scripts/demo.py).
 demo: setup

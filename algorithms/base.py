@@ -226,6 +226,30 @@ def processing_error(message: str) -> QgsProcessingException:
     return QgsProcessingException("")
 
 
+def default_text(parameter) -> str:
+    """A parameter's default as the dialog shows it: an enum's option, yes/no, or what happens without one."""
+    value = parameter.defaultValue()
+    if value is None or value == "":
+        if parameter.isDestination():
+            return "a temporary output"
+        optional = parameter.flags() & QgsProcessingParameterDefinition.FlagOptional
+        return "not set" if optional else "required"
+    if isinstance(parameter, QgsProcessingParameterEnum):
+        options = parameter.options()
+        indices = value if isinstance(value, list) else [value]
+        return ", ".join(options[int(index)] for index in indices)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def parameter_defaults(parameters) -> list[str]:
+    """``description (NAME): default`` for every visible parameter (QGIS 3.22's ``qgis_process help``
+    shows no defaults, so the help string carries them)."""
+    return [f"{p.description()} ({p.name()}): {default_text(p)}" for p in parameters
+            if not p.flags() & QgsProcessingParameterDefinition.FlagHidden]
+
+
 class EngineAlgorithm(QgsProcessingAlgorithm):
     """A Processing algorithm whose work is one engine job.
 
@@ -256,7 +280,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         return self.GROUP_ID
 
     def shortHelpString(self):  # noqa: N802
-        return f"{self.HELP}\n\nFull documentation: {README_URL}"
+        defaults = "\n".join(f"- {line}" for line in parameter_defaults(self.parameterDefinitions()))
+        parameters = f"\n\nParameters (default):\n{defaults}" if defaults else ""
+        return f"{self.HELP}{parameters}\n\nFull documentation: {README_URL}"
 
     def helpUrl(self):  # noqa: N802
         return README_URL

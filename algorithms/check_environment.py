@@ -7,6 +7,19 @@ from .base import EngineAlgorithm
 VERSION_KEYS = ("engine_interpreter", "python", "tensorflow", "keras", "gdal", "proj", "pyproj", "numpy")
 
 
+def add_environment_outputs(algorithm) -> None:
+    """The outputs of the ``check_environment`` report (also those of Set up engine)."""
+    for key in VERSION_KEYS + ("gpus",):
+        algorithm.addOutput(QgsProcessingOutputString(key.upper(), key.replace("_", " ")))
+
+
+def environment_outputs(result: dict) -> dict:
+    """The algorithm outputs of a ``check_environment`` result."""
+    outputs = {key.upper(): str(result.get(key, "")) for key in VERSION_KEYS}
+    outputs["GPUS"] = ", ".join(result.get("gpus", [])) or "none (CPU only)"
+    return outputs
+
+
 class CheckEnvironment(EngineAlgorithm):
     ALG_ID = "checkenvironment"
     DISPLAY_NAME = "Check environment"
@@ -19,13 +32,10 @@ class CheckEnvironment(EngineAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        for key in VERSION_KEYS + ("gpus",):
-            self.addOutput(QgsProcessingOutputString(key.upper(), key.replace("_", " ")))
+        add_environment_outputs(self)
 
     def build_job(self, parameters, context, feedback):
         return {"job": "check_environment"}, []
 
     def make_results(self, result, parameters, context, feedback):
-        outputs = {key.upper(): str(result.get(key, "")) for key in VERSION_KEYS}
-        outputs["GPUS"] = ", ".join(result.get("gpus", [])) or "none (CPU only)"
-        return outputs
+        return environment_outputs(result)

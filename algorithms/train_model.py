@@ -14,8 +14,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..models import ZOO
 from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING
+from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
 #: The zoo, then "automatic" (the default); appended so that the zoo's enum indices stay stable.
@@ -39,6 +39,8 @@ class TrainModel(EngineAlgorithm):
         "training_curves.png, confusion_matrix.json/.png and TensorBoard logs (logs/). Checkpoints "
         "go to <output>.checkpoint: after a cancel or a crash, 'Resume' continues from there; a "
         "cancelled run still writes the best model so far. The same seed gives the same run on a CPU."
+        "\n\nWhen to use which architecture:\n"
+        + "\n".join(f"- {name}: {WHEN_TO_USE[name]}" for name in ARCHITECTURES)
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802

@@ -13,11 +13,14 @@ import warnings
 import numpy as np
 from osgeo import osr
 
+from .projdata import ensure_proj_data
+
 osr.UseExceptions()
 
 
 def pyproj_crs(wkt: str):
     """A pyproj CRS from WKT (the source CRS of a bound CRS: towgs84 clauses are not a CRS)."""
+    ensure_proj_data()
     from pyproj import CRS
 
     crs = CRS.from_wkt(wkt)

@@ -24,8 +24,18 @@ ZOO: dict[str, Callable] = {
     "fusion": fusion.build,
     "superres": superres.build,
 }
+#: When to pick each zoo builder, one line each (Train model's help shows them).
+WHEN_TO_USE: dict[str, str] = {
+    "patch_classifier": "one class per 4 x 4 pixels from 16-pixel patches: point or polygon samples, "
+                        "coarse maps, the fastest to train",
+    "unet": "a class for every pixel (segmentation) from a label raster: sharp boundaries; patch sizes "
+            "a multiple of its period 2**depth (8 with the default depth 3)",
+    "fusion": "two sources at two resolutions (a panchromatic band and a coarser multispectral image) "
+              "mapped at the fine resolution",
+    "superres": "a sharper image (x2 or x4) learned from a target image: super-resolution, not classes",
+}
 
-__all__ = ["ZOO", "ModelInput", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
+__all__ = ["WHEN_TO_USE", "ZOO", "ModelInput", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
 
 
 def import_python_file(py_file, what: str) -> ModuleType:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINPATH = REPO / ".build" / "plugins"
-ENGINE_PYTHON = str(REPO / ".venv" / "bin" / "python")
+#: The engine interpreter: $DEEPFIELD_PYTHON (the Debian 13 chroot's venv), else the checkout's .venv.
+ENGINE_PYTHON = os.environ.get("DEEPFIELD_PYTHON") or str(REPO / ".venv" / "bin" / "python")
 
 
 class QgisProcessError(RuntimeError):
