@@ -20,4 +20,5 @@ def run(spec: dict, reporter: Reporter) -> dict:
                                job.split_field, reporter.warning)
     if not len(positions):
         raise EngineError(f"no positions in {job.positions}")
-    return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile)
+    return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile,
+                           float(job.max_nodata))
