@@ -16,6 +16,7 @@ from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.jobs.select_samples import run as select_samples_job
 from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.modelfolder import load_model_folder
+from deepfield.engine.nodata import nodata_fill, to_nan
 from deepfield.engine.protocol import Reporter
 from deepfield.engine.serving import apply_model_job
 
@@ -59,6 +60,19 @@ def model(nc):
                      "time_budget": 0.75, "learning_rate": 3e-3, "seed": 0,
                      "hyperparameters": {"depth": 2, "width": 8}, "output": str(work / "model")}, quiet())
     return work / "model"
+
+
+def test_to_nan_blanks_every_band_of_a_pixel_with_one_nodata_band():
+    array = np.array([[[1, -5], [3, 4]], [[-9, 6], [7, 8]]], np.int16)  # 2 x 2 pixels, 2 bands
+    out = to_nan(array, [-9, -5])
+    expected = np.array([[[np.nan, np.nan], [3, 4]], [[np.nan, np.nan], [7, 8]]], np.float32)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_nodata_fill_layer_fills_nan_with_zero_and_adds_a_validity_channel():
+    x = np.array([[[[1.0, 2.0], [np.nan, np.nan]]]], np.float32)
+    np.testing.assert_array_equal(np.asarray(nodata_fill()(x)), [[[[1, 2], [0, 0]]]])
+    np.testing.assert_array_equal(np.asarray(nodata_fill(validity=True)(x)), [[[[1, 2, 1], [0, 0, 0]]]])
 
 
 def test_partly_nodata_patches_are_kept_and_read_as_nan(nc):
@@ -124,6 +138,19 @@ def test_the_map_ignores_the_nodata_value_and_maps_no_class_on_nodata(nc, model,
     any_bad = np.logical_or.reduce(masks)
     assert (map_a[any_bad] == 0).all()  # the class map's nodata
     assert (map_a[~any_bad] > 0).all()
+
+
+def test_a_validity_channel_model_trains_and_serves(nc, tmp_path):
+    work, image, _ = nc
+    train_model_job({"dataset": str(work / "dataset"), "architecture": "unet", "epochs": 1, "batch_size": 16,
+                     "validity_channel": True, "hyperparameters": {"depth": 1, "width": 4},
+                     "output": str(tmp_path / "model")}, quiet())
+    loaded = load_model_folder(tmp_path / "model")
+    layer = loaded.model.get_layer("nodata_fill_landsat")
+    assert layer.validity and layer.compute_output_shape((None, 8, 8, 6))[-1] == 7
+    bad = np.logical_or.reduce(read_stack(image)[1])
+    class_map = serve(tmp_path / "model", image, tmp_path / "map.tif")["class_map"]
+    assert (class_map[bad] == 0).all() and (class_map[~bad] > 0).all()
 
 
 def test_the_served_map_is_the_network_on_the_nan_filled_image(nc, model, tmp_path):
