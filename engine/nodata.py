@@ -65,8 +65,10 @@ def nodata_fill_class():
             return ops.concatenate([filled, valid], axis=-1)
 
         def compute_output_shape(self, input_shape):
-            return tuple(input_shape[:-1]) + ((input_shape[-1] + 1) if self.validity and input_shape[-1] else
-                                              input_shape[-1],)
+            bands = input_shape[-1]
+            if self.validity and bands is not None:
+                bands += 1
+            return tuple(input_shape[:-1]) + (bands,)
 
         def get_config(self):
             return {**super().get_config(), "validity": self.validity}

@@ -98,12 +98,11 @@ def score_table(metrics: dict, baseline: dict | None = None) -> str:
     ``baseline`` (the forest's scores), its F-scores and overall scores side by side."""
     head = f"{'class':<14}{'precision':>10}{'recall':>10}{'F-score':>10}{'pixels':>10}"
     lines = [head + (f"{'forest F':>10}" if baseline else "")]
-    values = [value for value, _, _ in NC_CLASSES]
     for row in metrics["classes"]:
         line = (f"{row['name']:<14}{100 * row['precision']:>10.1f}{100 * row['recall']:>10.1f}"
                 f"{100 * row['f1']:>10.1f}{row['support']:>10}")
-        if baseline and row["value"] in values:
-            line += f"{100 * baseline['per_class']['f1'][values.index(row['value'])]:>10.1f}"
+        if baseline and row["value"] in baseline["classes"]:
+            line += f"{100 * baseline['per_class']['f1'][baseline['classes'].index(row['value'])]:>10.1f}"
         lines.append(line)
     for name, scores in (("DeepField", metrics), ("random forest", baseline)):
         if scores:

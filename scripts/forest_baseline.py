@@ -79,8 +79,11 @@ def block_split(rows: int, cols: int, block: int = 32, seed: int = 0, train: int
 
 
 def scores(reference: np.ndarray, predicted: np.ndarray, classes) -> dict:
-    """OA, kappa, macro F1 ... of ``predicted`` against ``reference`` (class values)."""
-    return summarize(confusion_matrix(reference, predicted, list(classes)))
+    """OA, kappa, macro F1 ... of ``predicted`` against ``reference`` (class values), over the
+    ``classes`` present in the reference or the prediction (scikit-learn's macro average: a class
+    neither in the test pixels nor in the map does not count as an F-score of 0)."""
+    present = [c for c in classes if (reference == c).any() or (predicted == c).any()]
+    return {"classes": present, **summarize(confusion_matrix(reference, predicted, present))}
 
 
 def forest_scores(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, classes, seed: int = 0) -> dict:
