@@ -54,10 +54,11 @@ def nc(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(nc):
-    """A short training (time budget) of a small U-Net on the partly nodata patches."""
+    """A short training (a fixed number of epochs, whatever the machine's load) of a small U-Net
+    on the partly nodata patches."""
     work, _, _ = nc
-    train_model_job({"dataset": str(work / "dataset"), "architecture": "unet", "epochs": 40, "batch_size": 16,
-                     "time_budget": 0.75, "learning_rate": 3e-3, "seed": 0,
+    train_model_job({"dataset": str(work / "dataset"), "architecture": "unet", "epochs": 8, "batch_size": 16,
+                     "learning_rate": 3e-3, "seed": 0,
                      "hyperparameters": {"depth": 2, "width": 8}, "output": str(work / "model")}, quiet())
     return work / "model"
 
@@ -186,5 +187,7 @@ def test_no_class_rim_along_the_nodata_frame(nc, model, tmp_path):
     distance = ndimage.distance_transform_edt(~bad)
     rim, inside = class_map[(distance > 0) & (distance <= 5)], class_map[(distance > 20) & (distance <= 40)]
     rim_shares, inside_shares = class_shares(rim[rim > 0]), class_shares(inside[inside > 0])
-    assert np.abs(rim_shares - inside_shares).max() <= 0.08, dict(zip(NAMES, rim_shares - inside_shares))
-    assert rim_shares[0] <= inside_shares[0] + 0.05  # developed
+    shown = {"rim": dict(zip(NAMES, rim_shares.round(3))), "inside": dict(zip(NAMES, inside_shares.round(3)))}
+    assert (inside_shares > 0.1).sum() >= 2, shown  # a map, not one class everywhere
+    assert np.abs(rim_shares - inside_shares).max() <= 0.08, shown
+    assert rim_shares[0] <= inside_shares[0] + 0.05, shown  # developed
