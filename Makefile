@@ -19,7 +19,7 @@ export QGIS_PLUGINPATH := $(PLUGINPATH)
 export DEEPFIELD_SHARED_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup apt lint test demo demo-quick bench screenshot package clean
+.PHONY: setup apt lint test test-slow demo demo-quick bench screenshot package clean
 
 setup: $(STAMP) $(PLUGINPATH)/$(PLUGIN)
 
@@ -47,6 +47,10 @@ $(PLUGINPATH)/$(PLUGIN):
 test: lint
 	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/engine -q $(PYTEST_ARGS)
 	PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/qgis -q $(PYTEST_ARGS)
+
+# The generated-network proof of exact serving with many architectures (make test tries a few).
+test-slow: lint
+	DEEPFIELD_SLOW=1 PYTHONPATH=$(PLUGINPATH) $(PY) -m pytest tests/engine/test_generated_networks.py -q $(PYTEST_ARGS)
 
 # The main job end to end on real data, through qgis_process.bin (see scripts/demo.py).
 demo: setup

@@ -14,23 +14,24 @@ from qgis.core import (
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
     QgsRasterLayer,
 )
 
+from ..engine.contract import CLASSIFIER_PRODUCTS, EXECUTORS, SERVING_BORDERS, sibling_output
 from .base import EngineAlgorithm, raster_path
 from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 
-BORDERS = ("reflect", "symmetric", "edge", "constant", "shrink")
 BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
                  "Edge (repeat the edge pixel)", "Constant (zeros)",
                  "Shrink (no padding: keep only pixels whose whole receptive field is inside the image)")
-OUTPUTS = ("class_map", "confidence", "probabilities")
 OUTPUT_LABELS = ("Class map", "Confidence (highest probability)", "Probabilities (one band per class)")
 STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PROBABILITIES}
 #: The engine writes GeoTIFF only. QGIS 3.22 cannot narrow a raster destination's file filter per
 #: parameter (it lists the provider's formats; the default extension is already .tif), so
 #: build_job refuses other names instead of writing a GeoTIFF under a misleading one.
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+EXECUTOR_LABELS = ("Threads in the engine process", "Dask (a local cluster of worker processes, or a scheduler)")
 
 
 class ApplyModel(EngineAlgorithm):
@@ -60,7 +61,13 @@ class ApplyModel(EngineAlgorithm):
         "area; pixels outside the mask are nodata.\n\n"
         "Test-time augmentation averages the network over the 8 flips and 90-degree rotations of every tile: "
         "often a point or two of accuracy and smoother maps, for 8 times the compute; still exact (tiles "
-        "stitch like one pass)."
+        "stitch like one pass).\n\n"
+        "Execution (advanced): the Dask executor serves the tiles on worker processes (or on the "
+        "cluster of a Dask scheduler address) as resumable tile files next to the output "
+        "(<name>.tiles/, assembled by a VRT; running the same job again keeps the tiles already "
+        "done); it needs dask[distributed] in the engine interpreter. More scenes: each replaces the "
+        "first source in turn; every scene gets its own output (<name>_<scene>.tif) and the result is "
+        "a VRT mosaic (<name>.vrt); a scene that fails is reported and the others still run."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -79,12 +86,20 @@ class ApplyModel(EngineAlgorithm):
             QgsProcessingParameterEnum("BORDER", "Border mode", BORDER_LABELS, defaultValue=0),
             QgsProcessingParameterBoolean("TTA", "Test-time augmentation (average of 8 flips/rotations)",
                                           defaultValue=False),
+            QgsProcessingParameterMultipleLayers(
+                "SCENES", "More scenes (each replaces the first source; one output each and a VRT mosaic)",
+                QgsProcessing.TypeRaster, optional=True),
+            QgsProcessingParameterEnum("EXECUTOR", "Execution: executor", EXECUTOR_LABELS, defaultValue=0),
+            QgsProcessingParameterNumber("WORKERS", "Execution: workers (threads or local Dask processes)",
+                                         defaultValue=1, minValue=1),
+            QgsProcessingParameterString("SCHEDULER", "Execution: Dask scheduler address (empty: a local cluster)",
+                                         optional=True),
         ]
         self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output"))
         # the extra products, <output>_confidence.tif and <output>_probabilities.tif, for the modeler
-        for kind in OUTPUTS[1:]:
-            self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[OUTPUTS.index(kind)]))
+        for kind in CLASSIFIER_PRODUCTS[1:]:
+            self.addOutput(QgsProcessingOutputRasterLayer(kind.upper(), OUTPUT_LABELS[CLASSIFIER_PRODUCTS.index(kind)]))
 
     def build_job(self, parameters, context, feedback):
         layers = self.parameterAsLayerList(parameters, "SOURCES", context)
@@ -94,7 +109,7 @@ class ApplyModel(EngineAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() not in GEOTIFF_SUFFIXES:
             raise QgsProcessingException(f"Apply model writes GeoTIFF files: name the output *.tif, not {output}")
-        kinds = [OUTPUTS[k] for k in self.parameterAsEnums(parameters, "OUTPUTS", context)] or ["class_map"]
+        kinds = [CLASSIFIER_PRODUCTS[k] for k in self.parameterAsEnums(parameters, "OUTPUTS", context)] or ["class_map"]
         spec = {
             "job": "apply_model",
             "model": self.parameterAsFile(parameters, "MODEL", context),
@@ -102,7 +117,7 @@ class ApplyModel(EngineAlgorithm):
             "output": output,
             "outputs": kinds,
             "tile_size": self.parameterAsInt(parameters, "TILE_SIZE", context) or None,
-            "border": BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
+            "border": SERVING_BORDERS[self.parameterAsEnum(parameters, "BORDER", context)],
             "tta": self.parameterAsBoolean(parameters, "TTA", context),
             "extent": None,
         }
@@ -111,14 +126,19 @@ class ApplyModel(EngineAlgorithm):
             spec["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
-        stem = Path(output)
-        siblings = [str(stem.with_name(f"{stem.stem}_{kind}{stem.suffix or '.tif'}")) for kind in kinds[1:]]
-        return spec, [output] + siblings
+        spec.update(executor=EXECUTORS[self.parameterAsEnum(parameters, "EXECUTOR", context)],
+                    workers=self.parameterAsInt(parameters, "WORKERS", context) or 1,
+                    scheduler=self.parameterAsString(parameters, "SCHEDULER", context).strip() or None)
+        scenes = self.parameterAsLayerList(parameters, "SCENES", context)
+        if scenes:
+            spec["scenes"] = [sources] + [[raster_path(layer, f"scene {k + 2}")] + sources[1:]
+                                          for k, layer in enumerate(scenes)]
+        return spec, [output] + [sibling_output(output, kind) for kind in kinds[1:]]
 
     def make_results(self, result, parameters, context, feedback):
         for kind, path in result.get("outputs", {}).items():
             if kind in STYLES:
-                load_as = "" if path == result["output"] else OUTPUT_LABELS[OUTPUTS.index(kind)]
+                load_as = "" if path == result["output"] else OUTPUT_LABELS[CLASSIFIER_PRODUCTS.index(kind)]
                 style_output(context, path, STYLES[kind], load_as=load_as)
         if not any(kind in STYLES for kind in result.get("outputs", {})):
             # an image or regression output: rendered like the first source when it has its bands
@@ -127,5 +147,5 @@ class ApplyModel(EngineAlgorithm):
                 style_output(context, result["output"], IMAGE, source=source)
         for name in result.get("warped_sources", []):
             feedback.pushInfo(f"{name} was warped on the fly onto the reference grid")
-        extras = {kind.upper(): path for kind, path in result.get("outputs", {}).items() if kind in OUTPUTS[1:]}
+        extras = {kind.upper(): path for kind, path in result.get("outputs", {}).items() if kind in CLASSIFIER_PRODUCTS[1:]}
         return {"OUTPUT": result["output"], **extras}

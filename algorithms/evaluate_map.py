@@ -14,11 +14,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.contract import REPORT_FILES
 from .base import EngineAlgorithm, raster_path, renderer_classes
 
-#: The files the engine writes into the output folder (engine.evaluation.FILES; not imported:
-#: the engine stays out of QGIS). Listed so that a killed job's ``.part`` files are removed.
-REPORT_FILES = ("confusion_matrix.csv", "metrics.json", "per_class.csv", "confusion_matrix.png", "report.html")
 
 
 class EvaluateMap(EngineAlgorithm):
@@ -86,7 +84,7 @@ class EvaluateMap(EngineAlgorithm):
             spec["class_field"] = self.parameterAsString(parameters, "CLASS_FIELD", context)
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
-        return spec, [str(Path(folder) / name) for name in REPORT_FILES]
+        return spec, [str(Path(folder) / name) for name in REPORT_FILES.values()]
 
     def make_results(self, result, parameters, context, feedback):
         metrics, files = result["metrics"], result["files"]

@@ -1,6 +1,5 @@
 """Extract patches: cut co-registered patches from several rasters at sample positions (a dataset folder)."""
 
-import re
 from pathlib import Path
 
 from qgis.core import (
@@ -19,9 +18,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.contract import LABEL_KINDS, as_source_name
 from .base import EngineAlgorithm, parse_classes, raster_path, renderer_classes
 
-LABEL_KINDS = ("class", "segmentation", "image")
 LABEL_KIND_LABELS = ("Class of each position (patch classification)", "Label raster patches (segmentation)",
                      "Target image patches (regression / super-resolution)")
 
@@ -93,7 +92,7 @@ class ExtractPatches(EngineAlgorithm):
             sizes = [int(size) for size in sizes]
         except ValueError:
             raise QgsProcessingException(f"Patch sizes must be integers: {sizes}") from None
-        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [_identifier(layer.name()) for layer in layers]
+        names = _split(self.parameterAsString(parameters, "NAMES", context)) or [as_source_name(layer.name()) for layer in layers]
         if len(names) != len(layers):
             raise QgsProcessingException(f"{len(layers)} sources but {len(names)} names; give one per source.")
         output = self.parameterAsString(parameters, "OUTPUT", context)
@@ -140,9 +139,3 @@ class ExtractPatches(EngineAlgorithm):
 
 def _split(text: str) -> list:
     return [part.strip() for part in (text or "").replace(";", ",").split(",") if part.strip()]
-
-
-def _identifier(name: str) -> str:
-    """A layer name as a source name: letters, digits and '_' starting with a letter."""
-    cleaned = re.sub(r"\W+", "_", name).strip("_")
-    return cleaned if cleaned[:1].isalpha() else f"s_{cleaned}"

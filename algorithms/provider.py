@@ -11,11 +11,14 @@ from .check_environment import CheckEnvironment
 from .describe_model import DescribeModel
 from .evaluate_map import EvaluateMap
 from .extract_patches import ExtractPatches
+from .import_model import ImportModel
 from .runner import default_python
 from .select_samples import SelectSamples
 from .train_model import TrainModel
+from .vectorize_class_map import VectorizeClassMap
 
-ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel)
+ALGORITHMS = (CheckEnvironment, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap, TrainModel,
+              ImportModel, VectorizeClassMap)
 #: Processing models shipped with the plugin (built by scripts/build_model3.py).
 MODELS = Path(__file__).parent.parent / "processing_models"
 

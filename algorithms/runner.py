@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+from ..engine.outputs import remove_leftovers
+
 PLUGIN_DIR = Path(__file__).parent.parent  # not resolved: a symlinked plugin folder keeps its name
 PACKAGE = __name__.split(".")[0]
 ENV_PYTHON = "DEEPFIELD_PYTHON"
 TERMINATE_GRACE_S = 5.0
-PART_SUFFIX = ".part"  # engine.outputs.PART_SUFFIX; not imported: keeps the engine out of QGIS
 
 
 class EngineJobError(Exception):
@@ -198,21 +198,10 @@ def _log(feedback, message: dict) -> None:
 
 
 def _remove_parts(outputs) -> None:
-    """Remove what a stopped worker left of each output: ``<name>.part`` (file or folder), its
-    side files ``<name>.part.*`` (``.aux.xml``) and the class-map style ``<stem>.qml.part``."""
+    """Remove what a stopped worker left of each output (see :func:`..engine.outputs.remove_leftovers`)."""
     for output in outputs or ():
-        if not output:
-            continue
-        output = Path(output)
-        if not output.parent.is_dir():
-            continue
-        parts = (output.name + PART_SUFFIX, output.with_suffix(".qml").name + PART_SUFFIX)
-        for path in output.parent.iterdir():
-            if path.name in parts or path.name.startswith(tuple(part + "." for part in parts)):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+        if output:
+            remove_leftovers(output)
 
 
 def _diagnose(python: str, returncode: int, stderr_tail: str) -> str:

@@ -15,14 +15,11 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from ..engine.contract import LABEL_STRATEGIES, POLYGON_MODES, SAMPLING_STRATEGIES, SPLIT_MODES, SPLITS
 from .base import EngineAlgorithm, raster_path
 
-STRATEGIES = ("points", "polygons", "label_raster", "grid")
 STRATEGY_LABELS = ("Points with a class field", "Polygons with a class field", "Label raster",
                    "Regular grid (segmentation)")
-LABEL_STRATEGIES = ("constant", "total", "smallest", "all")
-POLYGON_MODES = ("random", "grid")
-SPLIT_MODES = ("random", "blocks")
 
 
 class SelectSamples(EngineAlgorithm):
@@ -100,14 +97,14 @@ class SelectSamples(EngineAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() != ".gpkg":
             raise QgsProcessingException(f"Sample positions are written as a GeoPackage (.gpkg), not {output}")
-        strategy = STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)]
+        strategy = SAMPLING_STRATEGIES[self.parameterAsEnum(parameters, "STRATEGY", context)]
         spec = {
             "job": "select_samples",
             "raster": raster_path(image, "image"),
             "strategy": strategy,
             "patch_size": self.parameterAsInt(parameters, "PATCH_SIZE", context),
             "split": {name: self.parameterAsDouble(parameters, name.upper(), context)
-                      for name in ("train", "valid", "test")},
+                      for name in SPLITS},
             "split_mode": SPLIT_MODES[self.parameterAsEnum(parameters, "SPLIT_MODE", context)],
             "block_size": self.parameterAsDouble(parameters, "BLOCK_SIZE", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),

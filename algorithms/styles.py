@@ -8,6 +8,7 @@ names what each output is, in ``processAlgorithm`` (``build_job``/``make_results
     style_output(context, path, PROBABILITIES)           # band 1 on a 0..1 colour ramp
     style_output(context, path, IMAGE, source=layer)     # the input layer's band rendering
     style_output(context, sibling, CONFIDENCE, load_as="Confidence")  # an extra file, loaded too
+    style_output(context, path, CLASS_POLYGONS)          # a GeoPackage's own default style (layer_styles)
 
 ``path`` is the output as ``parameterAsOutputLayer`` returned it. Nothing happens when the user
 chose not to open the output, or without a project (``qgis_process``).
@@ -27,7 +28,8 @@ from qgis.core import (
 from qgis.PyQt.QtXml import QDomDocument
 
 CLASS_MAP, PROBABILITIES, CONFIDENCE, IMAGE = "class_map", "probabilities", "confidence", "image"
-KINDS = (CLASS_MAP, PROBABILITIES, CONFIDENCE, IMAGE)
+CLASS_POLYGONS = "class_polygons"
+KINDS = (CLASS_MAP, PROBABILITIES, CONFIDENCE, IMAGE, CLASS_POLYGONS)
 PROBABILITY_RAMP = "Viridis"  # QGIS default style's ramp for values 0..1 (probabilities, confidence)
 
 # Processing keeps only a C++ pointer to a post-processor: Python must keep it alive until loaded.
@@ -74,6 +76,8 @@ def apply_style(layer: QgsMapLayer, kind: str, source_style: str = "") -> bool:
     if kind == CLASS_MAP:
         sidecar = Path(layer.source()).with_suffix(".qml")
         applied = sidecar.exists() and layer.loadNamedStyle(str(sidecar))[1]
+    elif kind == CLASS_POLYGONS:  # the default style stored in the GeoPackage (engine/layer_styles.py)
+        applied = layer.loadDefaultStyle()[1]
     elif kind in (PROBABILITIES, CONFIDENCE):
         layer.setRenderer(probability_renderer(layer))
         applied = True

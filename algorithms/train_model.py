@@ -99,6 +99,9 @@ class TrainModel(EngineAlgorithm):
                 "GAN", "Adversarial loss (super-resolution datasets)", defaultValue=False),
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
+            QgsProcessingParameterNumber(
+                "WORKERS", "Workers (local processes; more than 1: multi-worker training, no validation)",
+                QgsProcessingParameterNumber.Integer, defaultValue=1, minValue=1),
         ]
         self.add_advanced(*advanced)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
@@ -141,6 +144,9 @@ class TrainModel(EngineAlgorithm):
             "hyperparameters": hyperparameters,
             "output": output,
         }
+        workers = self.parameterAsInt(parameters, "WORKERS", context)
+        if workers > 1:
+            spec["workers"] = workers
         return spec, [output]
 
     def make_results(self, result, parameters, context, feedback):

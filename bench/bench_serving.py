@@ -91,13 +91,13 @@ def streaming(folder: Path) -> dict:
     The machine is shared: the three are measured back to back in rounds; ratios are per round.
     """
     from deepfield.engine.classes import ClassStyle
-    from deepfield.engine.serving import _TileReader, classifier_products, make_infer, plan_serving, serve_model
+    from deepfield.engine.serving import TileReader, classifier_products, make_infer, plan_serving, serve_model
 
     model, geometry = unet()
     source = mosaic(folder / "stream.vrt", STREAM_COPIES)
     plan = plan_serving(geometry, [source], tile=TILE)
     infer = make_infer(model, [(w.height, w.width, 4) for w in plan.tasks[0].windows])
-    reader = _TileReader(plan, "skip")
+    reader = TileReader(plan, "skip")
     inputs = [reader(t).inputs for t in plan.tasks]
     infer(inputs[0])  # trace once
     classes = tuple(ClassStyle(v, f"class {v}", "#808080") for v in range(1, 7))

@@ -16,6 +16,16 @@ from .errors import EngineError, InvalidSpec, JobCancelled, MissingCRS, NoOverla
 
 #: Public name -> the module that defines it.
 _LAZY = {
+    "Grid": "geometry",
+    "Window": "geometry",
+    "ModelGeometry": "geometry",
+    "derive_geometry": "fields",
+    "ModelMetadata": "modelfolder",
+    "load_model_folder": "modelfolder",
+    "save_model_folder": "modelfolder",
+    "serve_model": "serving",
+    "open_dataset": "dataset",
+    "raster_info": "rasters",
 }
 
 __all__ = ["EngineError", "InvalidSpec", "JobCancelled", "MissingCRS", "NoOverlap", "NotAModelFolder",

@@ -12,17 +12,31 @@ import os
 import sys
 import traceback
 
+from .errors import InvalidSpec
 from .jobs import get_job
 from .protocol import EngineError, JobCancelled, Reporter
 
 
 def read_spec(argument: str) -> dict:
-    if argument == "-":
-        return json.load(sys.stdin)
-    if argument.lstrip().startswith("{"):
-        return json.loads(argument)
-    with open(argument, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The job spec in ``argument`` (``-``, inline JSON or a file); :class:`InvalidSpec` when it
+    cannot be read or is not a JSON object."""
+    where = "standard input" if argument == "-" else "the inline spec" if argument.lstrip().startswith("{") else argument
+    try:
+        if argument == "-":
+            spec = json.load(sys.stdin)
+        elif argument.lstrip().startswith("{"):
+            spec = json.loads(argument)
+        else:
+            with open(argument, encoding="utf-8") as handle:
+                spec = json.load(handle)
+    except OSError as error:
+        raise InvalidSpec(f"cannot read the job spec {argument}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InvalidSpec(f"the job spec in {where} is not valid JSON: {error}") from None
+    if not isinstance(spec, dict):
+        raise InvalidSpec(f"the job spec in {where} must be a JSON object {{\"job\": name, ...}}, "
+                          f"not {type(spec).__name__}")
+    return spec
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,10 @@ where one is needed).
 
 from __future__ import annotations
 
+import csv
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
+from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 
@@ -34,6 +37,52 @@ def rgb(color: str) -> tuple[int, int, int]:
     """``#rrggbb`` -> (red, green, blue), 0..255."""
     color = color.lstrip("#")
     return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def qml_classes(qml) -> dict[int, ClassStyle]:
+    """Classes of a QGIS raster style (``.qml``): paletted ``paletteEntry`` or pseudocolor ``item``
+    elements with an integer value and a label, by value; empty when the file is no style."""
+    try:
+        root = ElementTree.parse(qml).getroot()
+    except ElementTree.ParseError:
+        return {}
+    classes = {}
+    for entry in list(root.iter("paletteEntry")) + list(root.iter("item")):
+        try:
+            value = float(entry.get("value", ""))
+        except ValueError:
+            continue
+        if value == int(value) and entry.get("label"):
+            classes[int(value)] = ClassStyle(int(value), entry.get("label"), entry.get("color", "")[:7])
+    return classes
+
+
+def csv_classes(path) -> dict[int, ClassStyle]:
+    """Classes of a CSV table, one row per class: ``value,name[,color]`` (a first row that does not
+    start with an integer is a header and skipped); ``ValueError`` names the row that is wrong."""
+    classes = {}
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        for number, row in enumerate(csv.reader(file), start=1):
+            cells = [cell.strip() for cell in row]
+            if not any(cells):
+                continue
+            try:
+                value = int(cells[0])
+            except ValueError:
+                if number == 1:
+                    continue
+                raise ValueError(f"{path}, row {number}: {row!r} does not start with an integer class value") from None
+            if len(cells) < 2 or not cells[1]:
+                raise ValueError(f"{path}, row {number}: write value,name or value,name,#rrggbb")
+            classes[value] = ClassStyle(value, cells[1], cells[2] if len(cells) > 2 else "")
+    return classes
+
+
+def read_classes(path) -> dict[int, ClassStyle]:
+    """Classes from a ``.qml`` style or a ``.csv`` table (see :func:`qml_classes`, :func:`csv_classes`)."""
+    if Path(path).suffix.lower() == ".qml":
+        return qml_classes(path)
+    return csv_classes(path)
 
 
 def class_map_qml(classes: tuple[ClassStyle, ...]) -> str:

@@ -14,7 +14,9 @@ parses it with :meth:`JobSpec.from_dict`, which rejects an unknown key and lists
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
+from pathlib import PurePath
 from typing import Any, ClassVar, TypeVar
 
 from .errors import InvalidSpec
@@ -32,6 +34,17 @@ SERVING_BORDERS = BORDER_MODES + ("shrink",)
 NODATA_MODES = ("skip", "mask")
 #: Rasters a classifier's serving can write.
 CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
+#: Where serving's tiles run: local threads, or Dask workers (a LocalCluster or a scheduler address).
+EXECUTORS = ("threads", "dask")
+#: Memory budget (MB) the automatic tile size fits when a spec gives none.
+DEFAULT_MEMORY_MB = 1024
+
+
+def sibling_output(path: str, kind: str) -> str:
+    """Where serving writes the extra output ``kind`` next to ``path``: ``<stem>_<kind><suffix>``
+    (``.tif`` when ``path`` has no suffix). QGIS names its expected outputs with the same rule."""
+    path = PurePath(path)
+    return str(path.with_name(f"{path.stem}_{kind}{path.suffix or '.tif'}"))
 
 # -- sampling ------------------------------------------------------------------------------------
 SAMPLING_STRATEGIES = ("points", "polygons", "label_raster", "grid")
@@ -42,6 +55,29 @@ SPLITS = ("train", "valid", "test")
 
 # -- datasets ------------------------------------------------------------------------------------
 LABEL_KINDS = ("class", "segmentation", "image")
+#: A source name becomes a file name and a model input name: a letter, then letters, digits, ``_``.
+SOURCE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def as_source_name(text: str) -> str:
+    """``text`` (a layer name) made a valid source name (:data:`SOURCE_NAME_PATTERN`): runs of other
+    characters become ``_``, and ``s_`` is put before a name that does not start with a letter."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
+    return cleaned if SOURCE_NAME_PATTERN.match(cleaned) else f"s_{cleaned}"
+
+
+#: The key of a dataset's labels (``labels-00000.npy`` shards): no source may be called so.
+DATASET_LABELS = "labels"
+
+
+def check_dataset_name(name: str, what: str = "source name") -> str:
+    """``name`` if it can be a dataset source name (:data:`SOURCE_NAME_PATTERN`, and not
+    :data:`DATASET_LABELS`); else :class:`InvalidSpec`."""
+    if not SOURCE_NAME_PATTERN.match(name or "") or name == DATASET_LABELS:
+        raise InvalidSpec(f"invalid {what} {name!r}: use a letter then letters, digits or '_' "
+                          f"(not {DATASET_LABELS!r})")
+    return name
+
 
 # -- training ------------------------------------------------------------------------------------
 #: Per-class loss weights from the training label counts (see engine.training.network.class_weights).
@@ -124,6 +160,97 @@ class CheckEnvironmentSpec(JobSpec):
 
 
 # -- spec: describe_model, apply_model -----------------------------------------------------------
+def _positive(value: Any, key: str, job: str, kind: type | tuple = (int, float)) -> None:
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise InvalidSpec(f"{job}: {key} must be a positive {'integer' if kind is int else 'number'}, "
+                          f"not {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DescribeModelSpec(JobSpec):
+    """``model``: a model folder. ``tile_size``: output pixels (null/0 = the tile Apply model picks
+    from ``memory_mb``, MB). ``output``: optional text file the description is written to."""
+
+    JOB: ClassVar[str] = "describe_model"
+    model: str
+    tile_size: int | None = None
+    memory_mb: float | None = None
+    output: str | None = None
+
+    def validate(self) -> None:
+        if not self.model:
+            raise InvalidSpec(f"{self.JOB}: the spec needs 'model' (a model folder)")
+        if self.tile_size:
+            _positive(self.tile_size, "tile_size", self.JOB, int)
+        if self.memory_mb is not None:
+            _positive(self.memory_mb, "memory_mb", self.JOB)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyModelSpec(JobSpec):
+    """Serve a model folder over sources (see docs/architecture.md).
+
+    ``model`` (folder), ``sources`` (raster paths, model input order), ``output`` (GeoTIFF path),
+    ``outputs`` (classifiers: any of :data:`CLASSIFIER_PRODUCTS`; the first is written to
+    ``output``, the others to :func:`sibling_output`), ``tile_size`` (output px; null/0 = from
+    ``memory_mb``, MB), ``border`` (:data:`SERVING_BORDERS`), ``extent`` (``[xmin, ymin, xmax, ymax]``
+    in the reference source's CRS), ``mask`` and ``mask_layer`` (polygons: outside is nodata),
+    ``nodata_mode`` (:data:`NODATA_MODES`: ``skip`` writes tiles that are nodata (declared or NaN)
+    in every source as nodata; ``mask`` also blanks pixels whose receptive field touches nodata),
+    ``background`` (optional: the value of skipped tiles in regression/image outputs instead of
+    their nodata; classifier outputs always get nodata), ``stack_outputs`` (regression/image
+    models with several outputs: bands of one raster, else one raster each).
+
+    Execution: ``executor`` (:data:`EXECUTORS`), ``workers`` (reading threads, or local Dask worker
+    processes), ``scheduler`` (an existing Dask scheduler address: its workers are used instead of a
+    local cluster), ``geotiff`` (Dask: also write each product's GeoTIFF from its tile VRT),
+    ``scenes`` (a list of source lists: one output per scene and a VRT mosaic; ``sources`` is then
+    not needed). ``tta``: test-time augmentation, the network averaged over the 8 flips/rotations
+    of every tile (exact; 8 times the compute; threads executor).
+    """
+
+    JOB: ClassVar[str] = "apply_model"
+    model: str
+    sources: list | None = None
+    output: str = ""
+    outputs: list | None = None
+    tile_size: int | None = None
+    border: str = "reflect"
+    extent: list | None = None
+    mask: str | None = None
+    mask_layer: str | None = None
+    memory_mb: float = DEFAULT_MEMORY_MB
+    nodata_mode: str = "skip"
+    background: float | None = None
+    stack_outputs: bool = True
+    executor: str = "threads"
+    workers: int = 1
+    scheduler: str | None = None
+    geotiff: bool = True
+    scenes: list | None = None
+    tta: bool = False
+
+    def validate(self) -> None:
+        for key in ("model", "output"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"{self.JOB}: the spec needs {key!r}")
+        if self.tta and self.executor != "threads":
+            raise InvalidSpec(f"{self.JOB}: test-time augmentation ('tta') runs with the 'threads' executor, "
+                              f"not {self.executor!r}")
+        if not self.sources and not self.scenes:
+            raise InvalidSpec(f"{self.JOB}: the spec needs 'sources' (or 'scenes': lists of sources)")
+        check_choice(self.executor, EXECUTORS, "executor", self.JOB)
+        _positive(self.workers, "workers", self.JOB, int)
+        check_choice(self.border, SERVING_BORDERS, "border", self.JOB)
+        check_choice(self.nodata_mode, NODATA_MODES, "nodata_mode", self.JOB)
+        for kind in self.outputs or ():
+            check_choice(kind, CLASSIFIER_PRODUCTS, "outputs", self.JOB)
+        if self.tile_size:
+            _positive(self.tile_size, "tile_size", self.JOB, int)
+        _positive(self.memory_mb, "memory_mb", self.JOB)
+        if self.extent is not None and len(self.extent) != 4:
+            raise InvalidSpec(f"{self.JOB}: extent must be [xmin, ymin, xmax, ymax], not {self.extent!r}")
+
 
 # -- spec: select_samples ------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
@@ -180,21 +307,6 @@ class SelectSamplesSpec(JobSpec):
             raise InvalidSpec(f"select_samples: patch_size must be >= 1 pixel, got {self.patch_size}")
 
 # -- spec: extract_patches -----------------------------------------------------------------------
-#: The key of a dataset's labels (``labels-00000.npy`` shards): no source may be called so.
-DATASET_LABELS = "labels"
-
-
-def check_dataset_name(name: str, what: str = "source name") -> str:
-    """``name`` if it can be a dataset source name (a file name and a model input name): a letter
-    then ASCII letters, digits or ``_``, and not :data:`DATASET_LABELS`; else :class:`InvalidSpec`."""
-    valid = bool(name) and name[0].isascii() and name[0].isalpha() and name != DATASET_LABELS and all(
-        c.isascii() and (c.isalnum() or c == "_") for c in name)
-    if not valid:
-        raise InvalidSpec(f"invalid {what} {name!r}: use a letter then letters, digits or '_' "
-                          f"(not {DATASET_LABELS!r})")
-    return name
-
-
 @dataclasses.dataclass(frozen=True)
 class PatchSourceSpec(JobSpec):
     """One raster to cut: ``path``, ``patch_size`` (its own pixels), ``name`` (dataset key)."""
@@ -288,8 +400,9 @@ class TrainModelSpec(JobSpec):
     ``learning_rate`` is per step. ``early_stopping_patience``: epochs without improvement before
     stopping (0: never). ``loss`` (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan``
     (``image`` datasets): add an adversarial loss, weighted ``adversarial_weight``, against the
-    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. A key given
-    as ``null`` takes its default.
+    zoo's patch discriminator. ``hyperparameters`` go to the model builder unchanged. ``workers``:
+    local training processes (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null``
+    takes its default.
 
     The recipe (see the Train model help): ``time_budget`` (minutes, 0 = none) stops training when
     spent; ``crop_size`` (pixels of the first source, 0 = whole patches) trains on a random crop
@@ -323,6 +436,7 @@ class TrainModelSpec(JobSpec):
     loss: str = "l1"
     adversarial_weight: float = 1e-3
     hyperparameters: dict = dataclasses.field(default_factory=dict)
+    workers: int = 1
 
     @classmethod
     def from_dict(cls, spec: dict) -> "TrainModelSpec":
@@ -357,6 +471,7 @@ class TrainModelSpec(JobSpec):
         check_choice(self.loss, IMAGE_LOSSES, "'loss'", self.JOB)
         if not isinstance(self.hyperparameters, dict):
             raise InvalidSpec("train_model: 'hyperparameters' must be an object (name -> value)")
+        _positive(self.workers, "workers", self.JOB, int)
 
 
 # -- spec: evaluate_map --------------------------------------------------------------------------
@@ -392,5 +507,94 @@ class EvaluateMapSpec(JobSpec):
                               f"'ignore_values' integers ({error})") from None
 
 # -- spec: import_model --------------------------------------------------------------------------
+#: What a model folder's network does (``deepfield.json``'s ``task``).
+MODEL_TASKS = ("classification", "segmentation", "regression", "super_resolution")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportModelSpec(JobSpec):
+    """A network trained elsewhere -> a DeepField model folder (:mod:`..importing`).
+
+    ``network``: a Keras ``.keras`` / ``.h5`` file or a TensorFlow SavedModel folder. ``output``:
+    the model folder to write. ``task``: one of :data:`MODEL_TASKS`. ``sources``: one object per
+    network input, in source order (the first is the reference): ``name`` (required), and
+    optionally ``bands`` (checked against the network), ``scale`` (its pixel spacing / the
+    reference's, ``"2"`` or ``"1/2"``; checked), ``rf`` (OTBTF receptive field, its pixels;
+    checked), ``nodata`` (a number or one per band), ``mean`` and ``std`` (per band: the network
+    then sees ``(x - mean) / std``). ``expression_field`` (output pixels) and ``spacing_scale``
+    (output spacing / reference spacing, e.g. ``"4"``): OTBTF-style values checked against the
+    network (for a network with a fixed input size, the spacing scale sets how far apart its
+    windows are: default 1). ``classes``: ``[{"value", "name", "color"?}]`` in output channel
+    order; ``classes_file``: a ``.qml`` style or a ``.csv`` (``value,name[,color]``) instead.
+    ``endpoint``: the SavedModel signature to serve. ``outputs``: the names of the network outputs
+    to serve, in order (default: all; OTBTF networks also emit cropped copies of an output).
+    """
+
+    JOB: ClassVar[str] = "import_model"
+    network: str
+    output: str
+    task: str
+    sources: list
+    classes: list = dataclasses.field(default_factory=list)
+    classes_file: str | None = None
+    expression_field: int | None = None
+    spacing_scale: str | None = None
+    endpoint: str = "serving_default"
+    outputs: list = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        check_choice(self.task, MODEL_TASKS, "task", self.JOB)
+        if not self.network or not self.output:
+            raise InvalidSpec(f"{self.JOB}: network and output must be paths")
+        if not isinstance(self.sources, list) or not self.sources:
+            raise InvalidSpec(f"{self.JOB}: sources must list one object per network input, e.g. "
+                              '[{"name": "image", "bands": 4}]')
+        for k, source in enumerate(self.sources):
+            if not isinstance(source, dict) or not source.get("name"):
+                raise InvalidSpec(f"{self.JOB}: sources[{k}] must be an object with a \"name\"")
+            check_dataset_name(source["name"], f"{self.JOB}: sources[{k}] name")
+        if not isinstance(self.classes, list) or not isinstance(self.outputs, list) \
+                or not all(isinstance(name, str) for name in self.outputs):
+            raise InvalidSpec(f"{self.JOB}: classes must be a list of objects, outputs a list of output names")
+        if self.classes and self.classes_file:
+            raise InvalidSpec(f"{self.JOB}: give classes or classes_file, not both")
+        if self.expression_field is not None and (not isinstance(self.expression_field, int)
+                                                  or self.expression_field < 1):
+            raise InvalidSpec(f"{self.JOB}: expression_field must be a positive integer (output pixels), "
+                              f"not {self.expression_field!r}")
+
 
 # -- spec: vectorize_class_map -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class VectorizeClassMapSpec(JobSpec):
+    """A class map to polygons (see ``engine/vectorize.py``).
+
+    ``map``: class raster (band 1, whole-number values). ``output``: GeoPackage (``.gpkg``).
+    ``min_area``: squared map units, smaller regions are dropped. ``simplify``: tolerance in map
+    units (0: none). ``skip_values``: class values that get no polygon (e.g. background).
+    ``classes``: ``[{"value", "name", "color"}]`` names and colours (default: the map's own).
+    ``tile_size``: tile side in pixels (memory, never the result).
+    """
+
+    JOB: ClassVar[str] = "vectorize_class_map"
+    map: str
+    output: str
+    min_area: float = 0.0
+    simplify: float = 0.0
+    skip_values: tuple = ()
+    classes: tuple = ()
+    tile_size: int = 1024
+
+    def validate(self) -> None:
+        for key, unit in (("min_area", "squared map units"), ("simplify", "map units")):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidSpec(f"{self.JOB}: {key} must be a number >= 0 ({unit}); got {value!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in self.skip_values):
+            raise InvalidSpec(f"{self.JOB}: skip_values must be integer class values; got {list(self.skip_values)!r}")
+        if any(not isinstance(c, dict) or not isinstance(c.get("value"), int)
+               or not re.fullmatch(r"(#[0-9a-fA-F]{6})?", str(c.get("color") or "")) for c in self.classes):
+            raise InvalidSpec(f"{self.JOB}: classes must be [{{\"value\": int, \"name\": str, \"color\": "
+                              f"\"#rrggbb\"}}]; got {list(self.classes)!r}")
+        if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
+            raise InvalidSpec(f"{self.JOB}: tile_size must be a whole number of pixels >= 1; got {self.tile_size!r}")

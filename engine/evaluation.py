@@ -17,14 +17,13 @@ the reference) is 0, as scikit-learn's ``zero_division=0``.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .classes import ClassStyle
+from .classes import ClassStyle, qml_classes
 from .contract import EvaluateMapSpec
 from .crs import bounds_in, crs_transform
 from .errors import EngineError, InvalidSpec, NoOverlap
@@ -204,7 +203,7 @@ def map_classes(path: str) -> dict[int, ClassStyle]:
     category names and colour table (band 1). Empty when none."""
     qml = Path(path).with_suffix(".qml")
     if qml.is_file():
-        found = _qml_classes(qml)
+        found = qml_classes(qml)
         if found:
             return found
     dataset = _open_raster(path, "class map")
@@ -236,23 +235,6 @@ def _rat_names(rat) -> dict[int, str]:
         if name:
             names[value] = name
     return names
-
-
-def _qml_classes(qml: Path) -> dict[int, ClassStyle]:
-    """Classes of a QGIS raster style: paletted ``paletteEntry`` or pseudocolor ``item`` elements."""
-    try:
-        root = ElementTree.parse(qml).getroot()
-    except ElementTree.ParseError:
-        return {}
-    classes = {}
-    for entry in list(root.iter("paletteEntry")) + list(root.iter("item")):
-        try:
-            value = float(entry.get("value", ""))
-        except ValueError:
-            continue
-        if value == int(value) and entry.get("label"):
-            classes[int(value)] = ClassStyle(int(value), entry.get("label"), entry.get("color", "")[:7])
-    return classes
 
 
 def class_infos(values: Sequence[int], given: Sequence[ClassStyle], map_path: str) -> list[ClassStyle]:

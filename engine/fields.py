@@ -8,8 +8,9 @@ The result is a :class:`~.geometry.ModelGeometry` that makes region propagation 
    ``n_in = (a/b) * n_out + c`` for ``c`` in ``[c_lo, c_hi]`` (its *size relation*: the input
    sizes that yield exactly ``n_out`` pixels). Known layers have exact rules (convolutions with
    strides, dilation and TensorFlow's asymmetric "same" padding, pooling, transposed
-   convolutions, up-sampling, cropping, zero padding, merges, per-pixel layers); any other
-   layer is *probed*: its size relation from zero inputs of many sizes, its taps from the
+   convolutions, up-sampling, cropping, zero padding, merges, per-pixel layers, and layers
+   that state their own map with ``deepfield_layer_map()``, see :mod:`.imported_layers`); any
+   other layer is *probed*: its size relation from zero inputs of many sizes, its taps from the
    gradient support of output pixels over random inputs.
 2. **Walk the graph.** Every tensor gets, per source, an :class:`AxisMap` (:func:`compose`,
    :func:`merge`): its spacing ``s`` (source pixels per tensor pixel), size relation and
@@ -45,6 +46,7 @@ TOLERANCE = 1e-5  # self-check: max abs difference, relative to max(1, |output|)
 PROBE_SIZES = range(1, 41)  # input sizes (pixels) tried when probing an unknown layer
 PROBE_DRAWS = 3  # random inputs whose gradient supports are united
 MAX_PASSES = 6  # derivation passes until the window sizes and the geometry agree
+MAX_SPAN_STEPS = 16  # lattice steps tried for one ground span when per-source windows do not meet
 WALK_TILE = 128  # output pixels (rounded up to EF) of the tile whose windows the sized walks use
 
 POINTWISE = {
@@ -185,6 +187,10 @@ def _layer_maps(op, where: str, sizes: tuple | None):
     """
     size = sizes or (None, None)
     kind = type(op).__name__
+    if hasattr(op, "deepfield_layer_map"):  # a layer that states its map (engine/imported_layers.py)
+        fields = op.deepfield_layer_map()
+        axis = LayerMap(**{**fields, "c_lo": Fraction(fields["c_lo"]), "c_hi": Fraction(fields["c_hi"])})
+        return axis, axis
     if getattr(op, "data_format", "channels_last") == "channels_first":
         raise EngineError(f"{where}: channels_first layers are not supported (use channels_last)")
     if kind in NOT_FULLY_CONVOLUTIONAL:
@@ -363,7 +369,7 @@ def _apply(node, args: list[TensorInfo], cache: dict) -> list[TensorInfo]:
     if maps == "merge" or (len(args) > 1 and type(op).__name__ in POINTWISE):
         sizes = {arg.size for arg in args if arg.maps}
         if len(sizes) > 1:
-            raise EngineError(f"{where}: merges tensors of sizes {sorted(sizes)} for the derived windows")
+            raise MergeSizes(f"{where}: merges tensors of sizes {sorted(sizes)} for the derived windows")
         sources = sorted({i for arg in args for i in arg.maps})
         merged = {i: tuple(merge([arg.maps[i][axis] for arg in args if i in arg.maps], where) for axis in (0, 1))
                   for i in sources}
@@ -395,7 +401,7 @@ class AxisFields:
     context: tuple
 
 
-def _axis_fields(maps: list[AxisMap], floors) -> AxisFields:
+def _axis_fields(maps: list[AxisMap], floors, registered: int | None = None) -> AxisFields:
     """Fields along one axis from the output's maps.
 
     ``floors``: per source, the context of the previous pass, whose window sizes the maps were
@@ -403,10 +409,16 @@ def _axis_fields(maps: list[AxisMap], floors) -> AxisFields:
     emits extra pixels after the kept block), so that the window sizes stay in that class.
     """
     context = []
-    for m, floor in zip(maps, floors):
+    for m in maps:
         low = math.floor(m.c_hi)
-        x = low if low >= m.c_lo else math.ceil(m.c_lo)
-        context.append(max(x, floor) if floor is not None else x)
+        context.append(low if low >= m.c_lo else math.ceil(m.c_lo))
+    if registered is not None:  # one ground span: the largest context on the common corners, plus
+        # ``registered`` more lattice steps (reference pixels: the scales' numerators' lcm each)
+        scales = [maps[0].s / m.s for m in maps]  # source spacing / reference spacing
+        lattice = math.lcm(*(scale.numerator for scale in scales))
+        ground = (-(-max(x * scale for x, scale in zip(context, scales)) // lattice) + registered) * lattice
+        context = [int(ground / scale) for scale in scales]
+    context = [max(x, floor) if floor is not None else x for x, floor in zip(context, floors)]
     return AxisFields(tuple(m.s for m in maps), tuple(context))
 
 
@@ -427,12 +439,35 @@ def derive_geometry(model, scales=None, names=None, check: bool = True) -> Model
         if len(tensor.shape) != 4 or tensor.shape[1] is not None or tensor.shape[2] is not None:
             raise EngineError(f"model input {name!r} has shape {tuple(tensor.shape)}; serving needs "
                               "(None, None, None, bands): build it with keras.Input((None, None, bands))")
+    try:
+        geometry = _settle(model, inputs, names, scales)
+    except MergeSizes as error:
+        # branches of several sources meet with sizes that differ for the per-source windows:
+        # give every source's window one ground span (a network built for registered inputs),
+        # the shortest on the sources' common corners with which the branches meet
+        for extra in range(MAX_SPAN_STEPS):
+            try:
+                geometry = _settle(model, inputs, names, scales, registered=extra)
+                break
+            except MergeSizes:
+                continue
+        else:
+            raise error
+    return self_check(model, geometry) if check else geometry
+
+
+class MergeSizes(EngineError):
+    """Branches meet with different sizes for the derived windows."""
+
+
+def _settle(model, inputs, names, scales, registered: int | None = None) -> ModelGeometry:
+    """Derivation passes until the geometry is stable (see :func:`derive_geometry`)."""
     geometry, probes = None, {}
     for _ in range(MAX_PASSES):  # strided "same" padding depends on the window sizes: iterate
         # (each pass walks with the previous pass's window sizes; contexts only grow)
-        candidate = _derive(model, inputs, names, scales, geometry, probes)
+        candidate = _derive(model, inputs, names, scales, geometry, probes, registered)
         if candidate == geometry:
-            return self_check(model, geometry) if check else geometry
+            return geometry
         geometry = candidate
     raise EngineError(f"the model's geometry does not settle after {MAX_PASSES} passes: its padding depends "
                       "on the window size (strided 'same' convolutions?); use 'valid' padding or pooling to down-sample")
@@ -443,7 +478,8 @@ def window_sizes(geometry: ModelGeometry, tile: int) -> list[int]:
     return [int(tile * geometry.ratio(i)) + s.rf - geometry.footprint(i) for i, s in enumerate(geometry.sources)]
 
 
-def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes: dict) -> ModelGeometry:
+def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes: dict,
+            registered: int | None = None) -> ModelGeometry:
     """One pass: walk the graph (with the window sizes of ``previous``, if any) and read the fields.
 
     ``probes``: probed layer maps by layer id, kept between passes."""
@@ -462,7 +498,7 @@ def _derive(model, inputs, names, scales, previous: ModelGeometry | None, probes
                   for i in range(len(inputs))]
     ef = math.lcm(*(m.period for maps in per_source for m in maps))
     floors = previous.extra["context"] if previous else [None] * len(inputs)
-    rows, cols = (_axis_fields([maps[axis] for maps in per_source], floors) for axis in (0, 1))
+    rows, cols = (_axis_fields([maps[axis] for maps in per_source], floors, registered) for axis in (0, 1))
     if (rows.r, rows.context) != (cols.r, cols.context):
         raise EngineError("the model's fields differ between rows and columns; DeepField serves square fields")
     sf = rows.r[0]

@@ -1,4 +1,4 @@
-"""The model folder: a Keras model and the metadata that serves it, and the describe_model job.
+"""The model folder: a Keras model and the metadata that serves it.
 
 Format ``deepfield-model`` version 1 (one folder, written atomically)::
 
@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from .contract import MODEL_TASKS
 from .fields import check_declared, derive_geometry, model_inputs
 from .geometry import ModelGeometry, SourceGeometry
 from .outputs import atomic_output
-from .protocol import EngineError, Reporter
+from .errors import EngineError, NotAModelFolder
 from .classes import ClassStyle
 
 FORMAT = "deepfield-model"
@@ -47,7 +48,7 @@ VERSION = 1
 METADATA = "deepfield.json"
 MODEL = "model.keras"
 CUSTOM_CODE = "custom.py"
-TASKS = ("classification", "segmentation", "regression", "super_resolution")
+TASKS = MODEL_TASKS
 OUTPUT_KINDS = ("probabilities", "regression", "image")
 TASK_OUTPUT_KIND = {"classification": "probabilities", "segmentation": "probabilities",
                     "regression": "regression", "super_resolution": "image"}
@@ -144,9 +145,9 @@ class ModelMetadata:
     def from_dict(cls, doc: dict, where: str = METADATA) -> "ModelMetadata":
         """Parse and validate; :class:`EngineError` names the field that is wrong."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise EngineError(f"{where}: not a DeepField model description (\"format\" must be {FORMAT!r})")
+            raise NotAModelFolder(f"{where}: not a DeepField model description (\"format\" must be {FORMAT!r})")
         if doc.get("version") != VERSION:
-            raise EngineError(f"{where}: version {doc.get('version')!r} is not supported by this DeepField "
+            raise NotAModelFolder(f"{where}: version {doc.get('version')!r} is not supported by this DeepField "
                               f"(it reads version {VERSION}); update DeepField")
         unknown = sorted(set(doc) - KEYS)
         if unknown:
@@ -319,14 +320,14 @@ def read_metadata(path) -> ModelMetadata:
     """The validated metadata of a model folder (the model itself is not loaded)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise EngineError(f"model folder not found: {folder}")
+        raise NotAModelFolder(f"model folder not found: {folder}")
     file = folder / METADATA
     if not file.is_file():
-        raise EngineError(f"{folder} is not a DeepField model folder: {METADATA} is missing")
+        raise NotAModelFolder(f"{folder} is not a DeepField model folder: {METADATA} is missing")
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise EngineError(f"{file}: not valid JSON ({error})") from None
+        raise NotAModelFolder(f"{file}: not valid JSON ({error})") from None
     return ModelMetadata.from_dict(doc, str(file))
 
 
@@ -336,7 +337,7 @@ def load_model_folder(path, verify: bool = True) -> LoadedModel:
     metadata = read_metadata(folder)
     file = folder / MODEL
     if not file.is_file():
-        raise EngineError(f"{folder}: the model file {MODEL} is missing")
+        raise NotAModelFolder(f"{folder}: the model file {MODEL} is missing")
     from .device import tensorflow
     from .nodata import nodata_fill_class
 
@@ -348,7 +349,7 @@ def load_model_folder(path, verify: bool = True) -> LoadedModel:
     try:
         model = keras.saving.load_model(file, compile=False)
     except Exception as error:
-        raise EngineError(f"{file}: cannot load the Keras model ({type(error).__name__}: {error})") from None
+        raise NotAModelFolder(f"{file}: cannot load the Keras model ({type(error).__name__}: {error})") from None
     check_model(model, metadata, str(folder))
     if verify:
         check_geometry(model, metadata, str(folder))
@@ -385,28 +386,20 @@ def save_model_folder(path, model, metadata: ModelMetadata, custom_code=None) ->
     return Path(path)
 
 
-# -- the describe_model job ------------------------------------------------------------------
+# -- description -----------------------------------------------------------------------------
 
-def automatic_tile(loaded: LoadedModel, memory_mb: float) -> int:
-    """The tile size (output pixels) Apply model picks when given none (tile size 0): the largest
-    whose reference-source window fits ``memory_mb`` (Apply then caps it at the image's larger side)."""
-    from .geometry import tile_for_memory
-    from .serving import bytes_per_reference_pixel
-
-    return tile_for_memory(loaded.metadata.geometry, memory_mb * 2**20, bytes_per_reference_pixel(loaded.model))
-
-
-def describe(loaded: LoadedModel, tile: int) -> list[str]:
-    """Text lines: task, inputs, outputs, classes, fields, and the windows a tile reads."""
-    from .serving import describe_serving
-
+def describe(loaded: LoadedModel) -> list[str]:
+    """Text lines: task, inputs, outputs, classes, fields and normalisation of a loaded model folder
+    (what a tile reads is :func:`.serving.describe_serving`)."""
     meta = loaded.metadata
     geometry = meta.geometry
     lines = [f"DeepField model {loaded.path}", f"Task: {meta.task}", "Inputs (source order, the first is the reference):"]
     for k, info in enumerate(meta.inputs):
         nodata = "none" if info.nodata is None else ", ".join(map(str, info.nodata))
         lines.append(f"  {info.name}: {info.bands} band(s), scale {info.scale}, RF {info.rf} px "
-                     f"({geometry.before(k)} before, {geometry.after(k)} after), nodata {nodata}")
+                     f"({geometry.before(k)} before, {geometry.after(k)} after by the patch-centre rule), windows "
+                     f"start on the corners shared by every source, every {geometry.lattice / Fraction(info.scale)} "
+                     f"px, {geometry.window_before(k)} px before a block, nodata {nodata}")
     lines.append("Outputs: " + ", ".join(f"{o.name} ({o.kind}, {o.bands} band(s))" for o in meta.outputs))
     if meta.classes:
         lines.append("Classes: " + ", ".join(f"{c.value} {c.name} {c.color}" for c in meta.classes))
@@ -414,49 +407,4 @@ def describe(loaded: LoadedModel, tile: int) -> list[str]:
     if meta.normalisation:
         lines.append("Normalisation (inside the model): " + "; ".join(
             f"{name} mean {stats['mean']} std {stats['std']}" for name, stats in meta.normalisation.items()))
-    lines += describe_serving(geometry, tile)
     return lines
-
-
-def describe_model_job(spec: dict, reporter: Reporter) -> dict:
-    """The ``describe_model`` job.
-
-    Spec: ``model`` (folder), ``tile_size`` (output pixels; null/0 = the tile Apply model picks
-    from ``memory_mb``, default :data:`.serving.DEFAULT_MEMORY_MB`), ``output`` (optional text file
-    to write the description to). Returns ``{"text", "metadata", "derived", "tile", "output"}``.
-    """
-    from .serving import DEFAULT_MEMORY_MB
-
-    if not spec.get("model"):
-        raise EngineError("describe_model: the spec needs 'model' (a model folder)")
-    tile = spec.get("tile_size") or None
-    if tile is not None and (not isinstance(tile, int) or tile < 1):
-        raise EngineError(f"describe_model: tile_size must be a positive integer (0 = automatic), not {tile!r}")
-    memory_mb = spec.get("memory_mb") or DEFAULT_MEMORY_MB
-    if not isinstance(memory_mb, (int, float)) or memory_mb <= 0:
-        raise EngineError(f"describe_model: memory_mb must be a positive number, not {memory_mb!r}")
-    reporter.progress(5)
-    loaded = load_model_folder(spec["model"], verify=False)
-    reporter.progress(40)
-    derived = check_geometry(loaded.model, loaded.metadata, str(loaded.path))
-    reporter.progress(90)
-    automatic = tile is None
-    if automatic:
-        tile = automatic_tile(loaded, memory_mb)
-    lines = describe(loaded, tile)
-    if automatic:
-        lines.append(f"  (tile size 0: {tile} output px, as Apply model picks it for a {memory_mb:g} MB memory "
-                     "budget; an image smaller than that is served in one tile)")
-    lines.append(f"Derived from the network: period {derived.extra.get('period')}, regime "
-                 f"{derived.extra.get('regime')}, halo {derived.extra.get('halo')} source px (matches the metadata)")
-    text = "\n".join(lines)
-    for line in lines:
-        reporter.log(line)
-    if spec.get("output"):
-        with atomic_output(spec["output"]) as temp:
-            temp.write_text(text + "\n", encoding="utf-8")
-    reporter.progress(100)
-    return {"text": text, "metadata": loaded.metadata.to_dict(), "tile": tile,
-            "derived": {"ef": derived.ef, "sf": str(derived.sf), "crop": derived.crop,
-                        "rf": [s.rf for s in derived.sources], **derived.extra},
-            "output": spec.get("output")}

@@ -2,7 +2,8 @@
 
 A failed or cancelled job leaves neither a half-written file nor a stale one:
 ``<path>.part`` (a file or a folder) is removed on error, and the QGIS side
-removes it too after killing a worker (see ``part_path``).
+removes it too after killing a worker (:func:`remove_leftovers`). Standard library only, so
+QGIS imports it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,25 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-PART_SUFFIX = ".part"
+from .contract import PART_SUFFIX
 
 
 def part_path(path: str | os.PathLike) -> Path:
     """The temporary name an output is written under: ``<path>.part``."""
     path = Path(path)
     return path.with_name(path.name + PART_SUFFIX)
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Remove what a stopped job left of the output ``path``: ``<name>.part`` (file or folder), its
+    side files ``<name>.part.*`` (``.aux.xml``) and the class-map style ``<stem>.qml.part``."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    parts = (part_path(path).name, part_path(path.with_suffix(".qml")).name)
+    for found in path.parent.iterdir():
+        if found.name in parts or found.name.startswith(tuple(part + "." for part in parts)):
+            remove_path(found)
 
 
 def remove_path(path: str | os.PathLike) -> None:

@@ -12,10 +12,11 @@ Vocabulary:
 - Every raster is cut as serving reads it: a raster whose CRS or grid does not line up with the
   reference lattice at its ``scale`` (:func:`spacing_scale`) is warped on the fly onto it
   (:func:`engine.rasters.align_source`, a logged VRT; bilinear, nearest for segmentation labels).
-- Every patch of a sample is centred on the same physical point: the position snapped to the
-  node (pixel centre for an odd patch size, corner for an even one) of the *coarsest* aligned
-  raster cut (sources and label raster), then each raster's patch starts at
-  :func:`engine.geometry.patch_start` of that point in its own (aligned) pixels (docs/architecture.md).
+- Every source patch of a sample starts on the same ground corner, one shared by all the
+  sources' (aligned) grids, as serving's windows do: the common corner nearest to the start of
+  the reference patch centred on the position (:func:`registered_origins`); the position moves
+  to the reference patch's centre, and the label raster's patch is centred there
+  (:func:`engine.geometry.patch_start` in its own pixels; docs/architecture.md).
 
 A position is rejected, and counted per reason, when a patch leaves its raster (``outside``),
 more than ``max_nodata`` of a source patch's pixels are nodata (``nodata``: a pixel is nodata
@@ -45,7 +46,7 @@ from .contract import PatchLabelSpec, PatchSourceSpec
 from .crs import bounds_in, crs_equivalent
 from .dataset import IGNORE_INDEX, DatasetWriter
 from .errors import EngineError, InvalidSpec, NoOverlap
-from .geometry import Window, center_index, patch_start
+from .geometry import Lattice, Window, patch_start, registered_start
 from .outputs import atomic_output
 from .protocol import Reporter
 from .rasters import (
@@ -67,24 +68,37 @@ LABEL = "label"
 
 # -- geometry --------------------------------------------------------------------------------
 
-def snap_to_node(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Move points to the node of ``info``'s grid a ``patch_size`` patch centres on.
+def registered_origins(rasters: list[RasterInfo], sizes: list[int], x: np.ndarray, y: np.ndarray):
+    """Per raster, the ``[n, 2]`` first (col, row) of each point's patch, and the points moved to
+    the reference patch's centre.
 
-    The node is the centre of the pixel holding the point (odd sizes) or the nearest pixel
-    corner (even sizes); see :func:`engine.geometry.center_index`.
+    Every patch of a sample starts on the same ground corner, one that all the rasters' grids
+    share (:class:`engine.geometry.Lattice`), as serving's windows do
+    (:func:`engine.geometry.registered_start`): the common corner nearest to where the reference
+    (first) raster's patch centred on the point would start. With one raster (or nested rasters
+    at scale 1) that is :func:`engine.geometry.patch_start` itself.
     """
-    u, v = info.grid.pixel(x, y)
-    half = 0.5 if patch_size % 2 else 0.0
-    nu = np.array([center_index(a, patch_size) + half for a in u])
-    nv = np.array([center_index(b, patch_size) + half for b in v])
-    return info.grid.map_xy(nu, nv)
+    reference, size = rasters[0], sizes[0]
+    corners = []  # (col, row, scale) of each raster in reference pixels
+    for info in rasters:
+        col, row = reference.grid.pixel(info.grid.origin_x, info.grid.origin_y)
+        scale = Fraction(info.geotransform[1] / reference.geotransform[1]).limit_denominator(MAX_SCALE_DENOMINATOR)
+        corners.append((_fraction(col), _fraction(row), scale))
+    cols = Lattice.common([(c[0], c[2]) for c in corners])
+    rows = Lattice.common([(c[1], c[2]) for c in corners])
+    u, v = reference.grid.pixel(x, y)
+    half = Fraction(size, 2)
+    starts = np.array([[cols.nearest(_fraction(a) - half), rows.nearest(_fraction(b) - half)]
+                       for a, b in zip(np.atleast_1d(u), np.atleast_1d(v))], dtype=np.int64).reshape(-1, 2)
+    origins = [np.array([[registered_start(c, col, scale), registered_start(r, row, scale)] for c, r in starts],
+                        dtype=np.int64).reshape(-1, 2) for col, row, scale in corners]
+    centre_x, centre_y = reference.grid.map_xy(starts[:, 0] + size / 2, starts[:, 1] + size / 2)
+    return origins, centre_x, centre_y
 
 
-def patch_origins(info: RasterInfo, x: np.ndarray, y: np.ndarray, patch_size: int) -> np.ndarray:
-    """``[n, 2]`` first (col, row) of the ``patch_size`` patch around each point, in ``info``'s pixels."""
-    u, v = info.grid.pixel(x, y)
-    return np.array([[patch_start(a, patch_size), patch_start(b, patch_size)] for a, b in zip(u, v)],
-                    dtype=np.int64).reshape(-1, 2)
+def _fraction(value) -> Fraction:
+    """A (snapped) pixel coordinate as an exact simple fraction."""
+    return Fraction(float(value)).limit_denominator(MAX_SCALE_DENOMINATOR * 64)
 
 
 def spacing_in(info: RasterInfo, crs_wkt: str) -> float:
@@ -207,21 +221,26 @@ def to_indices(values: np.ndarray, table: list[dict], invalid: np.ndarray) -> np
 # -- extraction ------------------------------------------------------------------------------
 
 def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions: Positions):
-    """Snap positions to the coarsest raster's node and place every raster's patch around it.
+    """Place the sources' patches of each position on one common corner (:func:`registered_origins`)
+    and the label raster's patch (last, named :data:`LABEL`) centred on the reference patch.
 
     ``rasters``: (name, aligned info, patch size, :func:`footprint_window`) with every raster on
     the first one's lattice (:func:`aligned_info`: same CRS, so spacings compare); positions in
     that CRS. Returns the centres and one :class:`_Cut` per raster.
     """
-    _, coarse, coarse_size, _ = max(rasters, key=lambda r: r[1].geotransform[1])
-    centre_x, centre_y = snap_to_node(coarse, positions.x, positions.y, coarse_size)
-    cuts = []
     for name, info, size, valid in rasters:
         if size > min(valid.width, valid.height):
             where = f" {info.path}" if is_plain_path(info.path) else " (warped onto the reference lattice)"
             raise InvalidSpec(f"{name}: patch size {size} is bigger than the image{where} "
                               f"({valid.width} x {valid.height} pixels)")
-        cuts.append(_Cut(name, info, size, patch_origins(info, centre_x, centre_y, size), valid))
+    inputs = [r for r in rasters if r[0] != LABEL]
+    origins, centre_x, centre_y = registered_origins([r[1] for r in inputs], [r[2] for r in inputs],
+                                                     positions.x, positions.y)
+    cuts = [_Cut(name, info, size, origin, valid) for (name, info, size, valid), origin in zip(inputs, origins)]
+    for name, info, size, valid in rasters[len(inputs):]:  # the label: centred on the reference patch
+        u, v = info.grid.pixel(centre_x, centre_y)
+        origin = np.array([[patch_start(a, size), patch_start(b, size)] for a, b in zip(u, v)], dtype=np.int64)
+        cuts.append(_Cut(name, info, size, origin.reshape(-1, 2), valid))
     return centre_x, centre_y, cuts
 
 

@@ -21,7 +21,8 @@ from .classes import ClassStyle, class_map_qml, rgb
 from .crs import crs_equivalent, crs_transform
 from .geometry import Grid, Window, border_indices, snap
 from .outputs import atomic_output
-from .protocol import EngineError
+from .errors import EngineError, MissingCRS
+from .vectors import layer_crs_wkt, open_layer
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -71,7 +72,7 @@ def raster_info(path: str | os.PathLike) -> RasterInfo:
         raise EngineError(f"cannot open raster {path}: GDAL says: {error}") from None
     crs_wkt = dataset.GetProjection()
     if not crs_wkt:
-        raise EngineError(f"raster {path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs)")
+        raise MissingCRS(f"raster {path} has no coordinate reference system; assign one (e.g. gdal_edit.py -a_srs)")
     geotransform = tuple(dataset.GetGeoTransform())
     try:
         Grid.from_geotransform(geotransform, dataset.RasterXSize, dataset.RasterYSize, crs_wkt)
@@ -140,11 +141,11 @@ def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 
     if inside_rows.size == 0 or inside_cols.size == 0:
         return np.full((window.height, window.width, dataset.RasterCount), fill, dtype=dtype)
     r0, c0 = int(inside_rows.min()), int(inside_cols.min())
-    height, width = int(inside_rows.max()) + 1 - r0, int(inside_cols.max()) + 1 - c0
-    block = dataset.ReadAsArray(c0, r0, width, height, buf_type=gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type),
-                                interleave="pixel")
-    block = block.reshape(height, width, dataset.RasterCount)
-    if (height, width) == (window.height, window.width) and r0 == window.row_off and c0 == window.col_off:
+    box = Window(c0, r0, int(inside_cols.max()) + 1 - c0, int(inside_rows.max()) + 1 - r0)
+    block = dataset.ReadAsArray(box.col_off, box.row_off, box.width, box.height,
+                                buf_type=gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type), interleave="pixel")
+    block = block.reshape(box.height, box.width, dataset.RasterCount)
+    if box == window:
         return block  # inside the raster: no padding
     out = block[np.maximum(rows - r0, 0)[:, None], np.maximum(cols - c0, 0)[None, :]]
     if mode == "constant":
@@ -208,9 +209,8 @@ def rasterize(grid: Grid, window: Window, vector, layer: str | None = None,
     burnt as it is. With ``attribute``: float64 values of that field, NaN where no feature or a
     null value; without: a boolean coverage.
     """
-    source = gdal.OpenEx(str(vector), gdal.OF_VECTOR) if isinstance(vector, (str, os.PathLike)) else vector
-    srs = (source.GetLayerByName(layer) if layer else source.GetLayer(0)).GetSpatialRef()
-    layer_wkt = srs.ExportToWkt() if srs is not None else ""
+    source, found = open_layer(vector, layer)
+    layer_wkt = layer_crs_wkt(found)
     target = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1,
                                                gdal.GDT_Float64 if attribute else gdal.GDT_Byte)
     target.SetGeoTransform(grid.subgrid(window).geotransform())
@@ -363,13 +363,12 @@ class GeoTiffWriter:
 
     def write(self, window: Window, array: np.ndarray) -> None:
         """Write ``array`` (``(rows, cols, bands)``) at ``window`` of the grid, clipped to the grid."""
-        width = min(window.width, self.grid.width - window.col_off)
-        height = min(window.height, self.grid.height - window.row_off)
-        if width <= 0 or height <= 0:
+        inside = window.crop(self.grid.width, self.grid.height)
+        if inside is None:
             return
-        data = np.asarray(array[:height, :width], dtype=self.dtype)
+        data = np.asarray(array[inside.translate(-window.col_off, -window.row_off).to_slices()], dtype=self.dtype)
         for b in range(self.bands):
-            self._dataset.GetRasterBand(b + 1).WriteArray(data[:, :, b], window.col_off, window.row_off)
+            self._dataset.GetRasterBand(b + 1).WriteArray(data[:, :, b], inside.col_off, inside.row_off)
 
     def __exit__(self, *exc):
         if self._dataset is not None:

@@ -1,4 +1,4 @@
-"""Exact streamed serving: the ``apply_model`` job.
+"""Exact streamed serving: a loaded model over sources, tile by tile (:func:`serve_model`).
 
 The output raster is cut into square, EF-aligned tiles of one size (:func:`.geometry.tiles`);
 each tile reads, per source, the window that region propagation gives (border-padded on the
@@ -11,37 +11,39 @@ Tiled output equals the network run once on the whole border-padded image (docs/
 from __future__ import annotations
 
 import contextlib
-import math
 import io
+import math
 import queue
 import threading
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .classes import ClassStyle, class_color
+from .contract import CLASSIFIER_PRODUCTS, DEFAULT_MEMORY_MB, NODATA_MODES, SERVING_BORDERS, sibling_output
 from .crs import bounds_in
 from .device import compute_device, tensorflow
 from .dihedral import dihedral_mean
 from .executors import Executor, ThreadExecutor
 from .fields import pack_inputs
+from .errors import EngineError, InvalidSpec, NoOverlap
 from .geometry import (
-    BORDER_MODES,
     Grid,
     ModelGeometry,
     Window,
+    clip_window,
     intersect_bounds,
+    intersect_windows,
     output_grid,
     shrink_window,
     source_window,
     tile_for_memory,
     tiles,
 )
-from .protocol import EngineError, Reporter
+from .protocol import Reporter
 from .rasters import (
     AlignedSource,
     GeoTiffWriter,
@@ -51,13 +53,11 @@ from .rasters import (
     rasterize,
     read_window,
 )
+from .vectors import layer_crs_wkt, open_layer
 
-SERVING_BORDERS = BORDER_MODES + ("shrink",)
-NODATA_MODES = ("skip", "mask")
 #: Activation bytes per reference-input pixel and channel of the widest layer: float32 x a few
 #: live tensors (input, output, a skip connection, TensorFlow's scratch).
 BYTES_PER_CHANNEL = 4 * 4
-DEFAULT_MEMORY_MB = 1024
 
 
 # -- plan ---------------------------------------------------------------------------------------
@@ -117,33 +117,48 @@ def plan_serving(geometry: ModelGeometry, source_paths: list[str], *, tile: int 
     ``nodata``: per source, per band nodata values used where the raster declares none.
     """
     if border not in SERVING_BORDERS:
-        raise EngineError(f"unknown border mode {border!r}; use one of {', '.join(SERVING_BORDERS)}")
+        raise InvalidSpec(f"unknown border mode {border!r}; use one of {', '.join(SERVING_BORDERS)}")
     aligned, reference = _align_sources(geometry, source_paths, resampling, nodata, log)
-    common = _common_extent(aligned, extent, mask, reference.crs_wkt)
     corners = tuple((s.corner[0], s.corner[1], Fraction(g.scale)) for s, g in zip(aligned, geometry.sources))
-    try:
-        grid = output_grid(reference, common, Fraction(geometry.sf), corners)
+    try:  # the full run's grid: an extent or a mask only selects its pixels (tiles keep its phase)
+        full = output_grid(reference, _common_extent(aligned, None, None, reference.crs_wkt),
+                           Fraction(geometry.sf), corners, geometry.registration().before)
     except ValueError as error:
-        raise EngineError(f"no output pixel fits the common extent of the sources: {error}") from None
+        raise NoOverlap(f"no output pixel fits the common extent of the sources: {error}") from None
+    window = Window(0, 0, full.width, full.height)
+    if extent or mask is not None:
+        window = clip_window(full, _common_extent(aligned, extent, mask, reference.crs_wkt), Fraction(geometry.sf))
+        if window is None:
+            raise NoOverlap("no output pixel fits the common extent of the sources, extent and mask")
+    offsets = [_origin_in(source, reference, full, g.scale) for source, g in zip(aligned, geometry.sources)]
     if border == "shrink":
-        window = shrink_window(geometry, grid.width, grid.height, [s.offset(grid) for s in aligned],
-                               [(s.width, s.height) for s in aligned])
+        inside = shrink_window(geometry, full.width, full.height, offsets, [(s.width, s.height) for s in aligned])
+        window = inside and intersect_windows(window, inside)
         if window is None:
             needs = ", ".join(f"input {g.name!r} ({s.name}) {g.rf} x {g.rf} px"
                               for s, g in zip(aligned, geometry.sources))
-            raise EngineError(f"border mode 'shrink': the image is smaller than the model's receptive field "
-                              f"(needs at least {needs}); use border mode 'reflect' to pad it")
-        grid = grid.subgrid(window)
+            raise EngineError(f"border mode 'shrink': the image{' (within the extent)' if extent else ''} is smaller "
+                              f"than the model's receptive field (needs at least {needs}); use border mode 'reflect' "
+                              "to pad it")
+    grid = full.subgrid(window)
     if tile is None or tile <= 0:
         tile = tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel)
     tile = min(tile, max(grid.width, grid.height))  # one tile is enough for a small image
-    offsets = [source.offset(grid) for source in aligned]
-    blocks = tiles(grid.width, grid.height, tile, geometry.ef)
-    tasks = [
-        TileTask(k, block, tuple(source_window(geometry, i, block, offsets[i]) for i in range(len(aligned))))
-        for k, block in enumerate(blocks)
-    ]
+    blocks = tiles(grid.width, grid.height, tile, geometry.ef, (window.col_off, window.row_off))
+    tasks = []
+    for k, block in enumerate(blocks):
+        on_full = Window(block.col_off + window.col_off, block.row_off + window.row_off, block.width, block.height)
+        tasks.append(TileTask(k, block, tuple(source_window(geometry, i, on_full, offsets[i])
+                                              for i in range(len(aligned)))))
     return ServingPlan(geometry, aligned, grid, blocks[0].width, border, tasks, mask)
+
+
+def _origin_in(source: AlignedSource, reference: Grid, grid: Grid, scale) -> tuple[Fraction, Fraction]:
+    """``grid``'s origin in ``source``'s pixel coordinates (Fractions: a whole number unless the
+    origin is off the source's corners, see :class:`.geometry.Registration`)."""
+    col, row = reference.pixel(grid.origin_x, grid.origin_y)
+    return ((Fraction(round(col)) - source.corner[0]) / Fraction(scale),
+            (Fraction(round(row)) - source.corner[1]) / Fraction(scale))
 
 
 def _align_sources(geometry: ModelGeometry, source_paths: list[str], resampling: str,
@@ -179,41 +194,40 @@ def _common_extent(aligned, extent, mask: MaskSpec | None, crs_wkt: str):
     common = intersect_bounds([bounds for _, bounds in areas])
     if common is None:
         listed = "; ".join(f"{name}: ({', '.join(f'{v:.2f}' for v in bounds)})" for name, bounds in areas)
-        raise EngineError(f"the sources{', extent' if extent else ''}{' and mask' if mask else ''} do not overlap "
+        raise NoOverlap(f"the sources{', extent' if extent else ''}{' and mask' if mask else ''} do not overlap "
                           f"(bounds in the reference CRS: {listed})")
     return common
 
 
 def _mask_bounds(mask: MaskSpec, crs_wkt: str) -> tuple[float, float, float, float]:
     """Bounds of the mask polygons in the reference CRS."""
-    from osgeo import ogr
-
-    dataset = ogr.Open(mask.path)
-    if dataset is None:
-        raise EngineError(f"cannot open mask layer {mask.path}")
-    layer = dataset.GetLayerByName(mask.layer) if mask.layer else dataset.GetLayer(0)
-    if layer is None:
-        raise EngineError(f"mask {mask.path} has no layer {mask.layer!r}")
+    dataset, layer = open_layer(mask.path, mask.layer, "mask")
     xmin, xmax, ymin, ymax = layer.GetExtent()
-    source_crs = layer.GetSpatialRef()
-    bounds = bounds_in((xmin, ymin, xmax, ymax), source_crs.ExportToWkt() if source_crs else "", crs_wkt)
+    bounds = bounds_in((xmin, ymin, xmax, ymax), layer_crs_wkt(layer), crs_wkt)
     if bounds is None:
         raise EngineError(f"the mask {mask.path} cannot be transformed into the reference CRS")
     return bounds
 
 
 def describe_serving(geometry: ModelGeometry, tile: int) -> list[str]:
-    """Text lines: what a tile of ``tile`` output pixels reads from each source."""
+    """Text lines: the lattice every source's window starts on, and what a tile of ``tile``
+    output pixels reads from each source."""
     block = tiles(tile, tile, tile, geometry.ef)[0]
+    registration = geometry.registration()
     lines = [f"Tile of {block.width} x {block.width} output pixels (EF {geometry.ef}, SF {geometry.sf}, "
-             f"crop {geometry.crop}):"]
+             f"crop {geometry.crop}, kept from output pixel {geometry.kept_crop}):"]
     for i, source in enumerate(geometry.sources):
         window = source_window(geometry, i, block, (0, 0))
+        scale = Fraction(source.scale)
+        lattice = registration.lattice / scale
         lines.append(
             f"  {source.name}: reads {window.width} x {window.height} px (RF {source.rf}, "
-            f"{geometry.ratio(i)} px per output px, {geometry.before(i)} px of context before, "
-            f"{geometry.after(i)} after)"
+            f"{geometry.ratio(i)} px per output px, {geometry.window_before(i)} px of context before, "
+            f"{geometry.window_after(i)} after); windows start every {lattice} of its px "
+            f"({registration.lattice} reference px)"
         )
+    lines.append(f"  every source's window starts on the same corner, {registration.before} reference px before "
+                 f"the block, on the corners all source grids share (every {registration.lattice} reference px)")
     halo = 1 - (block.width * geometry.ratio(0)) ** 2 / Fraction(source_window(geometry, 0, block, (0, 0)).width) ** 2
     lines.append(f"  {float(halo):.0%} of the reference pixels read are context shared with neighbouring tiles")
     return lines
@@ -237,7 +251,6 @@ class Product:
     kind: str = "raw"
 
 
-CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
 FLOAT_NODATA = -9999.0
 
 
@@ -252,7 +265,7 @@ def classifier_products(output: str, index: int, classes: tuple[ClassStyle, ...]
     names = tuple(c.name for c in classes)
     products = []
     for k, kind in enumerate(kinds):
-        path = output if k == 0 else _sibling(output, kind)
+        path = output if k == 0 else sibling_output(output, kind)
         if kind == "class_map":
             dtype = "uint8" if values.max() < 255 else "uint16"
             nodata = 0 if 0 not in values else int(values.max()) + 1
@@ -273,14 +286,9 @@ def raw_products(output: str, channels: list[int], names: list[str], stack: bool
         return [Product(output, sum(channels), "float32", FLOAT_NODATA,
                         lambda outs: np.concatenate(outs, -1) if len(outs) > 1 else outs[0],
                         tuple(f"{n}[{c}]" if ch > 1 else n for n, ch in zip(names, channels) for c in range(ch)))]
-    return [Product(output if k == 0 else _sibling(output, name), ch, "float32", FLOAT_NODATA,
+    return [Product(output if k == 0 else sibling_output(output, name), ch, "float32", FLOAT_NODATA,
                     lambda outs, i=k: outs[i], tuple(f"{name}[{c}]" for c in range(ch)), (), name)
             for k, (name, ch) in enumerate(zip(names, channels))]
-
-
-def _sibling(path: str, suffix: str) -> str:
-    path = Path(path)
-    return str(path.with_name(f"{path.stem}_{suffix}{path.suffix or '.tif'}"))
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -290,7 +298,7 @@ def _sibling(path: str, suffix: str) -> str:
 class _Tile:
     """A read tile: model inputs, or ``fill`` ("background": every source pixel is nodata;
     "nodata": masked out entirely) when the network need not run; ``invalid`` output pixels
-    (rows, cols) become nodata. See :meth:`_BackgroundWriter.fill_value`."""
+    (rows, cols) become nodata. See :func:`fill_value`."""
 
     task: TileTask
     inputs: list[np.ndarray]
@@ -360,7 +368,7 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
     if tta:
         check_tta(geometry)
         infer = dihedral_mean(infer)
-    reader = _TileReader(plan, nodata_mode)
+    reader = TileReader(plan, nodata_mode)
     stats = RunStats()
     started = time.perf_counter()
     own_executor = executor is None
@@ -379,10 +387,9 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
                 writer.put(tile, None)
             else:
                 t0 = time.perf_counter()
-                outputs = infer(tile.inputs)
+                kept = compute_tile(infer, geometry, tile)
                 stats.compute_seconds += time.perf_counter() - t0
-                size = tile.task.block.width
-                writer.put(tile, [_keep(out[0], geometry.crop, size, k) for k, out in enumerate(outputs)])
+                writer.put(tile, kept)
             stats.tiles += 1
             reporter.progress(100.0 * stats.tiles / n)
         if stats.skipped == stats.tiles:  # inside the writers' scope: nothing is left behind
@@ -392,16 +399,22 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
     return stats
 
 
+def compute_tile(infer, geometry: ModelGeometry, tile: _Tile) -> list[np.ndarray]:
+    """Run the network on a read tile (not a ``fill`` one): its kept outputs, ``(size, size, channels)``."""
+    size = tile.task.block.width
+    return [_keep(out[0], geometry.kept_crop, size, k) for k, out in enumerate(infer(tile.inputs))]
+
+
 def _keep(output: np.ndarray, crop: int, size: int, index: int) -> np.ndarray:
     """``output[crop:crop+size, crop:crop+size]``; an :class:`EngineError` if the network's output
     is too small (its geometry does not match the model)."""
     if output.shape[0] < crop + size or output.shape[1] < crop + size:
         raise EngineError(f"model output {index} is {output.shape[0]} x {output.shape[1]} px for a tile of {size} px "
                           f"with crop {crop}: the model geometry (RF/EF/SF/crop) does not match the network")
-    return output[crop:crop + size, crop:crop + size]
+    return output[Window(crop, crop, size, size).to_slices()]
 
 
-class _TileReader:
+class TileReader:
     """Reads a task's source windows (thread-safe: GDAL handles are per thread); detects tiles that
     are nodata everywhere and, in ``mask`` mode, output pixels whose receptive field touches nodata."""
 
@@ -458,7 +471,8 @@ def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -
     hit = np.zeros((blocks, blocks), dtype=bool)
     for i, bad in enumerate(bad_masks):
         if bad.any():
-            hit |= _block_counts(bad, blocks, geometry.footprint(i), 0, geometry.sources[i].rf) > 0
+            step = geometry.footprint(i)  # an EF block's window: its receptive field and the registration's margin
+            hit |= _block_counts(bad, blocks, step, 0, step + geometry.window_extent(i)) > 0
     return _per_pixel(geometry, hit)
 
 
@@ -486,8 +500,38 @@ def _empty(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> n
     empty = np.ones((blocks, blocks), dtype=bool)
     for i, bad in enumerate(bad_masks):
         step = geometry.footprint(i)
-        empty &= _block_counts(bad, blocks, step, geometry.before(i), step) == step * step
+        start = math.floor(geometry.window_before(i))  # whole unless the grid is off common corners
+        empty &= _block_counts(bad, blocks, step, start, step) == step * step
     return _per_pixel(geometry, empty)
+
+
+def fill_value(product: Product, fill: str, background: float | None) -> float:
+    """What a tile that was not computed holds: the product's nodata, or for an all-nodata
+    ("background") tile of a raw product, ``background`` when given. Never a class or a
+    probability: 0 is a class value and a valid confidence."""
+    raw = product.kind not in CLASSIFIER_PRODUCTS
+    return background if fill == "background" and raw and background is not None else product.nodata
+
+
+def tile_arrays(tile: _Tile, kept: list[np.ndarray] | None, products: list[Product],
+                background: float | None) -> list[np.ndarray]:
+    """Each product's ``(size, size, bands)`` array for a tile: from the ``kept`` network outputs,
+    or filled (``kept`` None, a ``tile.fill`` tile); nodata where the tile's pixels are invalid."""
+    size = tile.task.block.width
+    if kept is None:
+        return [np.full((size, size, p.bands), fill_value(p, tile.fill, background), dtype=p.dtype)
+                for p in products]
+    arrays = [p.make(kept) for p in products]
+    invalid = tile.invalid
+    if tile.partial:  # a network output that is not finite (NaN inputs) is no value
+        nonfinite = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
+        invalid = nonfinite if invalid is None else invalid | nonfinite
+    for p, array in zip(products, arrays):
+        if invalid is not None:
+            array[invalid] = p.nodata
+        if tile.empty is not None:
+            array[tile.empty] = fill_value(p, "background", background)
+    return arrays
 
 
 class _BackgroundWriter:
@@ -513,30 +557,6 @@ class _BackgroundWriter:
             raise self.error
         self.queue.put((tile, kept))
 
-    def fill_value(self, product: Product, fill: str) -> float:
-        """What a tile that was not computed holds: the product's nodata, or for an all-nodata
-        ("background") tile of a raw product, ``background`` when given. Never a class or a
-        probability: 0 is a class value and a valid confidence."""
-        raw = product.kind not in CLASSIFIER_PRODUCTS
-        return self.background if fill == "background" and raw and self.background is not None else product.nodata
-
-    def _arrays(self, tile: _Tile, kept) -> list[np.ndarray]:
-        size = tile.task.block.width
-        if kept is None:
-            return [np.full((size, size, p.bands), self.fill_value(p, tile.fill), dtype=p.dtype)
-                    for p in self.products]
-        arrays = [p.make(kept) for p in self.products]
-        invalid = tile.invalid
-        if tile.partial:  # a network output that is not finite (NaN inputs) is no value
-            nonfinite = ~np.logical_and.reduce([np.isfinite(k).all(-1) for k in kept])
-            invalid = nonfinite if invalid is None else invalid | nonfinite
-        for p, array in zip(self.products, arrays):
-            if invalid is not None:
-                array[invalid] = p.nodata
-            if tile.empty is not None:
-                array[tile.empty] = self.fill_value(p, "background")
-        return arrays
-
     def _run(self):
         while True:
             item = self.queue.get()
@@ -545,8 +565,13 @@ class _BackgroundWriter:
             if self.error is None:
                 try:
                     tile, kept = item
-                    for writer, array in zip(self.writers, self._arrays(tile, kept)):
-                        writer.write(tile.task.block, array)
+                    block = tile.task.block
+                    for writer, array in zip(self.writers, tile_arrays(tile, kept, self.products, self.background)):
+                        # a clipped run's first tiles start before the grid (full-grid phase)
+                        skip_col, skip_row = max(0, -block.col_off), max(0, -block.row_off)
+                        writer.write(Window(block.col_off + skip_col, block.row_off + skip_row,
+                                            block.width - skip_col, block.height - skip_row),
+                                     array[skip_row:, skip_col:])
                 except BaseException as error:
                     self.error = error
 
@@ -558,7 +583,7 @@ class _BackgroundWriter:
         return False
 
 
-# -- convenience entry point and the job ----------------------------------------------------------
+# -- entry point: a loaded model over sources ----------------------------------------------------------
 
 
 def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str, *,
@@ -567,7 +592,8 @@ def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str,
                 nodata_mode: str = "skip", background: float | None = None, nodata: list[tuple | None] | None = None,
                 reporter: Reporter | None = None, executor: Executor | None = None, tta: bool = False) -> dict:
     """Serve a Keras ``model`` with ``geometry`` over ``sources``; by default every output tensor
-    is written as float32 bands of ``output``. Returns the job result (see :func:`apply_model_job`)."""
+    is written as float32 bands of ``output``. Returns the ``apply_model`` job's result: output
+    paths, the grid, tile counts and timings."""
     log = reporter.log if reporter else None
     plan = plan_serving(geometry, sources, tile=tile, memory_mb=memory_mb,
                         bytes_per_reference_pixel=bytes_per_reference_pixel(model), border=border, extent=extent,
@@ -600,6 +626,12 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def automatic_tile(model, geometry: ModelGeometry, memory_mb: float = DEFAULT_MEMORY_MB) -> int:
+    """The tile size (output pixels) :func:`serve_model` picks when given none: the largest whose
+    reference-source window fits ``memory_mb`` (MB) for ``model`` (then capped at the image's larger side)."""
+    return tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel(model))
+
+
 def bytes_per_reference_pixel(model) -> float:
     """Estimated activation bytes per reference-input pixel: the widest layer's channels x
     :data:`BYTES_PER_CHANNEL` (at input resolution: a conservative bound for encoders)."""
@@ -614,42 +646,6 @@ def bytes_per_reference_pixel(model) -> float:
             if shape is not None and len(shape) == 4 and shape[-1]:
                 widest = max(widest, int(shape[-1]))
     return widest * BYTES_PER_CHANNEL
-
-
-def apply_model_job(spec: dict, reporter: Reporter) -> dict:
-    """The ``apply_model`` job: serve a model folder over sources (see docs/architecture.md).
-
-    Spec: ``model`` (folder), ``sources`` (paths, model input order), ``output`` (GeoTIFF path),
-    ``outputs`` (classifiers: any of class_map, confidence, probabilities), ``tile_size`` (output
-    px, null/0 = from ``memory_mb``), ``border`` (reflect, symmetric, edge, constant, shrink),
-    ``extent`` ([xmin, ymin, xmax, ymax] in the reference CRS), ``mask`` and ``mask_layer``
-    (polygons: outside is nodata), ``memory_mb`` (budget for the automatic tile size),
-    ``nodata_mode`` (skip: tiles that are nodata (declared or NaN) in every source are written as
-    nodata; mask: also pixels whose receptive field touches nodata become nodata), ``background``
-    (optional: the value of skipped tiles in regression/image outputs instead of their nodata;
-    classifier outputs always get nodata), ``stack_outputs`` (regression/image models
-    with several outputs: bands of one raster, else one raster each), ``tta`` (average the
-    network over the 8 flips/rotations of every tile; exact, 8 times the compute).
-    """
-    from .modelfolder import load_model_folder
-
-    for key in ("model", "sources", "output"):
-        if not spec.get(key):
-            raise EngineError(f"apply_model: the spec needs {key!r}")
-    loaded = load_model_folder(spec["model"])
-    metadata = loaded.metadata
-    products = products_for(metadata, spec["output"], spec.get("outputs"), spec.get("stack_outputs", True))
-    mask = MaskSpec(str(spec["mask"]), spec.get("mask_layer")) if spec.get("mask") else None
-    reporter.log(f"serving on {compute_device()}")
-    result = serve_model(
-        loaded.model, metadata.geometry, [str(p) for p in spec["sources"]], spec["output"], products=products,
-        tile=spec.get("tile_size") or None, border=spec.get("border", "reflect"), extent=spec.get("extent"),
-        mask=mask, memory_mb=spec.get("memory_mb", DEFAULT_MEMORY_MB), nodata_mode=spec.get("nodata_mode", "skip"),
-        background=spec.get("background"), nodata=[info.nodata for info in metadata.inputs], reporter=reporter,
-        tta=bool(spec.get("tta", False)),
-    )
-    reporter.log(f"wrote {', '.join(result['outputs'].values())} ({result['tiles']} tiles, {result['seconds']} s)")
-    return result
 
 
 def products_for(metadata, output: str, kinds: list[str] | None, stack: bool = True) -> list[Product]:

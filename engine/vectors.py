@@ -32,14 +32,18 @@ POSITIONS_LAYER = "positions"
 def open_layer(path, layer: str | None = None, what: str = "vector file"):
     """``(dataset, layer)`` of the vector file ``path`` (the layer called ``layer``, or the first).
 
+    ``path`` may also be an open GDAL vector dataset (its layer is looked up the same way).
     ``what`` names the input in errors ("mask", "reference"). Keep ``dataset`` alive while the
     layer is used. Raises :class:`EngineError` when the file is not a vector dataset or has no
     such layer.
     """
-    try:
-        dataset = gdal.OpenEx(str(path), gdal.OF_VECTOR)
-    except RuntimeError as error:
-        raise EngineError(f"cannot open the {what} {path} as a vector layer: {error}") from None
+    if isinstance(path, gdal.Dataset):
+        dataset, path = path, path.GetDescription()
+    else:
+        try:
+            dataset = gdal.OpenEx(str(path), gdal.OF_VECTOR)
+        except RuntimeError as error:
+            raise EngineError(f"cannot open the {what} {path} as a vector layer: {error}") from None
     if dataset is None or dataset.GetLayerCount() == 0:
         raise EngineError(f"the {what} {path} holds no vector layer")
     found = dataset.GetLayerByName(layer) if layer else dataset.GetLayer(0)

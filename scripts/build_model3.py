@@ -76,9 +76,8 @@ def build_model():
     from qgis.PyQt.QtCore import QPointF
 
     from deepfield.algorithms.base import README_URL
-    from deepfield.algorithms.extract_patches import LABEL_KINDS
-    from deepfield.algorithms.select_samples import SPLIT_MODES, STRATEGIES
     from deepfield.algorithms.train_model import ARCHITECTURES
+    from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES
 
     model = QgsProcessingModelAlgorithm(NAME, GROUP, GROUP_ID)
     number = QgsProcessingParameterNumber
@@ -116,7 +115,7 @@ def build_model():
 
     children = [
         ("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
-            "INPUT": link("image"), "STRATEGY": static(STRATEGIES.index("grid")), "PATCH_SIZE": link("patch_size"),
+            "INPUT": link("image"), "STRATEGY": static(SAMPLING_STRATEGIES.index("grid")), "PATCH_SIZE": link("patch_size"),
             "STEP": link("grid_step"), "SPLIT_MODE": static(SPLIT_MODES.index("blocks")),
             "BLOCK_SIZE": link("block_size")}),
         ("deepfield:extractpatches", "extractpatches", "Extract patches (segmentation labels)", {

@@ -13,24 +13,13 @@ from typing import Callable
 
 from ..errors import InvalidSpec
 
-#: Job name -> ``module:function`` under the engine package (imported on demand).
-JOBS: dict[str, str] = {
-    "check_environment": "jobs.check_environment:run",
-    "describe_model": "modelfolder:describe_model_job",
-    "apply_model": "serving:apply_model_job",
-    "select_samples": "jobs.select_samples:run",
-    "extract_patches": "jobs.extract_patches:run",
-    "train_model": "jobs.train_model:run",
-    "evaluate_map": "jobs.evaluate_map:run",
-}
+#: The engine's jobs: each is the module ``engine/jobs/<name>.py`` (imported on demand).
+JOBS = ("check_environment", "describe_model", "apply_model", "select_samples", "extract_patches",
+        "train_model", "train_model_worker", "evaluate_map", "import_model", "vectorize_class_map")
 
 
 def get_job(name: str) -> Callable:
-    """Return the job function called ``name``; an :class:`InvalidSpec` names the known ones."""
-    try:
-        target = JOBS[name]
-    except KeyError:
-        raise InvalidSpec(f"unknown engine job {name!r}; known jobs: {', '.join(sorted(JOBS))}") from None
-    module_name, function_name = target.split(":")
-    module = importlib.import_module(f"{__package__.rsplit('.', 1)[0]}.{module_name}")
-    return getattr(module, function_name)
+    """Return the ``run`` function of the job called ``name``; an :class:`InvalidSpec` names the known ones."""
+    if name not in JOBS:
+        raise InvalidSpec(f"unknown engine job {name!r}; known jobs: {', '.join(sorted(JOBS))}")
+    return importlib.import_module(f"{__name__}.{name}").run

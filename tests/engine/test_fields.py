@@ -178,8 +178,15 @@ def test_nested_models_and_merges():
     x = keras.Input((None, None, 4))
     y = L.Add()([x, inner(x)])
     y = L.Cropping2D(1)(L.ZeroPadding2D(2)(y))
-    g = derive_geometry(keras.Model(x, L.Conv2D(2, 3)(y)))
+    model = keras.Model(x, L.Conv2D(2, 3)(y))
+    g = derive_geometry(model)
     assert g.sf == 1 and g.ef == 1
+    # By hand: two 3 x 3 convolutions in a row see 1 + 2 + 2 pixels (the Add and the 1-pixel
+    # pad-then-crop add none); the network keeps its input size (pad 2, crop 1, valid 3 x 3: +2 - 2),
+    # so a window of N + RF - 1 pixels yields as many, the kept N starting (RF - 1) / 2 in.
+    rf = 1 + (3 - 1) + (3 - 1)
+    assert g.sources[0].rf == rf and g.crop == (rf - 1) // 2 == 2
+    assert call_model(model, [np.zeros((1, 7 + rf - 1, 7 + rf - 1, 4), "float32")])[0].shape[1:3] == (7 + rf - 1,) * 2
 
 
 def test_not_fully_convolutional():

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from deepfield.engine.geometry import (
@@ -66,8 +66,9 @@ def test_blocks_read_the_same_pixels_as_the_whole_image(geometry, blocks_per_til
     window is the union of its blocks' windows, at the same phase (the exactness condition)."""
     ef = geometry.ef
     whole = Window(0, 0, ef * blocks_per_tile * n_tiles, ef * blocks_per_tile * n_tiles)
+    origin = [geometry.registration().before + geometry.lattice * k for k in (off_x, off_y)]  # reference px
     for i in range(len(geometry.sources)):
-        offset = (off_x, off_y)
+        offset = tuple(Fraction(o) / geometry.sources[i].scale for o in origin)
         r = geometry.ratio(i)
         whole_window = source_window(geometry, i, whole, offset)
         for block in tiles(whole.width, whole.height, ef * blocks_per_tile, ef):
@@ -79,21 +80,27 @@ def test_blocks_read_the_same_pixels_as_the_whole_image(geometry, blocks_per_til
             for k in range(blocks_per_tile):
                 sub = Window(block.col_off + k * ef, block.row_off + k * ef, ef, ef)
                 sub_window = source_window(geometry, i, sub, offset)
-                assert sub_window.width == geometry.sources[i].rf
+                assert sub_window.width == geometry.footprint(i) + geometry.window_extent(i)
                 assert sub_window.col_off - window.col_off == k * ef * r
                 assert sub_window.row_off - window.row_off == k * ef * r
-            assert window.width == block.width * r + geometry.sources[i].rf - ef * r
+            assert window.width == block.width * r + geometry.window_extent(i)
 
 
 @given(geometries())
-def test_window_is_centred_on_the_block_footprint(geometry):
-    """before/after split the context around the footprint (patch-centre rule)."""
+def test_window_holds_the_registered_context_around_the_block_footprint(geometry):
+    """before/after split the network's context around the footprint (patch-centre rule); the
+    window reads the registered context (the reference's own one for a single source)."""
     for i, source in enumerate(geometry.sources):
-        window = source_window(geometry, i, Window(0, 0, geometry.ef, geometry.ef), (0, 0))
         footprint = geometry.footprint(i)
-        assert window.col_off == -(source.rf // 2 - footprint // 2)
-        assert window.col_end == footprint + geometry.after(i)
+        assert geometry.before(i) == source.rf // 2 - footprint // 2
         assert geometry.before(i) + footprint + geometry.after(i) == source.rf
+        if geometry.registration().before % geometry.lattice == 0:
+            window = source_window(geometry, i, Window(0, 0, geometry.ef, geometry.ef), (0, 0))
+            assert window.col_off == -geometry.window_before(i)
+            assert window.col_end == footprint + geometry.window_after(i)
+    if len(geometry.sources) == 1:
+        assert geometry.window_before(0) == geometry.before(0)
+        assert geometry.window_extent(0) == geometry.sources[0].rf - geometry.footprint(0)
 
 
 def test_talk_vector():
@@ -116,6 +123,7 @@ def test_misaligned_block_is_refused():
                                         st.integers(1, 120)), min_size=3, max_size=3),
        st.integers(1, 80), st.integers(1, 80))
 def test_shrink_window_keeps_exactly_the_blocks_inside_every_source(geometry, placements, grid_w, grid_h):
+    assume(geometry.registration().before % geometry.lattice == 0)  # whole offsets: the grid on common corners
     n = len(geometry.sources)
     offsets = [(p[0], p[1]) for p in placements[:n]]
     sizes = [(p[2], p[3]) for p in placements[:n]]
@@ -229,3 +237,60 @@ def test_tile_for_memory_fits_the_budget():
         assert tile % 8 == 0
         assert (tile + 60) ** 2 * per_pixel <= budget < (tile + 68) ** 2 * per_pixel
     assert tile_for_memory(geometry, 1, per_pixel) == 8
+
+
+# -- Window conversions (references: explicit sets of pixel coordinates) ------------------------
+
+windows = st.builds(Window, st.integers(-20, 20), st.integers(-20, 20), st.integers(0, 15), st.integers(0, 15))
+inside_windows = st.builds(Window, st.integers(0, 20), st.integers(0, 20), st.integers(0, 15), st.integers(0, 15))
+
+
+def pixels(window: Window) -> set[tuple[int, int]]:
+    """The ``(row, col)`` pixels of a window, one by one."""
+    return {(window.row_off + r, window.col_off + c) for r in range(window.height) for c in range(window.width)}
+
+
+@given(inside_windows)
+def test_window_slices_select_its_pixels(window):
+    image = np.arange(40 * 40).reshape(40, 40)
+    rows, cols = window.to_slices()
+    expected = [[image[window.row_off + r][window.col_off + c] for c in range(window.width)]
+                for r in range(window.height)]
+    np.testing.assert_array_equal(image[rows, cols], np.array(expected, dtype=image.dtype).reshape(window.height,
+                                                                                                    window.width))
+    assert Window.from_slices(rows, cols) == window
+
+
+def test_window_slices_refuse_what_numpy_would_misread():
+    with pytest.raises(ValueError, match="starts before pixel"):
+        Window(-1, 0, 3, 3).to_slices()
+    with pytest.raises(ValueError, match="cols slice"):
+        Window.from_slices(slice(0, 2), slice(None, 2))
+    with pytest.raises(ValueError, match="rows slice"):
+        Window.from_slices(slice(0, 4, 2), slice(0, 2))
+
+
+@given(windows, windows)
+def test_window_intersection_is_the_common_pixels(a, b):
+    common = pixels(a) & pixels(b)
+    both = a.intersection(b)
+    assert both == b.intersection(a)
+    if not common:
+        assert both is None
+    else:
+        assert pixels(both) == common and both.width > 0 and both.height > 0
+
+
+@given(windows, st.integers(-10, 10), st.integers(-10, 10))
+def test_window_translate_moves_every_pixel(window, col, row):
+    assert pixels(window.translate(col, row)) == {(r + row, c + col) for r, c in pixels(window)}
+    assert (window.translate(col, row).width, window.translate(col, row).height) == (window.width, window.height)
+
+
+@given(windows, st.integers(1, 25), st.integers(1, 25))
+def test_window_crop_keeps_the_pixels_inside_the_raster(window, width, height):
+    inside = {(r, c) for r, c in pixels(window) if 0 <= r < height and 0 <= c < width}
+    cropped = window.crop(width, height)
+    assert (cropped is None) == (not inside)
+    if cropped is not None:
+        assert pixels(cropped) == inside

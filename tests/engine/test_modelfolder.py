@@ -13,6 +13,7 @@ from deepfield.engine.fields import call_model, derive_geometry
 from deepfield.engine.jobs import get_job
 from deepfield.engine.modelfolder import (
     METADATA, MODEL, ModelMetadata, load_model_folder, read_metadata, save_model_folder)
+from deepfield.engine.errors import InvalidSpec, NotAModelFolder
 from deepfield.engine.protocol import EngineError, Reporter
 
 tensorflow()
@@ -100,6 +101,11 @@ def test_save_replaces_atomically_and_refuses_inconsistent_metadata(tmp_path, ne
     assert not (tmp_path / "other").exists() and not (tmp_path / "other.part").exists()
 
 
+#: The broken folders below that are not model folders at all (the rest are inconsistent ones).
+NOT_A_MODEL_FOLDER = {"deepfield.json is missing", "model file model.keras is missing", "version 2 is not supported",
+                      "not a DeepField model description"}
+
+
 @pytest.mark.parametrize("edit, remove, message", [
     (None, METADATA, "deepfield.json is missing"),
     (None, MODEL, "model file model.keras is missing"),
@@ -122,16 +128,17 @@ def test_save_replaces_atomically_and_refuses_inconsistent_metadata(tmp_path, ne
     (lambda d: d["normalisation"]["ms"].update(mean=[0]), None, "normalisation.ms.mean must list 4 values"),
 ])
 def test_broken_folders(folder, tmp_path, edit, remove, message):
-    with pytest.raises(EngineError, match=message):
+    with pytest.raises(EngineError, match=message) as caught:
         load_model_folder(broken_copy(folder, tmp_path, edit, remove))
+    assert isinstance(caught.value, NotAModelFolder) == (message in NOT_A_MODEL_FOLDER)
 
 
 def test_not_json(folder, tmp_path):
     copy = broken_copy(folder, tmp_path)
     (copy / METADATA).write_text("{not json")
-    with pytest.raises(EngineError, match="not valid JSON"):
+    with pytest.raises(NotAModelFolder, match="not valid JSON"):
         read_metadata(copy)
-    with pytest.raises(EngineError, match="model folder not found"):
+    with pytest.raises(NotAModelFolder, match="model folder not found"):
         read_metadata(tmp_path / "nowhere")
 
 
@@ -167,8 +174,12 @@ def test_describe_model_job(folder, tmp_path):
     assert f"reads {64 + geometry.sources[0].rf - 2} x" in result["text"]  # N + RF - EF reference pixels
     assert text_file.read_text().strip() == result["text"]
     assert '"type": "log"' in stream.getvalue()
-    with pytest.raises(EngineError, match="tile_size must be a positive integer"):
+    with pytest.raises(InvalidSpec, match="tile_size must be a positive integer"):
         get_job("describe_model")({"model": str(folder), "tile_size": -3}, Reporter(io.StringIO()))
+    with pytest.raises(InvalidSpec, match="describe_model: unknown spec key\\(s\\) tile; known keys: model, tile_size"):
+        get_job("describe_model")({"model": str(folder), "tile": 64}, Reporter(io.StringIO()))
+    with pytest.raises(InvalidSpec, match="describe_model: memory_mb must be a positive number, not 'lots'"):
+        get_job("describe_model")({"model": str(folder), "memory_mb": "lots"}, Reporter(io.StringIO()))
 
 
 def write_raster(path, bands, size, spacing, seed):

@@ -12,13 +12,13 @@ from scipy import ndimage
 
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.fields import call_model
+from deepfield.engine.jobs.apply_model import run as apply_model_job
 from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.jobs.select_samples import run as select_samples_job
 from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.modelfolder import load_model_folder
 from deepfield.engine.nodata import nodata_fill, to_nan
 from deepfield.engine.protocol import Reporter
-from deepfield.engine.serving import apply_model_job
 
 NC = "nc_landsat7_landcover"
 NAMES = ("developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment")

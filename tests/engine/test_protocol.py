@@ -32,6 +32,32 @@ def test_unknown_job_is_a_structured_error():
     assert "frobnicate" in error["message"] and "check_environment" in error["message"]
 
 
+@pytest.mark.parametrize("argument, message", [
+    ("{not json", "the job spec in the inline spec is not valid JSON"),
+    ("/nowhere/spec.json", "cannot read the job spec /nowhere/spec.json: No such file or directory"),
+])
+def test_unreadable_specs_are_structured_errors(argument, message):
+    done = subprocess.run([sys.executable, "-m", "deepfield.engine", argument], cwd=PLUGINPATH,
+                          capture_output=True, text=True, timeout=300)
+    error = json.loads(done.stdout.splitlines()[-1])
+    assert done.returncode == 1 and error["type"] == "error" and error["kind"] == "EngineError"
+    assert error["message"].startswith(message) and error["traceback"] == ""
+
+
+def test_read_spec_types_the_error(tmp_path):
+    from deepfield.engine.__main__ import read_spec
+    from deepfield.engine.errors import InvalidSpec
+    from deepfield.engine.jobs import get_job
+
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(InvalidSpec, match=f"the job spec in {listed} must be a JSON object .*, not list"):
+        read_spec(str(listed))
+    with pytest.raises(InvalidSpec, match="unknown engine job 'frobnicate'; known jobs: apply_model"):
+        get_job("frobnicate")
+    assert read_spec('{"job": "check_environment"}') == {"job": "check_environment"}
+
+
 def test_atomic_output_moves_into_place_only_on_success(tmp_path):
     target = tmp_path / "map.tif"
     target.write_text("old")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from deepfield.engine.errors import MissingCRS
 from deepfield.engine.geometry import Grid, Window
 from deepfield.engine.protocol import EngineError
 from deepfield.engine.classes import ClassStyle
@@ -14,6 +15,7 @@ from deepfield.engine.rasters import (
     GeoTiffWriter,
     align_source,
     raster_info,
+    rasterize,
     read_window,
 )
 
@@ -48,6 +50,33 @@ def test_raster_info_refusals(data_dir, tmp_path):
     gdal.Open(rotated, gdal.GA_Update).SetGeoTransform((0, 1, 0.2, 0, 0, -1))
     with pytest.raises(EngineError, match="rotated"):
         raster_info(rotated)
+    no_crs = str(tmp_path / "no_crs.tif")
+    gdal.GetDriverByName("GTiff").Create(no_crs, 4, 4, 1).SetGeoTransform((0, 1, 0, 0, 0, -1))
+    with pytest.raises(MissingCRS, match=f"raster {no_crs} has no coordinate reference system; assign one"):
+        raster_info(no_crs)
+
+
+def test_rasterize_burns_pixel_centres_and_names_a_missing_layer(tmp_path):
+    from osgeo import ogr, osr
+
+    path = str(tmp_path / "zones.gpkg")
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32617)
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    layer = dataset.CreateLayer("zones", srs, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON ((1 -1, 3.4 -1, 3.4 -2.6, 1 -2.6, 1 -1))"))
+    layer.CreateFeature(feature)
+    dataset = layer = feature = None
+    grid = Grid(0, 0, 1, 1, 5, 4, srs.ExportToWkt())
+    expected = np.zeros((4, 5), dtype=bool)
+    expected[1:3, 1:3] = True  # centres x 1.5, 2.5 and y -1.5, -2.5 are inside; x 3.5 and y -3.5 are not
+    np.testing.assert_array_equal(rasterize(grid, Window(0, 0, 5, 4), path, "zones"), expected)
+    np.testing.assert_array_equal(rasterize(grid, Window(1, 1, 2, 2), path), expected[1:3, 1:3])
+    opened = gdal.OpenEx(path, gdal.OF_VECTOR)  # an open dataset, as evaluation passes it
+    np.testing.assert_array_equal(rasterize(grid, Window(0, 0, 5, 4), opened, "zones"), expected)
+    with pytest.raises(EngineError, match=f"the vector file {path} has no layer 'roads'; layers: zones"):
+        rasterize(grid, Window(0, 0, 5, 4), path, "roads")
 
 
 def test_raster_info_opens_gdal_sources_that_are_not_file_names(data_dir, tmp_path):

@@ -19,12 +19,13 @@ import pytest
 from osgeo import gdal
 
 from deepfield.engine.fields import call_model
+from deepfield.engine.jobs.apply_model import run as apply_model_job
 from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.modelfolder import load_model_folder
 from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.protocol import Reporter
 from deepfield.engine.jobs.select_samples import run as select_samples_job
-from deepfield.engine.serving import FLOAT_NODATA, apply_model_job
+from deepfield.engine.serving import FLOAT_NODATA
 
 NC = "nc_landsat7_landcover"
 NC_IMAGE = f"{NC}/lsat7_2000_6band.vrt"

@@ -16,6 +16,7 @@ from osgeo import gdal
 
 from deepfield.engine.fields import call_model
 from deepfield.engine.geometry import ModelGeometry, SourceGeometry
+from deepfield.engine.errors import InvalidSpec, MissingCRS, NoOverlap
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
 from deepfield.engine.classes import ClassStyle
 from deepfield.engine.rasters import raster_info
@@ -166,7 +167,8 @@ def test_unet_tiles_equal_one_tile_and_the_padded_image(rasters, tmp_path):
 
 
 def test_unet_on_an_extent_at_odd_offsets(rasters, tmp_path):
-    """An extent starting at source pixel (13, 7): the grid starts there, tiles keep its phase."""
+    """An extent starting at source pixel (13.2, 7): the grid starts at (14, 7); tiles keep the full
+    run's phase, so the values are the whole-image map's (issue 10)."""
     model, geometry = unet(6)
     source = read(rasters["nc"])
     x0, y0 = 630534.0 + 100 * 28.5, 228114.0 - 100 * 28.5  # crop origin
@@ -174,11 +176,9 @@ def test_unet_on_an_extent_at_odd_offsets(rasters, tmp_path):
     result, tiled = serve(model, geometry, [rasters["nc"]], tmp_path / "ext.tif", extent=extent, tile=20)
     assert result["grid"]["geotransform"] == [x0 + 14 * 28.5, 28.5, 0.0, y0 - 7 * 28.5, 0.0, -28.5]
     assert (result["grid"]["width"], result["grid"]["height"]) == (119, 133)
-    # columns start at 14 - 24, rows at 7 - 24; the reference slices rows and columns separately
-    padded = np.pad(source, ((24, 24), (24, 24), (0, 0)), mode="reflect")
-    window = padded[None, 7:7 + 136 + 48, 14:14 + 120 + 48]
-    expected = np.asarray(model(window, training=False))[0, 24:24 + 133, 24:24 + 119]
-    np.testing.assert_allclose(tiled, expected, atol=1e-5)
+    # the whole image padded by 24 (a multiple of the period 4), one pass, cropped to the extent
+    whole = reference(model, [source], [-24], [152 + 48], 24, (150, 150))
+    np.testing.assert_allclose(tiled, whole[7:7 + 133, 14:14 + 119], atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["reflect", "symmetric", "edge", "constant"])
@@ -467,12 +467,18 @@ def test_errors_are_specific(rasters, tmp_path):
     plain = gdal.GetDriverByName("GTiff").Create(no_crs, 20, 20, 6, gdal.GDT_Float32)
     plain.SetGeoTransform(grid_of(rasters["nc"])[0])
     plain = None
-    with pytest.raises(EngineError, match="no coordinate reference system"):
+    with pytest.raises(EngineError, match="no coordinate reference system") as caught:
         plan_serving(geometry, [no_crs])
+    assert isinstance(caught.value, MissingCRS)
     with pytest.raises(EngineError, match="not found"):
         plan_serving(geometry, [str(tmp_path / "missing.tif")])
-    with pytest.raises(EngineError, match="do not overlap"):
+    with pytest.raises(EngineError, match="do not overlap") as caught:
         plan_serving(geometry, [rasters["nc"]], extent=[0, 0, 10, 10])
+    assert isinstance(caught.value, NoOverlap)
+    with pytest.raises(InvalidSpec, match="unknown border mode 'wrap'; use one of reflect, symmetric, edge, constant, shrink"):
+        plan_serving(geometry, [rasters["nc"]], border="wrap")
+    with pytest.raises(EngineError, match="cannot open the mask .*nomask.gpkg as a vector layer"):
+        plan_serving(geometry, [rasters["nc"]], mask=MaskSpec(str(tmp_path / "nomask.gpkg")))
     tiny = str(tmp_path / "tiny.tif")
     gdal.Translate(tiny, rasters["nc"], srcWin=[0, 0, 12, 12])
     with pytest.raises(EngineError, match="smaller than the model's receptive field.*'landsat' \\(tiny.tif\\) 16 x 16"):
@@ -518,6 +524,14 @@ def test_apply_model_job_on_a_model_folder(rasters, tmp_path):
     messages = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert any(m["type"] == "progress" and m["percent"] == 100 for m in messages)
     assert (tmp_path / "map.qml").exists()
+    spec = {"model": str(folder), "sources": [rasters["nc"]], "output": str(tmp_path / "again.tif")}
+    with pytest.raises(InvalidSpec, match="apply_model: unknown spec key\\(s\\) tiles_size; known keys: model, sources"):
+        get_job("apply_model")({**spec, "tiles_size": 8}, Reporter(io.StringIO()))
+    with pytest.raises(InvalidSpec, match="apply_model: outputs must be one of class_map, confidence, probabilities"):
+        get_job("apply_model")({**spec, "outputs": ["classes"]}, Reporter(io.StringIO()))
+    with pytest.raises(InvalidSpec, match="apply_model: the spec needs 'sources'"):
+        get_job("apply_model")({**spec, "sources": []}, Reporter(io.StringIO()))
+    assert not (tmp_path / "again.tif").exists()
 
 
 def test_thread_executor_keeps_order_and_bounds_lookahead():

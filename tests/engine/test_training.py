@@ -363,7 +363,7 @@ def test_a_diverged_training_is_an_error_not_a_cancel(class_dataset, work):
 
 def test_served_model_in_tiles_equals_whole_image_inference(unet_folder, work, data_dir):
     from deepfield.engine.modelfolder import load_model_folder
-    from deepfield.engine.serving import apply_model_job
+    from deepfield.engine.jobs.apply_model import run as apply_model_job
 
     folder = unet_folder[0]
     crop = work / "crop.tif"

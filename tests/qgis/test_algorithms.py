@@ -207,6 +207,22 @@ def test_apply_model_writes_a_styled_class_map_on_the_input_grid(chain):
     assert not list(output.parent.glob("*.part"))
 
 
+def test_apply_model_over_two_scenes_on_a_dask_worker(qgis_process, chain, data_dir, tmp_path):
+    """More scenes + the Dask executor: one output per scene (the first identical to the threaded
+    run of the chain), and the VRT mosaic as the result."""
+    second = crop(data_dir / NC / "lsat7_2000_6band.vrt", tmp_path / "second.tif", 400, 300, 100, 72)
+    applied = qgis_process.run("deepfield:applymodel", {
+        "MODEL": chain.training["OUTPUT"], "SOURCES": chain.scene, "SCENES": second, "EXECUTOR": 1, "WORKERS": 1,
+        "OUTPUT": tmp_path / "classes.tif"})
+    assert Path(applied["OUTPUT"]) == tmp_path / "classes.vrt"
+    first = gdal.Open(str(tmp_path / "classes_scene.tif")).ReadAsArray()
+    np.testing.assert_array_equal(first, gdal.Open(chain.applied["OUTPUT"]).ReadAsArray())
+    mosaic = gdal.Open(applied["OUTPUT"])
+    assert (mosaic.RasterXSize, mosaic.RasterYSize) == (200, 72)
+    np.testing.assert_array_equal(mosaic.ReadAsArray()[:, 100:],
+                                  gdal.Open(str(tmp_path / "classes_second.tif")).ReadAsArray())
+
+
 def test_relative_paths_are_read_from_the_working_folder(qgis_process, chain, tmp_path):
     """A user in their data folder types relative paths: the engine reads and writes there."""
     os.link(chain.image, tmp_path / "image.tif")

@@ -91,7 +91,7 @@ def test_report_files_match_the_engine():
     from deepfield.algorithms.evaluate_map import REPORT_FILES
     from deepfield.engine.contract import REPORT_FILES as FILES
 
-    assert set(REPORT_FILES) == set(FILES.values())
+    assert set(REPORT_FILES.values()) == set(FILES.values())
 
 
 def test_qgis_process_with_polygons_and_a_mask(qgis_process, nc, tmp_path):

@@ -1,9 +1,12 @@
 """The plugin as QGIS sees it: metadata, loading, the provider, Check environment."""
 
 import configparser
+import json
+import subprocess
+import sys
 import zipfile
 
-from ..conftest import REPO
+from ..conftest import PLUGINPATH, REPO
 from .conftest import QgisProcess
 
 REQUIRED = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
@@ -36,6 +39,16 @@ def test_check_environment_through_qgis_process(qgis_process):
     assert results["NUMPY"].startswith("1.")
     assert results["PROJ"]
     assert results["GPUS"]  # a list or "none (CPU only)"
+    # What it means: the GPUs the engine itself sees (asked here without QGIS), named one by one.
+    probe = subprocess.run([sys.executable, "-c", "import json; from deepfield.engine.device import gpu_names; "
+                            "print(json.dumps(gpu_names()))"], cwd=PLUGINPATH, capture_output=True, text=True,
+                           timeout=300, check=True)
+    gpus = json.loads(probe.stdout.splitlines()[-1])
+    assert isinstance(results["GPUS"], str)
+    if gpus:
+        assert results["GPUS"].split(", ") == gpus
+    else:
+        assert results["GPUS"] == "none (CPU only)"
 
 
 def test_check_environment_in_process(qgis_app):
