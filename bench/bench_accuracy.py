@@ -81,14 +81,11 @@ def test_reference(labels: np.ndarray, splits: np.ndarray, like: str, path: Path
 
 
 def write_like(like: str, path: Path, values: np.ndarray, nodata: float) -> str:
-    source = gdal.Open(like)
-    out = gdal.GetDriverByName("GTiff").Create(str(path), source.RasterXSize, source.RasterYSize, 1,
-                                               gdal.GDT_Int16 if values.dtype == np.int16 else gdal.GDT_Float32)
-    out.SetGeoTransform(source.GetGeoTransform())
-    out.SetProjection(source.GetProjection())
-    out.GetRasterBand(1).WriteArray(values)
-    out.GetRasterBand(1).SetNoDataValue(nodata)
-    out = None
+    """``values`` as a one-band GeoTIFF on the grid of ``like`` (a copy of its first band, overwritten)."""
+    kind = gdal.GDT_Int16 if values.dtype == np.int16 else gdal.GDT_Float32
+    copy = gdal.Translate(str(path), like, bandList=[1], outputType=kind, noData=nodata)
+    copy.GetRasterBand(1).WriteArray(values)
+    copy = None
     return str(path)
 
 
