@@ -43,7 +43,10 @@ class ExtractPatches(EngineAlgorithm):
         "a target image. Class names: value=name pairs such as "
         "1=developed:#e31a1c,2=agriculture (colours optional); without them, the label raster's paletted "
         "style in QGIS, else the values; only listed classes are learnt. Positions whose patches leave a source, "
-        "hold nodata, or have no label are rejected and counted in the log. The output folder is a "
+        "are more than MAX NODATA nodata, or have no label are rejected and counted in the log. Patches partly "
+        "nodata are kept as they are: training and Apply model treat nodata alike (filled after normalisation), "
+        "so the map has no edge effect along nodata borders; label pixels on nodata are not learnt. The output "
+        "folder is a "
         "DeepField dataset (manifest.json, .npy shards per split, positions.gpkg) for Train model."
     )
 
@@ -74,6 +77,9 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "CLASSES", "Class names (value=name or value=name:#colour, comma-separated; "
             "default: the label raster's paletted style, else the values)", defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MAX_NODATA", "Max nodata per patch (fraction of its pixels, 0-1)", QgsProcessingParameterNumber.Double,
+            defaultValue=0.5, minValue=0.0, maxValue=1.0))
         shard = QgsProcessingParameterNumber("SHARD_SIZE", "Patches per shard file", defaultValue=1024, minValue=1)
         self.add_advanced(shard)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Dataset folder"))
@@ -135,6 +141,7 @@ class ExtractPatches(EngineAlgorithm):
             "class_field": class_field,
             "label": label,
             "shard_size": self.parameterAsInt(parameters, "SHARD_SIZE", context),
+            "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
             "output": output,
         }
         return spec, [output]

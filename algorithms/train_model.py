@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING
+from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDULES
 from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
@@ -38,9 +38,27 @@ class TrainModel(EngineAlgorithm):
         "super-resolution); the best epoch is kept. The model folder also holds history.csv, "
         "training_curves.png, confusion_matrix.json/.png and TensorBoard logs (logs/). Checkpoints "
         "go to <output>.checkpoint: after a cancel or a crash, 'Resume' continues from there; a "
-        "cancelled run still writes the best model so far. The same seed gives the same run on a CPU."
-        "\n\nWhen to use which architecture:\n"
-        + "\n".join(f"- {name}: {WHEN_TO_USE[name]}" for name in ARCHITECTURES)
+        "cancelled run still writes the best model so far. The same seed gives the same run on a CPU.\n\n"
+        "Which knob matters when:\n"
+        "- Time budget (minutes) is the main one: training stops when it is spent (or after Epochs, whichever "
+        "comes first) and the learning rate decays over that span (cosine), so a longer budget gives a "
+        "better model until the validation macro F-score stops rising (see training_curves.png). On 2 CPU "
+        "cores, 10-15 minutes is enough for a Landsat scene; a GPU needs far less.\n"
+        "- Crop size (pixels, a multiple of the network's expression field; segmentation): every step trains on "
+        "a random crop of each patch, a new one each time: extract patches larger than the crop (e.g. 96 px "
+        "patches, 64 px crops) to see more varied context from the same labels.\n"
+        "- Class weighting: 'sqrt' (default) lifts rare classes without letting a handful of pixels dominate; "
+        "'balanced' favours recall of rare classes over overall accuracy; 'none' favours the common classes.\n"
+        "- Learning rate (AdamW, with weight decay): lower it ten times if the validation loss is NaN or "
+        "jumps; the default suits batch-normalised zoo networks.\n"
+        "- Augment (flips/90-degree rotations) is right for overhead images; turn it off only when "
+        "orientation carries meaning (shadows, sun-synchronous illumination).\n"
+        "- Validity channel: gives the network a band saying where the inputs are nodata, for sources with "
+        "large nodata areas; nodata is filled after normalisation in any case, the same way as in Apply model.\n"
+        "The loss and the validation scores count labelled pixels only; the best epoch (highest validation "
+        "macro F-score) is the one written.\n\n"
+        "When to use which architecture (automatic, the default, picks one from the dataset and logs why):\n"
+        + "\n".join(f"- {name}: {WHEN_TO_USE[name]}" for name in sorted(ZOO))
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -53,14 +71,21 @@ class TrainModel(EngineAlgorithm):
             "CUSTOM_MODEL", "Custom model (.py with build(spec)); replaces the architecture",
             extension="py", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
+            "TIME_BUDGET", "Time budget (minutes, 0 = no limit)", QgsProcessingParameterNumber.Double,
+            defaultValue=10.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EPOCHS", "Epochs (at most)", QgsProcessingParameterNumber.Integer, defaultValue=100, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Batch size (patches)", QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
             "LEARNING_RATE", "Learning rate", QgsProcessingParameterNumber.Double, defaultValue=1e-3,
             minValue=1e-8))
         self.addParameter(QgsProcessingParameterEnum(
-            "CLASS_WEIGHTING", "Class weighting", options=list(CLASS_WEIGHTING), defaultValue=0))
+            "CLASS_WEIGHTING", "Class weighting", options=list(CLASS_WEIGHTING),
+            defaultValue=CLASS_WEIGHTING.index("sqrt")))
+        self.addParameter(QgsProcessingParameterNumber(
+            "CROP_SIZE", "Random crop size (pixels, 0 = whole patches; segmentation)",
+            QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
             "AUGMENT", "Augment (random flips and 90-degree rotations)", defaultValue=True))
         self.addParameter(QgsProcessingParameterNumber(
@@ -69,6 +94,12 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterNumber(
                 "EARLY_STOPPING", "Early stopping patience (epochs, 0 = off)", QgsProcessingParameterNumber.Integer,
                 defaultValue=0, minValue=0),
+            QgsProcessingParameterEnum("SCHEDULE", "Learning-rate schedule", options=list(LR_SCHEDULES),
+                                       defaultValue=0),
+            QgsProcessingParameterNumber("WEIGHT_DECAY", "Weight decay (AdamW)", QgsProcessingParameterNumber.Double,
+                                         defaultValue=1e-4, minValue=0.0),
+            QgsProcessingParameterBoolean("VALIDITY_CHANNEL", "Validity channel (nodata mask as an input band)",
+                                          defaultValue=False),
             QgsProcessingParameterBoolean("RESUME", "Resume from the checkpoint", defaultValue=False),
             QgsProcessingParameterBoolean("MIXED_PRECISION", "Mixed precision (GPU)", defaultValue=False),
             QgsProcessingParameterBoolean(
@@ -107,6 +138,11 @@ class TrainModel(EngineAlgorithm):
             "learning_rate": self.parameterAsDouble(parameters, "LEARNING_RATE", context),
             "class_weighting": CLASS_WEIGHTING[self.parameterAsEnum(parameters, "CLASS_WEIGHTING", context)],
             "augment": self.parameterAsBoolean(parameters, "AUGMENT", context),
+            "time_budget": self.parameterAsDouble(parameters, "TIME_BUDGET", context),
+            "crop_size": self.parameterAsInt(parameters, "CROP_SIZE", context),
+            "schedule": LR_SCHEDULES[self.parameterAsEnum(parameters, "SCHEDULE", context)],
+            "weight_decay": self.parameterAsDouble(parameters, "WEIGHT_DECAY", context),
+            "validity_channel": self.parameterAsBoolean(parameters, "VALIDITY_CHANNEL", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "early_stopping_patience": self.parameterAsInt(parameters, "EARLY_STOPPING", context),
             "resume": self.parameterAsBoolean(parameters, "RESUME", context),

@@ -102,7 +102,10 @@ def check_dataset_name(name: str, what: str = "source name") -> str:
 # -- training ------------------------------------------------------------------------------------
 #: The ``architecture`` that lets the dataset pick the zoo network (engine/training/architecture.py).
 AUTOMATIC_ARCHITECTURE = "automatic"
-CLASS_WEIGHTING = ("none", "balanced")
+#: Per-class loss weights from the training label counts (see engine.training.network.class_weights).
+CLASS_WEIGHTING = ("none", "balanced", "sqrt")
+#: Learning-rate schedules over the run (steps or time budget, whichever ends first).
+LR_SCHEDULES = ("cosine", "constant")
 IMAGE_LOSSES = ("l1", "l2")
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -224,7 +227,8 @@ class ApplyModelSpec(JobSpec):
     processes), ``scheduler`` (an existing Dask scheduler address: its workers are used instead of a
     local cluster), ``geotiff`` (Dask: also write each product's GeoTIFF from its tile VRT),
     ``scenes`` (a list of source lists: one output per scene and a VRT mosaic; ``sources`` is then
-    not needed).
+    not needed). ``tta``: test-time augmentation, the network averaged over the 8 flips/rotations
+    of every tile (exact; 8 times the compute; threads executor).
     """
 
     JOB: ClassVar[str] = "apply_model"
@@ -246,11 +250,15 @@ class ApplyModelSpec(JobSpec):
     scheduler: str | None = None
     geotiff: bool = True
     scenes: list | None = None
+    tta: bool = False
 
     def validate(self) -> None:
         for key in ("model", "output"):
             if not getattr(self, key):
                 raise InvalidSpec(f"{self.JOB}: the spec needs {key!r}")
+        if self.tta and self.executor != "threads":
+            raise InvalidSpec(f"{self.JOB}: test-time augmentation ('tta') runs with the 'threads' executor, "
+                              f"not {self.executor!r}")
         if not self.sources and not self.scenes:
             raise InvalidSpec(f"{self.JOB}: the spec needs 'sources' (or 'scenes': lists of sources)")
         check_choice(self.executor, EXECUTORS, "executor", self.JOB)
@@ -370,7 +378,8 @@ class ExtractPatchesSpec(JobSpec):
     """Patches at positions into a dataset folder (see :mod:`engine.patches`). ``sources``: the
     first is the reference; ``positions``: a point layer (``layer`` optional); ``class_field``
     for class labels; ``split_field`` absent from the layer -> every position is train;
-    ``read_tile`` in reference pixels. ``sources`` and ``label`` are parsed into
+    ``read_tile`` in reference pixels; ``max_nodata``: the largest fraction (0-1) of a source
+    patch's pixels that may be nodata (more: the position is rejected). ``sources`` and ``label`` are parsed into
     :class:`PatchSourceSpec` / :class:`PatchLabelSpec` (unnamed sources become ``source<i>``)."""
 
     JOB: ClassVar[str] = "extract_patches"
@@ -383,6 +392,7 @@ class ExtractPatchesSpec(JobSpec):
     label: PatchLabelSpec | dict | None = None
     shard_size: int = 1024
     read_tile: int = 512
+    max_nodata: float = 0.5
 
     def __post_init__(self):
         if not isinstance(self.sources, (list, tuple)) or not all(isinstance(s, (dict, PatchSourceSpec))
@@ -408,6 +418,9 @@ class ExtractPatchesSpec(JobSpec):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise InvalidSpec(f"source names must differ: {names}")
+        if not 0 <= float(self.max_nodata) <= 1:
+            raise InvalidSpec(f"extract_patches: max_nodata is a fraction of the patch's pixels, between 0 and 1; "
+                              f"got {self.max_nodata!r}")
         if self.label.kind == "class" and not self.class_field:
             raise InvalidSpec("a class label needs 'class_field': the positions' class field (integers or text)")
 
@@ -424,6 +437,13 @@ class TrainModelSpec(JobSpec):
     adversarial loss, weighted ``adversarial_weight``, against the zoo's patch discriminator.
     ``hyperparameters`` go to the model builder unchanged. ``workers``: local training processes
     (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null`` takes its default.
+
+    The recipe (see the Train model help): ``time_budget`` (minutes, 0 = none) stops training when
+    spent; ``crop_size`` (pixels of the first source, 0 = whole patches) trains on a random crop
+    of every patch at every step; ``schedule`` (:data:`LR_SCHEDULES`) decays the learning rate
+    over ``epochs`` or ``time_budget``, whichever ends first; ``weight_decay`` is AdamW's
+    (decoupled, per step, times the learning rate); ``validity_channel`` gives the network one
+    more band per source: 1 where the pixel is valid, 0 where it is nodata.
     """
 
     JOB: ClassVar[str] = "train_model"
@@ -435,8 +455,13 @@ class TrainModelSpec(JobSpec):
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-3
-    class_weighting: str = "none"
+    class_weighting: str = "sqrt"
     augment: bool = True
+    time_budget: float = 0.0
+    crop_size: int = 0
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    validity_channel: bool = False
     seed: int = 0
     resume: bool = False
     early_stopping_patience: int = 0
@@ -469,6 +494,14 @@ class TrainModelSpec(JobSpec):
         if int(self.early_stopping_patience) < 0:
             raise InvalidSpec("train_model: 'early_stopping_patience' must be >= 0")
         check_choice(self.class_weighting, CLASS_WEIGHTING, "'class_weighting'", self.JOB)
+        check_choice(self.schedule, LR_SCHEDULES, "'schedule'", self.JOB)
+        if not float(self.time_budget) >= 0:
+            raise InvalidSpec(f"train_model: 'time_budget' is in minutes, >= 0 (0: no budget); got {self.time_budget!r}")
+        if not isinstance(self.crop_size, int) or self.crop_size < 0:
+            raise InvalidSpec(f"train_model: 'crop_size' must be 0 (whole patches) or a size in pixels, "
+                              f"got {self.crop_size!r}")
+        if not float(self.weight_decay) >= 0:
+            raise InvalidSpec(f"train_model: 'weight_decay' must be >= 0, got {self.weight_decay!r}")
         check_choice(self.loss, IMAGE_LOSSES, "'loss'", self.JOB)
         if not isinstance(self.hyperparameters, dict):
             raise InvalidSpec("train_model: 'hyperparameters' must be an object (name -> value)")

@@ -40,8 +40,11 @@ does not normalise (models normalise with them).
 
 Reading: :func:`open_dataset` returns a :class:`DatasetReader` whose ``tf_dataset`` yields
 ``({source_name: float32 [B, h, w, c]}, labels)`` batches, with global shuffling (shards are
-memory-mapped, so a dataset larger than RAM works) and optional dihedral augmentation
-(flips and 90-degree rotations, the same for every source and the labels of a sample).
+memory-mapped, so a dataset larger than RAM works), optional random crops and dihedral
+augmentation (flips and 90-degree rotations), the same for every source and the labels of a
+sample. The reader turns every band of a nodata pixel into NaN (:func:`engine.nodata.to_nan`,
+with the manifest's per-band ``nodata``), exactly as serving does; the train statistics
+``mean``/``std`` count valid pixels only.
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ from pathlib import Path
 import numpy as np
 
 from .contract import DATASET_LABELS, LABEL_KINDS, SPLITS, check_dataset_name
+from .dihedral import dihedral
 from .errors import EngineError
+from .nodata import to_nan
+from .rasters import invalid_pixels
 
 FORMAT = "deepfield-dataset"
 VERSION = 1
@@ -79,15 +85,19 @@ class BandMoments:
         self.mean = np.zeros(self.bands) if self.mean is None else self.mean
         self.m2 = np.zeros(self.bands) if self.m2 is None else self.m2
 
-    def add(self, values: np.ndarray) -> None:
-        """Add ``values`` shaped ``[..., bands]``, in chunks of :data:`MOMENT_CHUNK` pixels
-        (bounded float64 temporaries)."""
+    def add(self, values: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add ``values`` shaped ``[..., bands]`` (only the pixels where ``valid``, shaped
+        ``[...]``, is true), in chunks of :data:`MOMENT_CHUNK` pixels (bounded float64 temporaries)."""
         flat = np.asarray(values).reshape(-1, self.bands)
+        if valid is not None:
+            flat = flat[np.asarray(valid).ravel()]
         for start in range(0, flat.shape[0], MOMENT_CHUNK):
             self._merge(flat[start:start + MOMENT_CHUNK].astype(np.float64))
 
     def _merge(self, chunk: np.ndarray) -> None:
         n = chunk.shape[0]
+        if n == 0:
+            return
         mean = chunk.mean(axis=0)
         chunk -= mean
         m2 = np.einsum("ij,ij->j", chunk, chunk)
@@ -153,6 +163,7 @@ class DatasetWriter:
         n_classes = len(self.label.get("classes") or [])
         self._class_counts = {split: np.zeros(n_classes, dtype=np.int64) for split in SPLITS}
         self._moments = {s["name"]: BandMoments(int(s["bands"])) for s in self.sources}
+        self._nodata = {s["name"]: list(s.get("nodata") or []) for s in self.sources}
         if self.label["kind"] == "image":
             self._moments[DATASET_LABELS] = BandMoments(int(self.label["bands"]))
 
@@ -199,7 +210,9 @@ class DatasetWriter:
             np.save(self.folder / relative, array[:buffer.count])
             files[name] = relative
             if split == "train" and name in self._moments:
-                self._moments[name].add(array[:buffer.count])
+                values = array[:buffer.count]
+                valid = ~invalid_pixels(values, self._nodata[name]) if name in self._nodata else None
+                self._moments[name].add(values, valid)
         self._shards[split].append({"count": buffer.count, "files": files})
         self._buffers[split] = None
 
@@ -319,6 +332,8 @@ class DatasetReader:
             for name in out:
                 out[name][rows] = self._array(shard["files"][name])[local]
         labels = out.pop(DATASET_LABELS)
+        for source in self.manifest["sources"]:
+            to_nan(out[source["name"]], source.get("nodata"))
         return out, labels
 
     def _shape(self, name: str) -> tuple:
@@ -329,13 +344,15 @@ class DatasetReader:
         return self.take(split, np.arange(self.size(split)))
 
     def tf_dataset(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                   augment: bool = False, repeat: bool = False):
+                   augment: bool = False, repeat: bool = False, crop: int = 0):
         """A ``tf.data.Dataset`` of ``({name: float32 [B, h, w, c]}, labels)`` batches.
 
         Labels: int32 ``[B]`` (class), int32 ``[B, h, w]`` (segmentation, -1 = ignore) or
         float32 ``[B, h, w, c]`` (image). ``shuffle`` reshuffles the whole split every epoch
-        (seeded); ``augment`` applies one random flip/90-degree rotation per sample to all its
-        sources and its label patch; the last batch may be smaller.
+        (seeded); ``crop`` (pixels, 0 = none) cuts one random ``crop`` x ``crop`` window per
+        sample and step from its sources and label patch (:func:`random_crops`); ``augment``
+        applies one random flip/90-degree rotation per sample to all its sources and its label
+        patch; the last batch may be smaller.
         """
         from .device import tensorflow
 
@@ -348,6 +365,8 @@ class DatasetReader:
 
         def load(indices):
             sources, labels = self.take(split, indices)
+            if crop:
+                sources, labels = random_crops(sources, labels, self.label_kind, int(crop), rng)
             if augment:
                 sources, labels = augment_batch(sources, labels, self.label_kind, rng)
             return [sources[name] for name in names] + [labels]
@@ -357,7 +376,8 @@ class DatasetReader:
         def to_tensors(indices):
             outputs = tf.numpy_function(load, [indices], [tf.float32] * len(names) + [labels_type])
             for tensor, name in zip(outputs, names + [DATASET_LABELS]):
-                tensor.set_shape((None,) + self._shape(name))
+                shape = self._shape(name)
+                tensor.set_shape((None,) + ((crop, crop) + shape[2:] if crop and shape else shape))
             return {name: t for name, t in zip(names, outputs[:-1])}, outputs[-1]
 
         dataset = tf.data.Dataset.range(n)
@@ -367,6 +387,21 @@ class DatasetReader:
             dataset = dataset.repeat()
         dataset = dataset.batch(int(batch_size)).map(to_tensors, num_parallel_calls=1)
         return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def random_crops(sources: dict[str, np.ndarray], labels: np.ndarray, kind: str, size: int,
+                 rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One random ``size`` x ``size`` window per sample, at the same place in every source patch
+    and the label patch (pixels; the patches must share their grid and size: one spacing).
+    Class labels are unchanged."""
+    count = len(labels)
+    patch = next(iter(sources.values())).shape[1]
+    rows, cols = rng.integers(0, patch - size + 1, size=(2, count))
+    out = {name: np.stack([a[i, r:r + size, c:c + size] for i, r, c in zip(range(count), rows, cols)])
+           for name, a in sources.items()}
+    if kind != "class":
+        labels = np.stack([labels[i, r:r + size, c:c + size] for i, r, c in zip(range(count), rows, cols)])
+    return out, labels
 
 
 def augment_batch(sources: dict[str, np.ndarray], labels: np.ndarray, kind: str,
@@ -387,9 +422,3 @@ def augment_batch(sources: dict[str, np.ndarray], labels: np.ndarray, kind: str,
         if kind != "class":
             labels[i] = dihedral(labels[i], int(op))
     return out, labels
-
-
-def dihedral(patch: np.ndarray, op: int) -> np.ndarray:
-    """Element ``op`` (0..7) of the dihedral group on the first two axes: rot90^(op%4), then a flip if op>=4."""
-    rotated = np.rot90(patch, k=op % 4, axes=(0, 1))
-    return np.flip(rotated, axis=1) if op >= 4 else rotated

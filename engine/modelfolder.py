@@ -358,11 +358,13 @@ def load_model_folder(path, verify: bool = True) -> LoadedModel:
     if not file.is_file():
         raise NotAModelFolder(f"{folder}: the model file {MODEL} is missing")
     from .device import tensorflow
+    from .nodata import nodata_fill_class
 
     tensorflow()
     import keras
 
     _import_custom_code(folder)
+    nodata_fill_class()  # registers DeepField's own layer with Keras
     try:
         model = keras.saving.load_model(file, compile=False)
     except Exception as error:

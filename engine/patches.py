@@ -23,8 +23,12 @@ Vocabulary:
   (:func:`engine.geometry.patch_start` in its own pixels; docs/architecture.md).
 
 A position is rejected, and counted per reason, when a patch leaves its raster (``outside``),
-any band of a source patch is nodata or NaN (``nodata``), or its label is missing
-(``label_nodata``: every label pixel nodata, any target-image pixel nodata, or no class).
+more than ``max_nodata`` of a source patch's pixels are nodata (``nodata``: a pixel is nodata
+when any of its bands is nodata or NaN), or its label is missing (``label_nodata``: every label
+pixel nodata, any target-image pixel nodata, or no class). Patches partly nodata are kept as
+they are (the reader and serving turn nodata into NaN alike, :mod:`engine.nodata`); segmentation
+label pixels on a nodata pixel of the first source are ignored (-1) when the label patch shares
+its grid, as serving maps no class there.
 
 Reading: positions are grouped by reference-source tiles of ``read_tile`` pixels; each raster
 is read once per group (the bounding window of the group's patches), so a raster is read about
@@ -45,7 +49,7 @@ import numpy as np
 from .classes import class_color, class_styles
 from .contract import PatchLabelSpec, PatchSourceSpec
 from .crs import bounds_in, crs_equivalent
-from .dataset import DatasetWriter
+from .dataset import IGNORE_INDEX, DatasetWriter
 from .errors import EngineError, InvalidSpec, NoOverlap
 from .geometry import Lattice, Window, patch_start, registered_start
 from .outputs import atomic_output, is_plain_path
@@ -264,11 +268,12 @@ def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions:
 
 
 def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, positions: Positions, output,
-                    reporter: Reporter, shard_size: int, read_tile: int) -> dict:
+                    reporter: Reporter, shard_size: int, read_tile: int, max_nodata: float = 0.5) -> dict:
     """Cut the patches of ``sources`` (the first is the reference) and their ``label`` at
     ``positions`` (in the reference source's CRS) into the dataset folder ``output``
     (see :mod:`.dataset`): ``shard_size`` patches per shard, positions read in groups by
-    reference tiles of ``read_tile`` pixels (defaults: :class:`.contract.ExtractPatchesSpec`).
+    reference tiles of ``read_tile`` pixels, ``max_nodata`` the largest nodata fraction of a
+    source patch (defaults: :class:`.contract.ExtractPatchesSpec`).
 
     Returns {output, splits {split: n}, rejected {reason: n}, class_counts}.
     """
@@ -314,6 +319,8 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     manifest_sources = [_source_entry(s, info, cut.info, reference) for s, info, cut in zip(sources, infos, cuts)]
     label_aligned = label_cut.info if label_cut else None
     manifest_label = _label_entry(label, label_info, label_aligned, label_size, table, reference)
+    on_reference_grid = (label.kind == "segmentation" and label_size == sources[0].patch_size
+                         and spacing_scale(label_aligned, reference) == 1)
     groups = read_groups(cuts[0], candidates, int(read_tile))
     accepted_index, accepted_split, accepted_row = [], [], []
     with atomic_output(output, folder=True) as folder, bounded_gdal_cache():
@@ -324,11 +331,14 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
             labels = label_cut.read_group(members) if label_cut else {}
             for m in members:
                 sample = {name: patches[name][m] for name in patches}
-                if any(invalid_pixels(p, info.nodata).any()
-                       for p, info in zip(sample.values(), infos)):
+                invalid = [invalid_pixels(p, info.nodata) for p, info in zip(sample.values(), infos)]
+                if any(bad.mean() > max_nodata for bad in invalid):
                     rejected["nodata"] += 1
                     continue
                 value = _label_value(label, labels.get(m), positions, m, label_info, table)
+                if value is not None and on_reference_grid:
+                    value = np.where(invalid[0], IGNORE_INDEX, value)
+                    value = None if (value < 0).all() else value
                 if value is None:
                     rejected["label_nodata"] += 1
                     continue

@@ -26,6 +26,7 @@ from .classes import ClassStyle, class_color
 from .contract import CLASSIFIER_PRODUCTS, DEFAULT_MEMORY_MB, NODATA_MODES, SERVING_BORDERS, sibling_output
 from .crs import bounds_in
 from .device import compute_device, tensorflow
+from .dihedral import dihedral_mean
 from .executors import Executor, ThreadExecutor
 from .fields import pack_inputs
 from .errors import EngineError, InvalidSpec, NoOverlap
@@ -341,18 +342,32 @@ def make_infer(model, tile_shapes: list[tuple[int, ...]] | None = None):
     return infer
 
 
+def check_tta(geometry: ModelGeometry) -> None:
+    """Test-time augmentation is exact (tiles stitch like one pass) when a flipped or rotated
+    tile window looks like a tile window: as much context after each EF block as before it."""
+    lopsided = [s.name for i, s in enumerate(geometry.sources) if geometry.before(i) != geometry.after(i)]
+    if lopsided:
+        raise EngineError(f"test-time augmentation needs a model with as much context on each side of a block; "
+                          f"input(s) {', '.join(lopsided)} have not (RF - EF odd): serve without it")
+
+
 def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Reporter | None = None,
-             executor: Executor | None = None, nodata_mode: str = "skip", background: float | None = None) -> RunStats:
+             executor: Executor | None = None, nodata_mode: str = "skip", background: float | None = None,
+             tta: bool = False) -> RunStats:
     """Serve ``model`` over ``plan``: read ahead, compute, write in the background.
 
     Tiles that are nodata in every source are not computed: they are written as each product's
-    nodata; raw (regression/image) products take ``background`` instead when it is given."""
+    nodata; raw (regression/image) products take ``background`` instead when it is given.
+    ``tta``: average the network over the 8 flips/rotations of each tile (:mod:`.dihedral`)."""
     if nodata_mode not in NODATA_MODES:
         raise EngineError(f"unknown nodata mode {nodata_mode!r}; use one of {', '.join(NODATA_MODES)}")
     reporter = reporter or Reporter(stream=io.StringIO())
     geometry = plan.geometry
     shapes = [(w.height, w.width, s.bands) for w, s in zip(plan.tasks[0].windows, plan.sources)]
     infer = make_infer(model, shapes)
+    if tta:
+        check_tta(geometry)
+        infer = dihedral_mean(infer)
     reader = TileReader(plan, nodata_mode)
     stats = RunStats()
     started = time.perf_counter()
@@ -412,7 +427,9 @@ class TileReader:
         inputs, bad_masks = [], []
         for source, window in zip(plan.sources, task.windows):
             array = read_window(source.path, window, plan.read_mode, dtype=np.float32)
-            bad_masks.append(invalid_pixels(array, source.nodata))
+            bad = invalid_pixels(array, source.nodata)
+            array[bad] = np.nan  # the network fills NaN, whatever the nodata value (engine.nodata)
+            bad_masks.append(bad)
             inputs.append(array)
         invalid = None
         fill = "background" if all(bad.all() for bad in bad_masks) else None
@@ -428,6 +445,9 @@ class TileReader:
             return _Tile(task, [], fill)
         partial = any(bad.any() for bad in bad_masks)
         empty = _empty(plan.geometry, bad_masks, task.block.width) if partial and self.nodata_mode == "skip" else None
+        if partial:  # a pixel whose own inputs are nodata gets nodata
+            own = _own_nodata(plan.geometry, bad_masks, task.block.width)
+            invalid = own if invalid is None else invalid | own
         return _Tile(task, inputs, None, invalid if invalid is not None and invalid.any() else None,
                      empty if empty is not None and empty.any() else None, partial)
 
@@ -454,6 +474,23 @@ def _touching(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -
             step = geometry.footprint(i)  # an EF block's window: its receptive field and the registration's margin
             hit |= _block_counts(bad, blocks, step, 0, step + geometry.window_extent(i)) > 0
     return _per_pixel(geometry, hit)
+
+
+def _own_nodata(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> np.ndarray:
+    """Output pixels (``size`` x ``size``) whose own footprint holds a nodata pixel of any source
+    (output pixel ``j`` covers source-i pixels ``[before_i + j r_i, before_i + (j + 1) r_i)``)."""
+    hit = np.zeros((size, size), dtype=bool)
+    edges = np.arange(size + 1)
+    for i, bad in enumerate(bad_masks):
+        if not bad.any():
+            continue
+        ratio, before = geometry.ratio(i), geometry.before(i)
+        starts = np.array([before + math.floor(j * ratio) for j in edges[:-1]])
+        ends = np.array([before + math.ceil(j * ratio) for j in edges[1:]])
+        table = np.pad(np.cumsum(np.cumsum(bad, 0, dtype=np.int64), 1), ((1, 0), (1, 0)))
+        r0, r1, c0, c1 = starts[:, None], ends[:, None], starts[None, :], ends[None, :]
+        hit |= (table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]) > 0
+    return hit
 
 
 def _empty(geometry: ModelGeometry, bad_masks: list[np.ndarray], size: int) -> np.ndarray:
@@ -553,7 +590,7 @@ def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str,
                 products: list[Product] | None = None, tile: int | None = None, border: str = "reflect",
                 extent=None, mask: MaskSpec | None = None, memory_mb: float = DEFAULT_MEMORY_MB,
                 nodata_mode: str = "skip", background: float | None = None, nodata: list[tuple | None] | None = None,
-                reporter: Reporter | None = None, executor: Executor | None = None) -> dict:
+                reporter: Reporter | None = None, executor: Executor | None = None, tta: bool = False) -> dict:
     """Serve a Keras ``model`` with ``geometry`` over ``sources``; by default every output tensor
     is written as float32 bands of ``output``. Returns the ``apply_model`` job's result: output
     paths, the grid, tile counts and timings."""
@@ -569,7 +606,7 @@ def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str,
         log(f"output grid {plan.grid.width} x {plan.grid.height} px of {plan.grid.spacing_x:g} x "
             f"{plan.grid.spacing_y:g}; {len(plan.tasks)} tile(s) of {plan.tile} px; border {plan.border}")
     stats = run_plan(model, plan, products, reporter=reporter, executor=executor, nodata_mode=nodata_mode,
-                     background=background)
+                     background=background, tta=tta)
     grid = plan.grid
     return {
         "output": products[0].path,

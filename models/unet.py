@@ -3,7 +3,8 @@
 Sources at a coarser scale (whole number) are up-sampled (nearest) to the reference spacing
 and concatenated with it at the input; SF 1. Hyper-parameters: ``depth`` (3), ``width``
 (8, doubled at each level), ``upsampling`` (``nearest`` or ``transpose``),
-``batch_norm`` (false).
+``batch_norm`` (true: batch normalisation after every convolution; served in inference mode, a
+per-channel affine map, so tiles stay exact).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ UPSAMPLING = ("nearest", "transpose")
 def build(spec) -> "keras.Model":
     spec = ModelSpec.coerce(spec)
     depth, width = spec.param("depth", 3), spec.param("width", 8)
-    upsampling, batch_norm = spec.param("upsampling", "nearest"), spec.param("batch_norm", False)
+    upsampling, batch_norm = spec.param("upsampling", "nearest"), spec.param("batch_norm", True)
     if depth < 1 or width < 1 or upsampling not in UPSAMPLING:
         raise EngineError(f"unet: depth and width must be >= 1 and upsampling one of {', '.join(UPSAMPLING)}")
     layers = keras().layers

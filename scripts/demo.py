@@ -1,9 +1,11 @@
 """``make demo``: the whole DeepField chain on real data, headless, through ``qgis_process.bin``.
 
 NC Landsat-7 (6 bands, 28.5 m) with the 1996 land-cover map ``strata.tif`` (7 classes):
-select samples on a grid with a spatially disjoint split -> extract 32 px patches -> train a
-U-Net -> apply it to the whole image -> evaluate the class map on the test split. Prints the
-score table and where the outputs are. ``--quick`` runs a small version (for tests).
+select samples on a grid with a spatially disjoint split -> extract patches -> train a U-Net
+(:data:`RECIPE`) -> apply it to the whole image -> evaluate the class map on the test split.
+Prints the score table next to a per-pixel random forest's, trained on the same training pixels
+and scored on the same test pixels (scripts/forest_baseline.py; skipped without scikit-learn),
+and where the outputs are. ``--quick`` runs a small version (for tests).
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_data import NC_CLASSES, nc_landsat_folder
 from qgis_headless import REPO, QgisProcess
 
+import forest_baseline as forest
+
 #: Indices of the algorithms' enum parameters (qgis_process 3.22 takes enum values as indices).
 GRID_STRATEGY, SPATIAL_BLOCKS, SEGMENTATION_LABELS, UNET = 3, 1, 1, 3
 CLASS_MAP, CONFIDENCE = 0, 1
 
+#: The training recipe of the demo and of bench/bench_accuracy.py: grid patches of ``patch`` px
+#: every ``step`` px, random ``crop`` px crops, a U-Net with batch norm, sqrt class weights (the
+#: default), AdamW with a cosine schedule over ``time_budget`` minutes (or ``epochs``).
+RECIPE = {"patch": 64, "step": 16, "crop": 48, "epochs": 400, "batch_size": 16, "learning_rate": 2e-3,
+          "time_budget": 12.0, "hyperparameters": {"depth": 3, "width": 16}}
 SETTINGS = {
-    "full": {"patch": 64, "step": 16, "epochs": 60, "patience": 15, "hyperparameters": '{"depth": 2, "width": 16}'},
-    "quick": {"patch": 32, "step": 32, "epochs": 2, "patience": 0, "hyperparameters": '{"depth": 2, "width": 4}'},
+    "full": RECIPE,
+    "quick": {"patch": 32, "step": 32, "crop": 0, "epochs": 2, "batch_size": 16, "learning_rate": 1e-3,
+              "time_budget": 0.0, "hyperparameters": {"depth": 2, "width": 4}},
 }
 
 
@@ -55,8 +65,9 @@ def run_chain(out: Path, quick: bool = False, log=print) -> dict:
         "CLASSES": ",".join(f"{value}={name}:{color}" for value, name, color in NC_CLASSES)})
     trained = step("train model", "deepfield:trainmodel", {
         "DATASET": out / "dataset", "ARCHITECTURE": UNET, "EPOCHS": settings["epochs"],
-        "BATCH_SIZE": 16, "AUGMENT": True, "SEED": 0, "EARLY_STOPPING": settings["patience"],
-        "HYPERPARAMETERS": settings["hyperparameters"], "OUTPUT": out / "model"})
+        "TIME_BUDGET": settings["time_budget"], "CROP_SIZE": settings["crop"],
+        "BATCH_SIZE": settings["batch_size"], "LEARNING_RATE": settings["learning_rate"], "AUGMENT": True,
+        "SEED": 0, "HYPERPARAMETERS": json.dumps(settings["hyperparameters"]), "OUTPUT": out / "model"})
     applied = step("apply model", "deepfield:applymodel", {
         "MODEL": trained["MODEL"], "SOURCES": image, "OUTPUTS": f"{CLASS_MAP},{CONFIDENCE}",
         "OUTPUT": out / "landcover.tif"})
@@ -67,17 +78,36 @@ def run_chain(out: Path, quick: bool = False, log=print) -> dict:
         "INPUT": applied["OUTPUT"], "REFERENCE_RASTER": labels, "MASK": test_blocks["OUTPUT"],
         "OUTPUT_FOLDER": out / "evaluation"})
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
-    return {"steps": steps, "metrics": metrics}
+    return {"steps": steps, "metrics": metrics, "comparison": comparison(out, image, labels, applied["OUTPUT"], log)}
 
 
-def score_table(metrics: dict) -> str:
-    """Per-class precision / recall / F-score (percent) and the overall scores, as text."""
-    lines = [f"{'class':<14}{'precision':>10}{'recall':>10}{'F-score':>10}{'pixels':>10}"]
+def comparison(out: Path, image: Path, labels: Path, class_map: str, log=print) -> dict | None:
+    """DeepField's map and a per-pixel random forest on the same test pixels (None without scikit-learn)."""
+    if not forest.forest_available():
+        return None
+    log(f"[{time.strftime('%H:%M:%S')}] random forest ({forest.TREES} trees) on the same pixels ...")
+    values = [value for value, _, _ in NC_CLASSES]
+    stack, reference = forest.scene(str(image), str(labels), values)
+    splits = forest.rasterized_splits(str(out / "blocks.gpkg"), str(image))
+    return {"deepfield": forest.map_scores(class_map, reference, splits, values),
+            "random_forest": forest.forest_scores(stack, reference, splits, values)}
+
+
+def score_table(metrics: dict, baseline: dict | None = None) -> str:
+    """Per-class precision / recall / F-score (percent) and the overall scores, as text; with
+    ``baseline`` (the forest's scores), its F-scores and overall scores side by side."""
+    head = f"{'class':<14}{'precision':>10}{'recall':>10}{'F-score':>10}{'pixels':>10}"
+    lines = [head + (f"{'forest F':>10}" if baseline else "")]
     for row in metrics["classes"]:
-        lines.append(f"{row['name']:<14}{100 * row['precision']:>10.1f}{100 * row['recall']:>10.1f}"
-                     f"{100 * row['f1']:>10.1f}{row['support']:>10}")
-    lines.append(f"overall accuracy {100 * metrics['overall_accuracy']:.1f} %, kappa {metrics['kappa']:.3f}, "
-                 f"macro F-score {100 * metrics['macro_f1']:.1f} %")
+        line = (f"{row['name']:<14}{100 * row['precision']:>10.1f}{100 * row['recall']:>10.1f}"
+                f"{100 * row['f1']:>10.1f}{row['support']:>10}")
+        if baseline and row["value"] in baseline["classes"]:
+            line += f"{100 * baseline['per_class']['f1'][baseline['classes'].index(row['value'])]:>10.1f}"
+        lines.append(line)
+    for name, scores in (("DeepField", metrics), ("random forest", baseline)):
+        if scores:
+            lines.append(f"{name + ':':<15}overall accuracy {100 * scores['overall_accuracy']:.1f} %, "
+                         f"kappa {scores['kappa']:.3f}, macro F-score {100 * scores['macro_f1']:.1f} %")
     return "\n".join(lines)
 
 
@@ -89,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     result = run_chain(args.out, quick=args.quick)
     print("\nLand-cover map scores on the test split (reference: strata.tif, 1996 land cover):")
-    print(score_table(result["metrics"]))
+    compared = result["comparison"]
+    if compared is None:
+        print(score_table(result["metrics"]))
+        print("random forest baseline skipped: scikit-learn is not installed (pip install -r requirements-dev.txt)")
+    else:
+        print(score_table(result["metrics"], compared["random_forest"]))
+        print(f"(random forest: {compared['random_forest']['training_pixels']} training pixels of the train blocks, "
+              f"{compared['random_forest']['samples']} test pixels, the ones DeepField is scored on)")
     print(f"\nOutputs in {args.out}:")
     for name in ("positions.gpkg", "dataset", "model", "landcover.tif", "landcover_confidence.tif",
                  "evaluation/report.html"):

@@ -24,4 +24,5 @@ def run(spec: dict, reporter: Reporter) -> dict:
     if not len(positions):
         raise EngineError(f"no positions in {job.positions}: the layer is empty or its points have no "
                           "geometry; give the points Select samples wrote")
-    return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile)
+    return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile,
+                           float(job.max_nodata))

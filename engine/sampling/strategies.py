@@ -207,8 +207,9 @@ class LabelRasterSampler(Sampler):
 @dataclass(frozen=True)
 class GridSampler(Sampler):
     """Footprints of ``patch_size_px`` every ``step_px`` pixels over the raster (after torchgeo's
-    ``GridGeoSampler``) whose pixels are all valid: no band is nodata (or NaN) and, with ``mask``
-    (a raster on the same grid), the mask is non-zero and not its nodata. No classes."""
+    ``GridGeoSampler``) holding at least one valid pixel: no band nodata (or NaN) and, with
+    ``mask`` (a raster on the same grid), the mask non-zero and not its nodata. Footprints partly
+    nodata are kept: Extract patches decides with its ``max_nodata``. No classes."""
 
     name: ClassVar[str] = "grid"
     patch_size_px: int
@@ -237,8 +238,8 @@ class GridSampler(Sampler):
             if mask_dataset is not None:
                 values = mask_dataset.ReadAsArray(0, row, info.width, size).reshape(-1, size, info.width)[0]
                 bad |= (values == 0) | invalid_pixels(values[None], mask_info.nodata[:1], band_axis=0)
-            bad_cols = np.concatenate([[0], np.cumsum(bad.any(axis=0))])
-            ok = bad_cols[starts_c + size] == bad_cols[starts_c]
+            bad_cols = np.concatenate([[0], np.cumsum(bad.sum(axis=0))])
+            ok = bad_cols[starts_c + size] - bad_cols[starts_c] < size * size
             x, y = info.grid.map_xy(starts_c[ok] + size / 2, np.full(ok.sum(), row + size / 2))
             xs.append(x)
             ys.append(y)

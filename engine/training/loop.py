@@ -6,7 +6,8 @@ epoch: highest validation macro F1 (classifiers) or PSNR (super-resolution); ear
 watches the same number. An epoch whose network outputs are not finite scores NaN (with a
 warning); when every epoch does, training diverged: :func:`train` fails and writes no model folder.
 Mixed precision: float16 compute with float32 variables, softmax and outputs, and dynamic loss
-scaling (:func:`.network.make_optimizer`).
+scaling (:func:`.network.make_optimizer`). A run ends after ``epochs`` or its ``time_budget``,
+whichever comes first; the learning rate follows :mod:`.schedule` over the same span.
 
 Repeatability: ``seed`` seeds Python, numpy, TensorFlow, the shuffling and the augmentation;
 on a CPU TensorFlow's kernels are made deterministic, so a seeded run repeats exactly (a
@@ -30,6 +31,7 @@ from .config import Task, TrainConfig, check_dataset
 from .export import training_info, write_model_folder
 from .network import build_network, class_weights, load_discriminator, make_loss, make_optimizer
 from .reports import HISTORY, LOGS, write_scalars
+from .schedule import RunClock, schedule_callback
 from .validation import VALIDATION_SCALARS, validate
 from .view import TrainingView, label_mapper, training_view
 
@@ -81,21 +83,17 @@ class EpochEnd:
             self.view.model.stop_training = True
 
 
-def progress_callback(model, reporter: Reporter, first_epoch: int, epochs: int, steps: int):
-    """Progress per batch over the epochs still to run; a cancel stops after the current batch."""
+def progress_callback(model, reporter: Reporter, clock: RunClock):
+    """Progress per batch (steps or time budget, whichever is further); a cancel stops after the
+    current batch."""
     import keras
 
-    current = {"epoch": first_epoch}
-    total = max(1, (epochs - first_epoch) * steps)
-
     def batch_end(batch, logs=None):
-        done = (current["epoch"] - first_epoch) * steps + batch + 1
-        reporter.progress(TRAIN_PROGRESS * min(done, total) / total)
+        reporter.progress(TRAIN_PROGRESS * min(clock.progress, 1.0))
         if reporter.cancelled:
             model.stop_training = True
 
-    return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: current.update(epoch=epoch),
-                                          on_train_batch_end=batch_end)
+    return keras.callbacks.LambdaCallback(on_train_batch_end=batch_end)
 
 
 def distribution_strategy():
@@ -189,14 +187,17 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
         if config.class_weighting != "none":
             reporter.log("class weights: " + ", ".join(
                 f"{c.get('name', c['value'])} {w:.3f}" for c, w in zip(task.classes, weights)))
+    check_crop(config, task, models)
     mapper = label_mapper(task, models.view, weights)
     train_batches = reader.tf_dataset("train", config.batch_size, shuffle=True, seed=int(config.seed),
-                                      augment=config.augment).map(mapper)
+                                      augment=config.augment, crop=int(config.crop_size)).map(mapper)
     valid_batches = reader.tf_dataset("valid", config.batch_size, shuffle=False).map(mapper)
     steps = math.ceil(reader.size("train") / config.batch_size)
     model = models.view.model
+    clock = RunClock(config.epochs * steps, config.time_budget, state.epochs_done * steps)
     callbacks = [
-        progress_callback(model, reporter, state.epochs_done, config.epochs, steps),
+        schedule_callback(model, clock, float(config.learning_rate), config.schedule, reporter.log),
+        progress_callback(model, reporter, clock),
         keras.callbacks.LambdaCallback(on_epoch_end=EpochEnd(config, task, models.view, checkpoint, state,
                                                              valid_batches, models.loss, reporter)),
     ]
@@ -205,6 +206,25 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
         model.fit(train_batches, epochs=config.epochs, initial_epoch=state.epochs_done,
                   callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles
     return finish(config, task, models, checkpoint, state, reporter)
+
+
+def check_crop(config: TrainConfig, task: Task, models: Models) -> None:
+    """Refuse a ``crop_size`` the dataset or the network cannot train on (before the first step)."""
+    size = int(config.crop_size)
+    if not size:
+        return
+    patch = int(task.sources[0]["patch_size"])
+    same_grid = (task.kind == "segmentation" and models.view.label_window is None
+                 and all(int(s["patch_size"]) == patch and str(s.get("scale", "1")) == "1" for s in task.sources)
+                 and int(task.label.get("patch_size") or 0) == patch)
+    if not same_grid:
+        raise EngineError(f"crop_size {size}: random crops need a segmentation dataset whose sources and labels "
+                          f"share one grid and one patch size, and a network whose output matches its input; "
+                          f"set crop_size to 0 (whole patches)")
+    ef = models.geometry.ef
+    if size > patch or size % ef:
+        raise EngineError(f"crop_size {size} px: use a multiple of the network's expression field ({ef} px) "
+                          f"no larger than the dataset's {patch}-pixel patches (or 0: whole patches)")
 
 
 def finish(config: TrainConfig, task: Task, models: Models, checkpoint: Checkpoint, state: RunState,

@@ -1,7 +1,8 @@
 """The network that is trained and served, and what it is trained with (loss, optimiser, weights).
 
 The network has one input per dataset source (named like it, spatial size ``None``), normalised
-inside the model with the manifest's per-band mean/std; an ``image`` network's output is
+inside the model with the manifest's per-band mean/std, then nodata (NaN) filled with 0 and,
+optionally, a validity channel appended (:mod:`engine.nodata`); an ``image`` network's output is
 de-normalised (:func:`output_statistics`). The builder's model sits in between.
 """
 
@@ -20,7 +21,8 @@ def builder_spec(task: Task, config: TrainConfig) -> dict:
     """The spec a zoo/custom ``build(spec)`` receives (see :mod:`deepfield.models.spec`)."""
     spec = {
         "task": task.kind,
-        "sources": [{"name": s["name"], "bands": int(s["bands"]), "patch_size": int(s["patch_size"]),
+        "sources": [{"name": s["name"], "bands": int(s["bands"]) + int(bool(config.validity_channel)),
+                     "patch_size": int(s["patch_size"]),
                      "scale": str(s.get("scale", "1"))} for s in task.sources],
         "classes": len(task.classes),
         **config.hyperparameters,
@@ -64,6 +66,7 @@ def output_statistics(task: Task) -> tuple[list, list]:
 def build_network(task: Task, config: TrainConfig):
     """The network to train and serve: normalisation + the builder's model (+ de-normalisation)."""
     from ..device import tensorflow
+    from ..nodata import nodata_fill
 
     tensorflow()
     import keras
@@ -71,7 +74,8 @@ def build_network(task: Task, config: TrainConfig):
     core = load_builder(config)(builder_spec(task, config))
     inputs = [keras.Input((None, None, int(s["bands"])), name=s["name"]) for s in task.sources]
     normalised = [
-        keras.layers.Normalization(mean=s["mean"], variance=variance(s["std"]), name=f"normalise_{s['name']}")(x)
+        nodata_fill(bool(config.validity_channel), name=f"nodata_fill_{s['name']}")(
+            keras.layers.Normalization(mean=s["mean"], variance=variance(s["std"]), name=f"normalise_{s['name']}")(x))
         for s, x in zip(task.sources, inputs)
     ]
     output = core(pack_inputs(core, normalised))  # a user's builder may take a dict of inputs
@@ -100,8 +104,9 @@ def arrange_inputs(task: Task, values):
 def class_weights(counts, mode: str) -> np.ndarray:
     """Per-class loss weights from training label counts.
 
-    ``none``: all 1. ``balanced``: ``total / (K * count)`` (scikit-learn's rule), 0 for classes
-    absent from the training split.
+    ``none``: all 1. ``balanced``: ``total / (K * count)`` (scikit-learn's rule, K = classes
+    present); ``sqrt``: the square root of ``balanced`` (rare classes count more, without the
+    noise of weights in the hundreds). Classes absent from the training split weigh 0.
     """
     counts = np.asarray(counts, dtype=np.float64)
     if mode == "none":
@@ -109,7 +114,7 @@ def class_weights(counts, mode: str) -> np.ndarray:
     present = counts > 0
     weights = np.zeros(len(counts))
     weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights.astype(np.float32)
+    return (np.sqrt(weights) if mode == "sqrt" else weights).astype(np.float32)
 
 
 def make_loss(task: Task, config: TrainConfig):
@@ -122,10 +127,11 @@ def make_loss(task: Task, config: TrainConfig):
 
 
 def make_optimizer(config: TrainConfig):
-    """Adam at the configured learning rate; in mixed precision wrapped in a ``LossScaleOptimizer``
+    """AdamW at the configured learning rate and weight decay (the schedule is set per step by
+    :func:`.schedule.learning_rate_at`); in mixed precision wrapped in a ``LossScaleOptimizer``
     (dynamic loss scaling against float16 gradient underflow: a custom train step must scale its
     loss with ``optimizer.scale_loss`` before taking gradients; ``apply_gradients`` unscales them)."""
     import keras
 
-    optimizer = keras.optimizers.Adam(config.learning_rate)
+    optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=float(config.weight_decay))
     return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer

@@ -137,14 +137,14 @@ def test_nc_class_labels_and_rejections(data_dir, tmp_path):
                              "split": {"train": 0.8, "test": 0.2}, "output": str(tmp_path / "points.gpkg")})
     result, messages = run(extract_patches_job, {
         "sources": [{"path": image, "patch_size": 9, "name": "landsat"}], "positions": str(tmp_path / "points.gpkg"),
-        "class_field": "class", "output": str(tmp_path / "dataset")})
+        "class_field": "class", "output": str(tmp_path / "dataset"), "max_nodata": 0})
     reader = open_dataset(tmp_path / "dataset")
     classes = reader.manifest["label"]["classes"]
     assert [c["value"] for c in classes] == list(range(1, 8)) and [c["index"] for c in classes] == list(range(7))
     selected = ogr.Open(str(tmp_path / "points.gpkg"))
     total = feature_count(tmp_path / "points.gpkg")
     assert sum(result["splits"].values()) + sum(result["rejected"].values()) == total
-    assert result["rejected"]["nodata"] > 0  # points near the band-7 nodata edge lose their patch
+    assert result["rejected"]["nodata"] > 0  # max_nodata 0: points near the band-7 nodata edge lose their patch
     dataset = gdal.Open(image)
     stack = dataset.ReadAsArray()
     nodata = np.array([dataset.GetRasterBand(b + 1).GetNoDataValue() for b in range(6)])

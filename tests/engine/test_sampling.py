@@ -168,16 +168,22 @@ def test_grid_blocks_no_overlap_between_splits(nc, tmp_path):
     gt, stack = dataset.GetGeoTransform(), dataset.ReadAsArray()
     nodata = np.array([dataset.GetRasterBand(b + 1).GetNoDataValue() for b in range(6)])[:, None, None]
     starts = footprints(rows, gt, size)
-    for col, row in starts:  # the whole patch is inside and valid
+    bad = (stack == nodata).any(axis=0)
+    partly = 0
+    for col, row in starts:  # the whole patch is inside and holds a valid pixel
         assert col >= 0 and row >= 0 and col + size <= 489 and row + size <= 443
-        assert not (stack[:, row:row + size, col:col + size] == nodata).any()
+        assert not bad[row:row + size, col:col + size].all()
+        partly += bool(bad[row:row + size, col:col + size].any())
+    assert partly > 0  # footprints partly nodata are kept (Extract patches applies max_nodata)
     assert result["dropped"]["block_border"] > 0
     assert_disjoint_splits(rows, gt, size)
-    # a grid over a valid image keeps every whole-patch-valid position: count them independently
-    bad = (stack == nodata).any(axis=0)
-    valid = sum(not bad[r:r + size, c:c + size].any()
-                for r in range(0, 443 - size + 1, 16) for c in range(0, 489 - size + 1, 16))
-    assert result["count"] + result["dropped"]["block_border"] == valid
+    # the grid proposes every position whose patch holds a valid pixel, then the raster filter drops
+    # those whose centre pixel is nodata: count both independently
+    proposed = [(r, c) for r in range(0, 443 - size + 1, 16) for c in range(0, 489 - size + 1, 16)
+                if not bad[r:r + size, c:c + size].all()]
+    centre_bad = sum(bool(bad[r + size // 2, c + size // 2]) for r, c in proposed)
+    assert result["dropped"]["nodata"] == centre_bad > 0
+    assert result["count"] + result["dropped"]["block_border"] + centre_bad == len(proposed)
 
 
 def test_constant_selection_with_blocks(nc, tmp_path):

@@ -599,3 +599,43 @@ def test_zoo_unet_with_derived_geometry_is_exact(rasters, tmp_path):
     np.testing.assert_allclose(whole, expected, atol=1e-5)
     _, tiled = serve(model, geometry, [scaled], tmp_path / "tiled.tif", tile=20)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_test_time_augmentation_is_exact_in_tiny_tiles(rasters, tmp_path):
+    """tta averages the 8 flips/rotations: tiles of 8 px == one tile == the average of the model
+    over the 8 transforms of the whole padded image (computed here with numpy.rot90/flip)."""
+    from deepfield.engine.fields import derive_geometry
+    from deepfield.models import unet as zoo_unet
+
+    keras.utils.set_random_seed(7)
+    model = zoo_unet.build({"task": "segmentation", "sources": [{"name": "landsat", "bands": 6}], "classes": 3,
+                            "depth": 2, "width": 4, "batch_norm": False})
+    geometry = derive_geometry(model)
+    scaled = str(tmp_path / "scaled.tif")
+    gdal.Translate(scaled, rasters["nc"], scaleParams=[[0, 255, 0, 1]] * 6, outputType=gdal.GDT_Float32)
+    _, whole = serve(model, geometry, [scaled], tmp_path / "whole.tif", tile=10**6, tta=True)
+    _, tiled = serve(model, geometry, [scaled], tmp_path / "tiled.tif", tile=8, tta=True)
+    _, plain = serve(model, geometry, [scaled], tmp_path / "plain.tif", tile=8)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    before, rf = geometry.before(0), geometry.sources[0].rf
+    length = 152 + rf - geometry.ef
+    padded = np.pad(read(scaled), ((before, length - 150 - before),) * 2 + ((0, 0),), mode="reflect")
+    outputs = []
+    for k in range(4):
+        for flip in (False, True):
+            x = np.rot90(padded, k)
+            x = x[:, ::-1] if flip else x
+            y = call_model(model, [np.ascontiguousarray(x)[None]])[0][0]
+            y = y[:, ::-1] if flip else y
+            outputs.append(np.rot90(y, -k))
+    expected = np.mean(outputs, axis=0)[geometry.crop:geometry.crop + 150, geometry.crop:geometry.crop + 150]
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    assert np.abs(plain - whole).max() > 1e-3  # the average is not the plain pass
+
+
+def test_test_time_augmentation_refuses_lopsided_context(rasters, tmp_path):
+    band = str(tmp_path / "band.tif")
+    gdal.Translate(band, rasters["nc"], bandList=[4])
+    model, geometry = identity(4, 1)  # 1 pixel of context before, 2 after
+    with pytest.raises(EngineError, match="test-time augmentation"):
+        serve_model(model, geometry, [band], str(tmp_path / "id.tif"), tile=16, tta=True)

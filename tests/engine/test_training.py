@@ -18,7 +18,9 @@ from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
 from deepfield.engine.training.checkpoints import LAST
 from deepfield.engine.training.loop import build_models
+from deepfield.engine.dataset import random_crops
 from deepfield.engine.training.network import class_weights
+from deepfield.engine.training.schedule import WARMUP, learning_rate_at, run_progress
 from deepfield.engine.training.validation import psnr
 from deepfield.engine.training.view import TrainingView, centre_output_pixel, label_mapper
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
@@ -127,6 +129,54 @@ def test_balanced_class_weights_follow_scikit_learn_and_zero_absent_classes():
     np.testing.assert_array_equal(class_weights([5, 0], "none"), [1, 1])
 
 
+def test_sqrt_class_weights_are_the_root_of_balanced():
+    weights = class_weights([30, 10, 0, 60], "sqrt")
+    np.testing.assert_allclose(weights, [(100 / 90) ** 0.5, (100 / 30) ** 0.5, 0, (100 / 180) ** 0.5], rtol=1e-6)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_with_steps_or_time():
+    assert learning_rate_at(1e-3, 0.0, "cosine") < 1e-4
+    assert learning_rate_at(1e-3, WARMUP, "cosine") == pytest.approx(1e-3)
+    assert learning_rate_at(1e-3, (1 + WARMUP) / 2, "cosine") == pytest.approx(5e-4)
+    assert learning_rate_at(1e-3, 1.0, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_at(1e-3, 0.7, "constant") == 1e-3
+    assert run_progress(10, 100, 30.0, 60.0) == 0.5  # half the budget spent: further than 10 % of the steps
+    assert run_progress(80, 100, 30.0, 60.0) == 0.8
+    assert run_progress(80, 100, 1e6, 0.0) == 0.8  # no budget
+
+
+def test_random_crops_cut_the_same_window_of_sources_and_labels():
+    rng = np.random.default_rng(0)
+    image = np.arange(3 * 8 * 8 * 2, dtype=np.float32).reshape(3, 8, 8, 2)
+    labels = np.arange(3 * 8 * 8, dtype=np.int32).reshape(3, 8, 8)
+    sources, cut = random_crops({"a": image, "b": image + 1}, labels, "segmentation", 4, rng)
+    assert sources["a"].shape == (3, 4, 4, 2) and cut.shape == (3, 4, 4)
+    for i in range(3):
+        row, col = divmod(int(cut[i, 0, 0]) - i * 64, 8)  # the label value encodes its position
+        np.testing.assert_array_equal(sources["a"][i], image[i, row:row + 4, col:col + 4])
+        np.testing.assert_array_equal(sources["b"][i], image[i, row:row + 4, col:col + 4] + 1)
+        np.testing.assert_array_equal(cut[i], labels[i, row:row + 4, col:col + 4])
+    offsets = {int(random_crops({"a": image}, labels, "segmentation", 4, rng)[1][0, 0, 0]) for _ in range(10)}
+    assert len(offsets) > 1  # not always the same window
+
+
+def test_loss_counts_labelled_pixels_only():
+    """The mapped weights are 0 on ignored (-1) pixels; the loss equals numpy's mean cross-entropy
+    over the labelled pixels, weighted per class."""
+    import keras
+
+    task = Task("segmentation", ({"name": "x", "bands": 1, "patch_size": 2},), {"patch_size": 2})
+    weights = np.array([1.0, 3.0], np.float32)
+    mapper = label_mapper(task, TrainingView(None, None), weights)
+    labels = np.array([[[0, -1], [1, 1]]], np.int32)
+    _, clean, sample = mapper({"x": np.zeros((1, 2, 2, 1), np.float32)}, labels)
+    np.testing.assert_array_equal(np.asarray(sample), [[[1, 0], [3, 3]]])
+    probabilities = np.array([[[[0.9, 0.1], [0.5, 0.5]], [[0.2, 0.8], [0.6, 0.4]]]], np.float32)
+    loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+    expected = (1 * -np.log(0.9) + 3 * -np.log(0.8) + 3 * -np.log(0.4)) / 7
+    assert float(loss(clean, probabilities, sample_weight=sample)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_psnr_of_a_known_error():
     assert psnr(mse=1.0, data_range=255.0) == pytest.approx(48.1308, abs=1e-4)
     assert psnr(mse=0.0, data_range=1.0) == float("inf")
@@ -148,6 +198,9 @@ def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, o
     ({"dataset": "d", "output": "x", "architecture": "unet", "custom_model": "m.py"}, "exactly one"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "epochs": 0}, "'epochs' must be a positive integer"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "class_weighting": "inverse"}, "'class_weighting'"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "crop_size": -4}, "'crop_size'"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "time_budget": -1}, "'time_budget' is in minutes"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "schedule": "step"}, "'schedule'"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown spec key.*epoch"),
 ])
 def test_bad_specs_name_the_field(spec, message):
@@ -257,6 +310,30 @@ def test_early_stopping_stops_when_the_score_stalls(class_dataset, work):
     assert any("early stopping" in m.get("message", "") for m in messages(reporter))
 
 
+def test_time_budget_stops_the_run_and_the_best_epoch_has_the_best_macro_f1(segmentation_dataset, work):
+    reporter = quiet()
+    result = train({"dataset": str(segmentation_dataset), "architecture": "unet", "epochs": 500, "crop_size": 16,
+                    "time_budget": 0.1, "hyperparameters": {"depth": 2, "width": 4},
+                    "output": str(work / "budget")}, reporter)
+    rows = history(work / "budget")
+    assert 1 <= result["epochs_done"] == len(rows) < 500
+    assert any("time budget of 0.1 min spent" in m.get("message", "") for m in messages(reporter))
+    scores = [float(r["val_macro_f1"]) for r in rows]
+    assert result["best_epoch"] == 1 + int(np.argmax(scores))
+    assert result["best"]["val_macro_f1"] == pytest.approx(max(scores))
+    assert float(rows[-1]["learning_rate"]) < 1e-3  # set by the schedule, below the base rate
+
+
+def test_crops_need_segmentation_patches_and_a_multiple_of_the_expression_field(
+        segmentation_dataset, class_dataset, work):
+    with pytest.raises(EngineError, match="random crops need a segmentation dataset"):
+        train({"dataset": str(class_dataset), "architecture": "patch_classifier", "crop_size": 8,
+               "output": str(work / "crop_class")})
+    with pytest.raises(EngineError, match="multiple of the network's expression field"):
+        train({"dataset": str(segmentation_dataset), "architecture": "unet", "crop_size": 18,
+               "hyperparameters": {"depth": 2, "width": 4}, "output": str(work / "crop_odd")})
+
+
 def test_cancel_keeps_the_best_finished_epoch(class_dataset, work):
     output = work / "cancelled"
     spec = {"dataset": str(class_dataset), "architecture": "patch_classifier", "epochs": 2, "output": str(output)}
@@ -327,7 +404,8 @@ def test_custom_model_file_trains_and_travels_with_the_model(class_dataset, work
 
 def test_superres_x2_beats_bicubic_on_held_out_blocks(superres_dataset, work):
     result = train({"dataset": str(superres_dataset), "architecture": "superres", "epochs": 10,
-                    "hyperparameters": {"width": 16, "blocks": 2}, "output": str(work / "superres")})
+                    "hyperparameters": {"width": 16, "blocks": 2}, "output": str(work / "superres"),
+                    "schedule": "constant"})  # 10 short epochs: a decaying rate would end before converging
     rows = history(work / "superres")
     assert float(rows[0]["val_psnr"]) < float(rows[0]["val_psnr_bicubic"])  # starts as bilinear up-sampling
     assert result["best"]["val_psnr"] > result["best"]["val_psnr_bicubic"] + 0.3

@@ -19,12 +19,17 @@ def test_quick_demo_runs_the_chain_and_prints_the_scores(tmp_path, data_dir):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     # the table names every class and repeats the JSON's numbers
     for row in metrics["classes"]:
-        line = re.search(rf"^{row['name']}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)$", printed, re.M)
+        line = re.search(rf"^{row['name']}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)(\s+[\d.]+)?$", printed, re.M)
         assert line, f"no row for {row['name']} in:\n{printed}"
         assert float(line.group(3)) == round(100 * row["f1"], 1) and int(line.group(4)) == row["support"]
     assert [row["name"] for row in metrics["classes"]] == [
         "developed", "agriculture", "herbaceous", "shrubland", "forest", "water", "sediment"]
     assert f"overall accuracy {100 * metrics['overall_accuracy']:.1f} %" in printed
+    # the random forest's scores on the same test pixels, side by side (scikit-learn is a dev dependency)
+    forest = re.search(r"^random forest:\s+overall accuracy ([\d.]+) %, kappa [-\d.]+, macro F-score ([\d.]+) %$",
+                       printed, re.M)
+    assert forest and 0 < float(forest.group(1)) <= 100, printed
+    assert re.search(r"^forest\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+[\d.]+$", printed, re.M)  # its F column
     # the class map lies on the image's grid, styled with the class names
     image = gdal.Open(str(data_dir / "nc_landsat7_landcover/lsat7_2000_6band.vrt"))
     class_map = gdal.Open(str(out / "landcover.tif"))

@@ -1,0 +1,173 @@
+"""Is deep learning worth it here? DeepField's default chain against a per-pixel random forest on
+NC Landsat-7 (``make bench`` writes bench/results/accuracy.json).
+
+Both are trained on the same training pixels and scored on the same test pixels (valid in all
+6 bands, labelled 1-7; scripts/forest_baseline.py), on two splits:
+
+- **demo**: the split of ``make demo`` (Select samples' grid and spatial blocks of 128 px,
+  70/15/15, seed 0); DeepField also scores its map with its own Evaluate map job.
+- **blocks32**: the issue's split: 32 x 32 px blocks, row-major (14 x 16 = 224),
+  ``numpy.random.default_rng(0).permutation(224)``: 134 train, 45 validation, the rest test.
+  Patches are centred in train and validation blocks; label pixels of test blocks are removed
+  from the label raster the patches are cut from (the network never learns a test label).
+
+DeepField runs its jobs with the recipe of ``make demo`` (``scripts/demo.py``: ``RECIPE``):
+grid patches, random crops, flips/rotations, sqrt class weights, AdamW with a cosine schedule
+over the time budget, the best epoch by validation macro F1. ``DEEPFIELD_BENCH_MINUTES``
+overrides the training time budget (minutes), ``DEEPFIELD_BENCH_SPLITS`` the splits (e.g.
+``blocks32``). Macro F1 averages the classes present in the test pixels or the map
+(scikit-learn's rule, as the issue's reference figures). Targets (issue 11): macro F1 >= forest + 0.10 and
+OA >= forest + 0.05 on both splits, macro F1 >= 0.58 on blocks32.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, ogr
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / ".build" / "plugins"))
+sys.path.insert(0, str(HERE.parent / "scripts"))
+
+from deepfield.engine.jobs import get_job  # noqa: E402
+from deepfield.engine.protocol import Reporter  # noqa: E402
+from deepfield.engine.vectors import Positions, write_positions  # noqa: E402
+from demo import RECIPE  # noqa: E402
+from demo_data import NC_CLASSES, nc_landsat_folder  # noqa: E402
+import forest_baseline as forest  # noqa: E402
+
+CLASSES = [{"value": v, "name": n, "color": c} for v, n, c in NC_CLASSES]
+#: Issue 11's "Done when", per measure.
+TARGETS = {"macro F1, DeepField - forest": ">= 0.10", "OA, DeepField - forest": ">= 0.05",
+           "DeepField macro F1": ">= 0.58"}
+VALUES = [v for v, _, _ in NC_CLASSES]
+MINUTES = float(os.environ.get("DEEPFIELD_BENCH_MINUTES", RECIPE["time_budget"]))
+#: The splits to run (``DEEPFIELD_BENCH_SPLITS``, comma-separated; default both).
+SPLITS = os.environ.get("DEEPFIELD_BENCH_SPLITS", "demo,blocks32").split(",")
+
+
+def job(name: str, spec: dict) -> dict:
+    return get_job(name)(spec, Reporter(io.StringIO()))
+
+
+def train_and_map(work: Path, image: str, positions: str, labels: str) -> tuple[str, dict, float]:
+    """Extract, train (the recipe), apply: the class map, the training result, training seconds."""
+    job("extract_patches", {"sources": [{"path": image, "patch_size": RECIPE["patch"], "name": "landsat"}],
+                            "label": {"kind": "segmentation", "path": labels, "classes": CLASSES},
+                            "positions": positions, "output": str(work / "dataset")})
+    started = time.perf_counter()
+    trained = job("train_model", {"dataset": str(work / "dataset"), "architecture": "unet",
+                                  "epochs": RECIPE["epochs"], "batch_size": RECIPE["batch_size"],
+                                  "crop_size": RECIPE["crop"], "time_budget": MINUTES,
+                                  "learning_rate": RECIPE["learning_rate"], "seed": 0,
+                                  "hyperparameters": RECIPE["hyperparameters"], "output": str(work / "model")})
+    seconds = time.perf_counter() - started
+    job("apply_model", {"model": str(work / "model"), "sources": [image], "output": str(work / "map.tif"),
+                        "outputs": ["class_map"]})
+    return str(work / "map.tif"), trained, seconds
+
+
+def test_reference(labels: np.ndarray, splits: np.ndarray, like: str, path: Path) -> str:
+    """A copy of the reference holding the test pixels only (0 = nodata elsewhere)."""
+    values = np.where(splits == forest.SPLIT_CODES["test"], labels, 0).astype(np.int16)
+    return write_like(like, path, values, 0)
+
+
+def write_like(like: str, path: Path, values: np.ndarray, nodata: float) -> str:
+    """``values`` as a one-band GeoTIFF on the grid of ``like`` (a copy of its first band, overwritten)."""
+    kind = gdal.GDT_Int16 if values.dtype == np.int16 else gdal.GDT_Float32
+    copy = gdal.Translate(str(path), like, bandList=[1], outputType=kind, noData=nodata)
+    copy.GetRasterBand(1).WriteArray(values)
+    copy = None
+    return str(path)
+
+
+def demo_split(work: Path, image: str, strata: str, stack, reference) -> dict:
+    job("select_samples", {"raster": image, "strategy": "grid", "patch_size": RECIPE["patch"],
+                           "step": RECIPE["step"], "split_mode": "blocks", "block_size": 128 * 28.5,
+                           "split": {"train": 0.7, "valid": 0.15, "test": 0.15}, "seed": 0,
+                           "output": str(work / "positions.gpkg"), "blocks": str(work / "blocks.gpkg")})
+    splits = forest.rasterized_splits(str(work / "blocks.gpkg"), image)
+    class_map, trained, seconds = train_and_map(work, image, str(work / "positions.gpkg"), strata)
+    evaluation = job("evaluate_map", {"map": class_map, "output_folder": str(work / "evaluation"),
+                                      "reference": test_reference(reference, splits, strata, work / "test.tif"),
+                                      "classes": CLASSES})
+    return compare(class_map, trained, seconds, stack, reference, splits,
+                   evaluate_map=evaluation.get("metrics", {}).get("macro_f1"))
+
+
+def blocks32_split(work: Path, image: str, strata: str, stack, reference) -> dict:
+    """Grid positions re-split by the block of their centre; test-block labels removed."""
+    rows, cols = reference.shape
+    splits = forest.block_split(rows, cols)
+    job("select_samples", {"raster": image, "strategy": "grid", "patch_size": RECIPE["patch"],
+                           "step": RECIPE["step"], "split": {"train": 1.0}, "seed": 0,
+                           "output": str(work / "grid.gpkg")})
+    dataset = gdal.Open(image)
+    gt = dataset.GetGeoTransform()
+    source = ogr.Open(str(work / "grid.gpkg"))
+    points = [(f.GetGeometryRef().GetX(), f.GetGeometryRef().GetY()) for f in source.GetLayer(0)]
+    x, y = np.array(points).T
+    code = splits[np.clip(((y - gt[3]) / gt[5]).astype(int), 0, rows - 1),
+                  np.clip(((x - gt[0]) / gt[1]).astype(int), 0, cols - 1)]
+    names = {c: n for n, c in forest.SPLIT_CODES.items()}
+    keep = code != forest.SPLIT_CODES["test"]
+    write_positions(work / "positions.gpkg", Positions(x[keep], y[keep], None,
+                                                       np.array([names[c] for c in code[keep]], dtype=object)),
+                    dataset.GetProjection())
+    labels = gdal.Open(strata).ReadAsArray().astype(np.float32)
+    labels[splits == forest.SPLIT_CODES["test"]] = -99999
+    masked = write_like(strata, work / "labels_without_test.tif", labels, -99999)
+    class_map, trained, seconds = train_and_map(work, image, str(work / "positions.gpkg"), masked)
+    return compare(class_map, trained, seconds, stack, reference, splits)
+
+
+def compare(class_map, trained, seconds, stack, reference, splits, **extra) -> dict:
+    deepfield = {**forest.map_scores(class_map, reference, splits, VALUES), "training_seconds": round(seconds, 1),
+                 "epochs_done": trained["epochs_done"], "best_epoch": trained["best_epoch"], **extra}
+    result = {"test_pixels": int(len(forest.test_pixels(reference, splits))), "deepfield": deepfield}
+    if forest.forest_available():
+        result["random_forest"] = forest.forest_scores(stack, reference, splits, VALUES)
+    return result
+
+
+def brief(scores: dict) -> dict:
+    return {k: scores[k] for k in ("overall_accuracy", "kappa", "macro_f1") if k in scores}
+
+
+def run() -> dict:
+    data = nc_landsat_folder()
+    image, strata = str(data / "lsat7_2000_6band.vrt"), str(data / "strata.tif")
+    stack, reference = forest.scene(image, strata, VALUES)
+    details = {"time_budget_minutes": MINUTES, "recipe": RECIPE, "load_average": os.getloadavg()}
+    ratios = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, split in (("demo", demo_split), ("blocks32", blocks32_split)):
+            if name not in SPLITS:
+                continue
+            work = Path(tmp) / name
+            work.mkdir()
+            result = split(work, image, strata, stack, reference)
+            details[name] = result
+            if "random_forest" in result:
+                ours, theirs = result["deepfield"], result["random_forest"]
+                ratios[f"{name}: macro F1, DeepField - forest"] = round(ours["macro_f1"] - theirs["macro_f1"], 4)
+                ratios[f"{name}: OA, DeepField - forest"] = round(
+                    ours["overall_accuracy"] - theirs["overall_accuracy"], 4)
+            print(name, {k: brief(v) for k, v in result.items() if isinstance(v, dict)}, flush=True)
+    if "blocks32" in details:
+        ratios["blocks32: DeepField macro F1"] = round(details["blocks32"]["deepfield"]["macro_f1"], 4)
+    return {"ratios": ratios, "targets": {k: TARGETS[k.split(": ", 1)[1]] for k in ratios}, "details": details}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=1))
