@@ -22,7 +22,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
         loaded.model, metadata.geometry, [str(p) for p in spec.sources], spec.output, products=products,
         tile=spec.tile_size or None, border=spec.border, extent=spec.extent, mask=mask, memory_mb=spec.memory_mb,
         nodata_mode=spec.nodata_mode, background=spec.background, nodata=[info.nodata for info in metadata.inputs],
-        reporter=reporter,
+        reporter=reporter, precision=spec.precision, jit_compile=spec.jit_compile,
     )
     reporter.log(f"wrote {', '.join(result['outputs'].values())} ({result['tiles']} tiles, {result['seconds']} s)")
     return result
