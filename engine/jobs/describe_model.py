@@ -25,7 +25,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     tile = spec.tile_size or automatic_tile(loaded.model, loaded.metadata.geometry, memory_mb)
     lines = describe(loaded) + describe_serving(loaded.metadata.geometry, tile)
     if not spec.tile_size:
-        lines.append(f"  (tile size 0: {tile} output px, as Apply model picks it for a {memory_mb:.0f} MB memory "
+        lines.append(f"  (tile size 0: {tile} output px, as Apply model picks it for a {memory_mb:.5g} MB memory "
                      "budget and a large image; a smaller image gets a tile fitted to its size)")
     lines.append(f"Derived from the network: period {derived.extra.get('period')}, regime "
                  f"{derived.extra.get('regime')}, halo {derived.extra.get('halo')} source px (matches the metadata)")
