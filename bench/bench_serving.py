@@ -149,7 +149,8 @@ def graph_flops(model, shapes: list[tuple[int, ...]]) -> int:
 
     tf = tensorflow()
     specs = [tf.TensorSpec((1,) + tuple(shape), tf.float32) for shape in shapes]
-    concrete = tf.function(lambda *x: model(pack_inputs(model, x), training=False)).get_concrete_function(*specs)
+    traced = tf.function(lambda *x: model(pack_inputs(model, x), training=False), autograph=False)
+    concrete = traced.get_concrete_function(*specs)
     graph = convert_variables_to_constants_v2(concrete).graph
     builder = tf.compat.v1.profiler.ProfileOptionBuilder
     options = builder(builder.float_operation()).with_empty_output().build()
@@ -177,7 +178,7 @@ def whole_image(model, geometry, sources: list[str], precision: str = "float32",
         seconds.append(time.perf_counter() - started)
     return {"pixels": plan.grid.width * plan.grid.height, "input_shapes": [list(s) for s in shapes],
             "first_call_s": round(first, 3), "seconds": [round(v, 3) for v in seconds],
-            "median_s": round(float(np.median(seconds)), 3), "flops": graph_flops(model, shapes)}
+            "median_s": round(float(np.median(seconds)), 3)}
 
 
 def served(model, geometry, sources: list[str], folder: Path, tile: int | None, **options) -> dict:
@@ -202,10 +203,13 @@ def honest(name: str, build, folder: Path, precisions=(("float32", False),)) -> 
     sources = sources_for(name, folder)
     result = {"geometry": {"rf": [s.rf for s in geometry.sources], "ef": geometry.ef, "sf": str(geometry.sf),
                            "crop": geometry.crop}}
+    flops = None
     for precision, jit in precisions:
         key = precision + ("+xla" if jit else "")
         options = {"precision": precision, "jit_compile": jit}
         whole = whole_image(model, geometry, sources, **options)
+        flops = flops or graph_flops(model, whole["input_shapes"])
+        whole["flops"] = flops
         automatic = served(model, geometry, sources, folder, None, **options)
         fixed = {str(t): served(model, geometry, sources, folder, t, **options)
                  for t in (FIXED_TILES if key == "float32" else ())}
