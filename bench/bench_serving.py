@@ -21,6 +21,7 @@ The machine may be shared: ``load`` records the load average before and after.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -171,14 +172,15 @@ def whole_image(model, geometry, sources: list[str], precision: str = "float32",
     started = time.perf_counter()
     infer(inputs)
     first = time.perf_counter() - started
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(ROUNDS):
-        started = time.perf_counter()
-        infer(inputs)
-        seconds.append(time.perf_counter() - started)
+        with cpu_seconds(cpu):
+            started = time.perf_counter()
+            infer(inputs)
+            seconds.append(time.perf_counter() - started)
     return {"pixels": plan.grid.width * plan.grid.height, "input_shapes": [list(s) for s in shapes],
             "first_call_s": round(first, 3), "seconds": [round(v, 3) for v in seconds],
-            "median_s": round(float(np.median(seconds)), 3)}
+            "median_s": round(float(np.median(seconds)), 3), "median_cpu_s": round(float(np.median(cpu)), 3)}
 
 
 def served(model, geometry, sources: list[str], folder: Path, tile: int | None, **options) -> dict:
@@ -189,11 +191,13 @@ def served(model, geometry, sources: list[str], folder: Path, tile: int | None, 
     classes = tuple(ClassStyle(v, f"class {v}", "#808080") for v in range(1, CLASSES + 1))
     output = str(folder / "served.tif")
     products = classifier_products(output, 0, classes, ["class_map"])
-    runs = [serve_model(model, geometry, sources, output, tile=tile, products=products, **options)
-            for _ in range(ROUNDS)]
+    runs, cpu = [], []
+    for _ in range(ROUNDS):
+        with cpu_seconds(cpu):
+            runs.append(serve_model(model, geometry, sources, output, tile=tile, products=products, **options))
     seconds = [r["seconds"] for r in runs]
     return {"tile": runs[0]["tile_size"], "tiles": runs[0]["tiles"], "seconds": seconds,
-            "median_s": round(float(np.median(seconds)), 3),
+            "median_s": round(float(np.median(seconds)), 3), "median_cpu_s": round(float(np.median(cpu)), 3),
             "compute_s": [r["compute_seconds"] for r in runs]}
 
 
@@ -221,8 +225,29 @@ def honest(name: str, build, folder: Path, precisions=(("float32", False),)) -> 
             "served_mpx_per_s": round(whole["pixels"] / automatic["median_s"] / 1e6, 3),
             "automatic / whole_image": round(whole["median_s"] / automatic["median_s"], 3),
             "automatic / best fixed": round(best["median_s"] / automatic["median_s"], 3) if best else None,
+            "cpu_budget": cpu_budget(whole, automatic),
         }
     return result
+
+
+@contextlib.contextmanager
+def cpu_seconds(into: list):
+    """Append the CPU seconds (user + system, all threads) this process spends in the block."""
+    before = os.times()
+    yield
+    after = os.times()
+    into.append(after.user - before.user + after.system - before.system)
+
+
+def cpu_budget(whole: dict, automatic: dict) -> dict:
+    """What the cores allow: serving needs its CPU seconds (compute with halos, reading,
+    compressing) spread over the cores at best, so wall seconds >= CPU seconds / cores, and the
+    ratio to the whole-image pass is at most whole wall / that bound."""
+    cores = len(os.sched_getaffinity(0))
+    bound = automatic["median_cpu_s"] / cores
+    return {"cores": cores, "whole_image_cpu_s": whole["median_cpu_s"], "served_cpu_s": automatic["median_cpu_s"],
+            "served_wall_lower_bound_s": round(bound, 3),
+            "best_reachable_ratio": round(whole["median_s"] / bound, 3) if bound else None}
 
 
 def startup(folder: Path) -> dict:
