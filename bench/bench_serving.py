@@ -222,6 +222,7 @@ def honest(name: str, build, folder: Path, precisions=(("float32", False),)) -> 
             "whole_image": whole, "automatic": automatic, "fixed": fixed,
             "whole_image_gflops": round(whole["flops"] / whole["median_s"] / 1e9, 1),
             "flop_per_output_px": round(whole["flops"] / whole["pixels"]),
+            "served_useful_gflops": round(whole["flops"] / automatic["median_s"] / 1e9, 1),
             "served_mpx_per_s": round(whole["pixels"] / automatic["median_s"] / 1e6, 3),
             "automatic / whole_image": round(whole["median_s"] / automatic["median_s"], 3),
             "automatic / best fixed": round(best["median_s"] / automatic["median_s"], 3) if best else None,
