@@ -24,9 +24,9 @@ from .geometry import ModelGeometry, round_up
 #: Share of the available memory a run may plan for (TensorFlow's allocator, the read-ahead and
 #: write-behind tiles and other programs need the rest).
 SAFETY = 0.5
-#: Reading one tile and writing it, relative to computing it (seconds per pixel, measured by
-#: bench/bench_serving.py on the zoo U-Net: about 0.1 each way). The first read and the last write
-#: are not overlapped by compute, so they cost one window of pixels each.
+#: Reading plus writing a tile, relative to computing it (seconds per pixel; an estimate, about
+#: 0.1 each way for the zoo U-Net and a class map: bench/bench_serving.py checks the tile it gives
+#: against fixed tiles). The first read and the last write overlap no compute.
 IO_SHARE = 0.2
 #: Fixed cost of one tile (a TensorFlow call, a GDAL write, queue hand-offs) in reference pixels.
 TILE_OVERHEAD = 4096
