@@ -6,7 +6,8 @@
   automatic tile and with fixed tiles; for the model zoo's U-Net (depth 3, width 8), a strided
   classifier and a two-source fusion model. Image: a 2 x 2 mosaic (VRT) of the Sentinel-2 10 m
   stack, 3866 x 3894 px = 15.05 Mpx (the 20 m stack likewise for the second source). Median of
-  ``ROUNDS`` rounds; ratio = whole-image compute seconds / serving seconds.
+  ``ROUNDS`` rounds (serving configurations interleaved); ratio = whole-image compute seconds /
+  serving seconds.
 - **FLOP/s**: FLOPs of the whole-image pass from TensorFlow's profiler on the traced graph,
   divided by its seconds, next to the CPU's peak (:func:`cpu_peak` says how it is derived).
 - **Faster compute**: the U-Net in bfloat16 and with XLA (whole image and served).
@@ -183,22 +184,29 @@ def whole_image(model, geometry, sources: list[str], precision: str = "float32",
             "median_s": round(float(np.median(seconds)), 3), "median_cpu_s": round(float(np.median(cpu)), 3)}
 
 
-def served(model, geometry, sources: list[str], folder: Path, tile: int | None, **options) -> dict:
-    """Apply model's serving of the same pixels, a class map out (median of ``ROUNDS``)."""
+def served(model, geometry, sources: list[str], folder: Path, tiles: dict, **options) -> dict:
+    """Apply model's serving of the same pixels, a class map out, for each ``tiles`` entry
+    (name -> tile size or ``None``: automatic). Rounds are interleaved (every configuration once
+    per round, ``ROUNDS`` rounds) so the drifting load of a shared machine hits all alike;
+    per configuration, the median of its rounds."""
     from deepfield.engine.classes import ClassStyle
     from deepfield.engine.serving import classifier_products, serve_model
 
     classes = tuple(ClassStyle(v, f"class {v}", "#808080") for v in range(1, CLASSES + 1))
     output = str(folder / "served.tif")
     products = classifier_products(output, 0, classes, ["class_map"])
-    runs, cpu = [], []
+    runs = {name: [] for name in tiles}
+    cpu = {name: [] for name in tiles}
     for _ in range(ROUNDS):
-        with cpu_seconds(cpu):
-            runs.append(serve_model(model, geometry, sources, output, tile=tile, products=products, **options))
-    seconds = [r["seconds"] for r in runs]
-    return {"tile": runs[0]["tile_size"], "tiles": runs[0]["tiles"], "seconds": seconds,
-            "median_s": round(float(np.median(seconds)), 3), "median_cpu_s": round(float(np.median(cpu)), 3),
-            "compute_s": [r["compute_seconds"] for r in runs]}
+        for name, tile in tiles.items():
+            with cpu_seconds(cpu[name]):
+                runs[name].append(serve_model(model, geometry, sources, output, tile=tile, products=products,
+                                              **options))
+    return {name: {"tile": done[0]["tile_size"], "tiles": done[0]["tiles"], "seconds": [r["seconds"] for r in done],
+                   "median_s": round(float(np.median([r["seconds"] for r in done])), 3),
+                   "median_cpu_s": round(float(np.median(cpu[name])), 3),
+                   "compute_s": [r["compute_seconds"] for r in done]}
+            for name, done in runs.items()}
 
 
 def honest(name: str, build, folder: Path, precisions=(("float32", False),)) -> dict:
@@ -214,12 +222,12 @@ def honest(name: str, build, folder: Path, precisions=(("float32", False),)) -> 
         whole = whole_image(model, geometry, sources, **options)
         flops = flops or graph_flops(model, whole["input_shapes"])
         whole["flops"] = flops
-        automatic = served(model, geometry, sources, folder, None, **options)
-        fixed = {str(t): served(model, geometry, sources, folder, t, **options)
-                 for t in (FIXED_TILES if key == "float32" else ())}
-        best = min(fixed.values(), key=lambda r: r["median_s"]) if fixed else None
+        configurations = {"automatic": None, **{str(t): t for t in (FIXED_TILES if key == "float32" else ())}}
+        runs = served(model, geometry, sources, folder, configurations, **options)
+        automatic = runs.pop("automatic")
+        best = min(runs.values(), key=lambda r: r["median_s"]) if runs else None
         result[key] = {
-            "whole_image": whole, "automatic": automatic, "fixed": fixed,
+            "whole_image": whole, "automatic": automatic, "fixed": runs,
             "whole_image_gflops": round(whole["flops"] / whole["median_s"] / 1e9, 1),
             "flop_per_output_px": round(whole["flops"] / whole["pixels"]),
             "served_useful_gflops": round(whole["flops"] / automatic["median_s"] / 1e9, 1),
