@@ -313,10 +313,11 @@ GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFL
 #: background writer from competing with TensorFlow for the CPU (about 40 % less writing time).
 FLOAT_OPTIONS = ["ZLEVEL=1"]
 #: Where GDAL has ZSTD: level 1, floats with the floating-point predictor. Measured by
-#: bench/bench_serving.py (``codecs``, 2048 x 2048 px): a class map written 3-4x faster than with
-#: DEFLATE, float32 probabilities about 1.2x faster and 3x smaller than DEFLATE level 1 (LERC
-#: lossless: slower than both). GDAL's ``NUM_THREADS`` is left at 1: on 2 cores its compression
-#: threads compete with TensorFlow and measured no faster.
+#: bench/bench_serving.py (``codecs``, 2048 x 2048 px of synthetic smooth probabilities and their
+#: class map): the class map written 3-5x faster than with DEFLATE, float32 probabilities about
+#: 1.15x faster and 3x smaller than DEFLATE level 1 (LERC lossless: slower than ZSTD). GDAL's
+#: ``NUM_THREADS`` is left at 1: on 2 cores its compression threads compete with TensorFlow and
+#: measured no faster.
 ZSTD_OPTIONS = ["COMPRESS=ZSTD", "ZSTD_LEVEL=1"]
 
 
