@@ -24,7 +24,7 @@ from .styles import CLASS_MAP, CONFIDENCE, IMAGE, PROBABILITIES, style_output
 BORDER_LABELS = ("Reflect (mirror without repeating the edge pixel)", "Symmetric (mirror with the edge pixel)",
                  "Edge (repeat the edge pixel)", "Constant (zeros)",
                  "Shrink (no padding: keep only pixels whose whole receptive field is inside the image)")
-PRECISION_LABELS = ("float32 (default)", "bfloat16 (faster on CPUs with AVX512_BF16/AMX and recent GPUs; "
+PRECISION_LABELS = ("float32 (default)", "bfloat16 (native on CPUs with AVX512_BF16/AMX and on recent GPUs; "
                     "about 3 significant digits)")
 OUTPUT_LABELS = ("Class map", "Confidence (highest probability)", "Probabilities (one band per class)")
 STYLES = {"class_map": CLASS_MAP, "confidence": CONFIDENCE, "probabilities": PROBABILITIES}

@@ -34,7 +34,7 @@ SERVING_BORDERS = BORDER_MODES + ("shrink",)
 NODATA_MODES = ("skip", "mask")
 #: Rasters a classifier's serving can write.
 CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
-#: Arithmetic serving can run the network in (``bfloat16``: opt-in, faster on AVX512_BF16/AMX CPUs).
+#: Arithmetic serving can run the network in (``bfloat16``: opt-in, native on AVX512_BF16/AMX CPUs).
 PRECISIONS = ("float32", "bfloat16")
 
 
