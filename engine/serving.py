@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from .classes import ClassStyle, class_color
-from .contract import CLASSIFIER_PRODUCTS, DEFAULT_MEMORY_MB, NODATA_MODES, SERVING_BORDERS, sibling_output
+from .autotile import LARGEST_TILE, choose_tile, memory_budget_bytes
+from .contract import CLASSIFIER_PRODUCTS, NODATA_MODES, SERVING_BORDERS, sibling_output
 from .crs import bounds_in
 from .device import compute_device, tensorflow
 from .dihedral import dihedral_mean
@@ -40,9 +41,9 @@ from .geometry import (
     output_grid,
     shrink_window,
     source_window,
-    tile_for_memory,
     tiles,
 )
+from .precision import in_precision
 from .protocol import Reporter
 from .rasters import (
     AlignedSource,
@@ -105,15 +106,16 @@ class ServingPlan:
 
 
 def plan_serving(geometry: ModelGeometry, source_paths: list[str], *, tile: int | None = None,
-                 memory_mb: float = DEFAULT_MEMORY_MB, bytes_per_reference_pixel: float = 64 * BYTES_PER_CHANNEL,
+                 memory_mb: float | None = None, bytes_per_reference_pixel: float = 64 * BYTES_PER_CHANNEL,
                  border: str = "reflect", extent: tuple[float, float, float, float] | None = None,
                  mask: MaskSpec | None = None, resampling: str = "bilinear",
                  nodata: list[tuple | None] | None = None,
                  log: Callable[[str], None] | None = None) -> ServingPlan:
     """Check the sources against the model, align them, build the output grid and the tile tasks.
 
-    ``tile``: output pixels per tile side (raised to a multiple of EF); ``None`` picks the largest
-    that fits ``memory_mb``. ``extent``: ``(xmin, ymin, xmax, ymax)`` in the reference CRS.
+    ``tile``: output pixels per tile side (raised to a multiple of EF); ``None`` picks the
+    cheapest that fits ``memory_mb`` (MB; ``None``: half the memory available now) for this grid
+    (:func:`.autotile.choose_tile`). ``extent``: ``(xmin, ymin, xmax, ymax)`` in the reference CRS.
     ``nodata``: per source, per band nodata values used where the raster declares none.
     """
     if border not in SERVING_BORDERS:
@@ -142,7 +144,8 @@ def plan_serving(geometry: ModelGeometry, source_paths: list[str], *, tile: int 
                               "to pad it")
     grid = full.subgrid(window)
     if tile is None or tile <= 0:
-        tile = tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel)
+        tile = choose_tile(geometry, grid.width, grid.height, memory_budget_bytes(memory_mb),
+                           bytes_per_reference_pixel)
     tile = min(tile, max(grid.width, grid.height))  # one tile is enough for a small image
     blocks = tiles(grid.width, grid.height, tile, geometry.ef, (window.col_off, window.row_off))
     tasks = []
@@ -318,21 +321,24 @@ class RunStats:
     compute_seconds: float = 0.0
 
 
-def make_infer(model, tile_shapes: list[tuple[int, ...]] | None = None):
-    """A traced ``model(inputs, training=False)`` returning a list of numpy arrays.
+def make_infer(model, tile_shapes: list[tuple[int, ...]] | None = None, *, precision: str = "float32",
+               jit_compile: bool = False):
+    """A traced ``model(inputs, training=False)`` returning a list of float32 numpy arrays.
 
     With ``tile_shapes`` (per source ``(rows, cols, bands)``) the input signature is fixed, so
-    TensorFlow traces once for all tiles."""
+    TensorFlow traces once for all tiles. ``precision`` and ``jit_compile`` (XLA): see
+    :mod:`.precision`."""
     tf = tensorflow()
     signature = None
     if tile_shapes:
         signature = [tf.TensorSpec((1,) + tuple(shape), tf.float32) for shape in tile_shapes]
+    network = in_precision(model, precision)
 
     def call(*inputs):
-        outputs = model(pack_inputs(model, inputs), training=False)
-        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        outputs = network(pack_inputs(network, inputs), training=False)
+        return [tf.cast(out, tf.float32) for out in _as_list(outputs)]
 
-    traced = tf.function(call, input_signature=signature, reduce_retracing=True)
+    traced = tf.function(call, input_signature=signature, reduce_retracing=True, jit_compile=jit_compile)
     device = compute_device()
 
     def infer(arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -353,7 +359,7 @@ def check_tta(geometry: ModelGeometry) -> None:
 
 def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Reporter | None = None,
              executor: Executor | None = None, nodata_mode: str = "skip", background: float | None = None,
-             tta: bool = False) -> RunStats:
+             tta: bool = False, precision: str = "float32", jit_compile: bool = False) -> RunStats:
     """Serve ``model`` over ``plan``: read ahead, compute, write in the background.
 
     Tiles that are nodata in every source are not computed: they are written as each product's
@@ -364,7 +370,7 @@ def run_plan(model, plan: ServingPlan, products: list[Product], *, reporter: Rep
     reporter = reporter or Reporter(stream=io.StringIO())
     geometry = plan.geometry
     shapes = [(w.height, w.width, s.bands) for w, s in zip(plan.tasks[0].windows, plan.sources)]
-    infer = make_infer(model, shapes)
+    infer = make_infer(model, shapes, precision=precision, jit_compile=jit_compile)
     if tta:
         check_tta(geometry)
         infer = dihedral_mean(infer)
@@ -588,9 +594,10 @@ class _BackgroundWriter:
 
 def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str, *,
                 products: list[Product] | None = None, tile: int | None = None, border: str = "reflect",
-                extent=None, mask: MaskSpec | None = None, memory_mb: float = DEFAULT_MEMORY_MB,
+                extent=None, mask: MaskSpec | None = None, memory_mb: float | None = None,
                 nodata_mode: str = "skip", background: float | None = None, nodata: list[tuple | None] | None = None,
-                reporter: Reporter | None = None, executor: Executor | None = None, tta: bool = False) -> dict:
+                reporter: Reporter | None = None, executor: Executor | None = None, tta: bool = False,
+                precision: str = "float32", jit_compile: bool = False) -> dict:
     """Serve a Keras ``model`` with ``geometry`` over ``sources``; by default every output tensor
     is written as float32 bands of ``output``. Returns the ``apply_model`` job's result: output
     paths, the grid, tile counts and timings."""
@@ -606,7 +613,7 @@ def serve_model(model, geometry: ModelGeometry, sources: list[str], output: str,
         log(f"output grid {plan.grid.width} x {plan.grid.height} px of {plan.grid.spacing_x:g} x "
             f"{plan.grid.spacing_y:g}; {len(plan.tasks)} tile(s) of {plan.tile} px; border {plan.border}")
     stats = run_plan(model, plan, products, reporter=reporter, executor=executor, nodata_mode=nodata_mode,
-                     background=background, tta=tta)
+                     background=background, tta=tta, precision=precision, jit_compile=jit_compile)
     grid = plan.grid
     return {
         "output": products[0].path,
@@ -626,10 +633,12 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def automatic_tile(model, geometry: ModelGeometry, memory_mb: float = DEFAULT_MEMORY_MB) -> int:
-    """The tile size (output pixels) :func:`serve_model` picks when given none: the largest whose
-    reference-source window fits ``memory_mb`` (MB) for ``model`` (then capped at the image's larger side)."""
-    return tile_for_memory(geometry, memory_mb * 2**20, bytes_per_reference_pixel(model))
+def automatic_tile(model, geometry: ModelGeometry, memory_mb: float | None = None,
+                   width: int = LARGEST_TILE, height: int = LARGEST_TILE) -> int:
+    """The tile size (output pixels) :func:`serve_model` picks when given none, for a ``width`` x
+    ``height`` output grid (default: a large image) and ``memory_mb`` (MB; ``None``: half the
+    memory available now); see :func:`.autotile.choose_tile`."""
+    return choose_tile(geometry, width, height, memory_budget_bytes(memory_mb), bytes_per_reference_pixel(model))
 
 
 def bytes_per_reference_pixel(model) -> float:

@@ -44,7 +44,6 @@ from .outputs import atomic_output, is_plain_path, part_path, remove_path
 from .protocol import EngineError, Reporter
 from .rasters import GeoTiffWriter
 from .serving import (
-    DEFAULT_MEMORY_MB,
     NODATA_MODES,
     MaskSpec,
     Product,
@@ -380,7 +379,7 @@ def serve_tiles(model_folder: str, plan: ServingPlan, products: list[Product], *
 def serve_model_tiles(model, geometry: ModelGeometry, sources: list[str], output: str, *, model_folder: str,
                       executor: Executor, products: list[Product], reporter: Reporter | None = None,
                       tile: int | None = None, border: str = "reflect", extent=None, mask: MaskSpec | None = None,
-                      memory_mb: float = DEFAULT_MEMORY_MB, nodata_mode: str = "skip", background: float | None = None,
+                      memory_mb: float | None = None, nodata_mode: str = "skip", background: float | None = None,
                       nodata: list[tuple | None] | None = None, geotiff: bool = True) -> dict:
     """:func:`.serving.serve_model` as tile products: the same arguments and result, plus the
     model's folder (the workers load it from there) and the executor; tiles in :func:`tile_folder`."""

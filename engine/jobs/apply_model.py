@@ -33,7 +33,8 @@ def run(spec: dict, reporter: Reporter) -> dict:
     reporter.log(f"serving on {compute_device()}")
     with make_executor(spec.executor, spec.workers, spec.scheduler) as executor:
         if isinstance(executor, ThreadExecutor):
-            serve = functools.partial(serve_model, executor=executor, tta=spec.tta)
+            serve = functools.partial(serve_model, executor=executor, tta=spec.tta, precision=spec.precision,
+                                      jit_compile=spec.jit_compile)
         else:
             serve = functools.partial(serve_model_tiles, model_folder=str(spec.model), executor=executor,
                                       geotiff=spec.geotiff)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..contract import DEFAULT_MEMORY_MB, DescribeModelSpec
+from ..autotile import memory_budget_bytes
+from ..contract import DescribeModelSpec
 from ..modelfolder import check_geometry, describe, load_model_folder
 from ..outputs import atomic_output, check_outputs
 from ..protocol import Reporter
@@ -15,7 +16,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     Returns ``{"text", "metadata", "derived", "tile", "output"}``; ``tile`` in output pixels.
     """
     spec = DescribeModelSpec.from_dict(spec)
-    memory_mb = spec.memory_mb or DEFAULT_MEMORY_MB
+    memory_mb = memory_budget_bytes(spec.memory_mb) / 2**20
     check_outputs([spec.output], [spec.model])
     reporter.progress(5)
     loaded = load_model_folder(spec.model, verify=False)
@@ -25,8 +26,8 @@ def run(spec: dict, reporter: Reporter) -> dict:
     tile = spec.tile_size or automatic_tile(loaded.model, loaded.metadata.geometry, memory_mb)
     lines = describe(loaded) + describe_serving(loaded.metadata.geometry, tile)
     if not spec.tile_size:
-        lines.append(f"  (tile size 0: {tile} output px, as Apply model picks it for a {memory_mb:g} MB memory "
-                     "budget; an image smaller than that is served in one tile)")
+        lines.append(f"  (tile size 0: {tile} output px, as Apply model picks it for a {memory_mb:.5g} MB memory "
+                     "budget and a large image; a smaller image gets a tile fitted to its size)")
     lines.append(f"Derived from the network: period {derived.extra.get('period')}, regime "
                  f"{derived.extra.get('regime')}, halo {derived.extra.get('halo')} source px (matches the metadata)")
     text = "\n".join(lines)

@@ -13,6 +13,7 @@ from deepfield.engine.protocol import EngineError
 from deepfield.engine.classes import ClassStyle
 from deepfield.engine.rasters import (
     GeoTiffWriter,
+    has_zstd,
     align_source,
     raster_info,
     rasterize,
@@ -228,12 +229,14 @@ def test_geotiff_writer_classes_and_atomicity(data_dir, tmp_path):
     assert band.GetColorTable().GetColorEntry(5)[:3] == (0, 170, 0)
     assert band.GetCategoryNames()[1] == "developed"
     metadata = gdal.Info(str(path), format="json")
-    assert metadata["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
+    assert metadata["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == ("ZSTD" if has_zstd() else "DEFLATE")
     assert band.GetBlockSize() == [256, 256]
     assert 'value="1" color="#ff0000" label="developed"' in (tmp_path / "map.qml").read_text()
+    floats = np.random.default_rng(0).random((20, 30, 1)).astype(np.float32)
     with GeoTiffWriter(path, grid, 1, "float32") as writer:  # rerun as a float output: no palette style left
-        writer.write(Window(0, 0, 30, 20), np.ones((20, 30, 1)))
+        writer.write(Window(0, 0, 30, 20), floats)
     assert not (tmp_path / "map.qml").exists() and gdal.Open(str(path)).GetRasterBand(1).GetColorTable() is None
+    np.testing.assert_array_equal(gdal.Open(str(path)).ReadAsArray(), floats[..., 0])  # lossless with the predictor
     with pytest.raises(RuntimeError):
         with GeoTiffWriter(tmp_path / "broken.tif", grid, 1, "float32"):
             raise RuntimeError("stop")

@@ -639,3 +639,30 @@ def test_test_time_augmentation_refuses_lopsided_context(rasters, tmp_path):
     model, geometry = identity(4, 1)  # 1 pixel of context before, 2 after
     with pytest.raises(EngineError, match="test-time augmentation"):
         serve_model(model, geometry, [band], str(tmp_path / "id.tif"), tile=16, tta=True)
+
+
+# -- faster compute options: exact in their own precision -----------------------------------------
+
+
+@pytest.mark.parametrize("precision, jit_compile, tolerance", [("bfloat16", False, 2e-2), ("float32", True, 1e-5)])
+def test_bfloat16_and_xla_tiles_equal_one_tile(rasters, tmp_path, precision, jit_compile, tolerance):
+    """Tiled == one tile within the option's rounding; the option really changes the arithmetic
+    (bfloat16 differs from float32 beyond float32 rounding, XLA does not)."""
+    model, geometry = unet(6)
+    _, exact = serve(model, geometry, [rasters["nc"]], tmp_path / "f32.tif", tile=10**6)
+    options = {"precision": precision, "jit_compile": jit_compile}
+    _, whole = serve(model, geometry, [rasters["nc"]], tmp_path / "whole.tif", tile=10**6, **options)
+    _, tiled = serve(model, geometry, [rasters["nc"]], tmp_path / "tiled.tif", tile=28, **options)
+    np.testing.assert_allclose(tiled, whole, atol=tolerance)
+    difference = np.abs(whole - exact).max()
+    if precision == "bfloat16":
+        assert 1e-4 < difference < 0.05
+    else:
+        assert difference < 1e-5
+
+
+def test_unknown_precision_is_an_error(rasters, tmp_path):
+    model, geometry = talk(6)
+    with pytest.raises(InvalidSpec, match="unknown precision 'float16'; use one of float32, bfloat16"):
+        serve_model(model, geometry, [rasters["nc"]], str(tmp_path / "out.tif"), precision="float16")
+    assert not (tmp_path / "out.tif").exists()
