@@ -218,7 +218,7 @@ CASES = [
     ("report-over-a-file", EM, {**EVALUATE, "OUTPUT_FOLDER": "{user_file}"}, "{user_file}"),
     ("report-folder-is-the-map", EM, {**EVALUATE, "OUTPUT_FOLDER": "{strata}"}, "{strata}"),
     # parameter values
-    ("zero-epochs", TM, {**TRAIN, "EPOCHS": 0}, "Epochs (EPOCHS): 0 is not accepted: give a number >= 1"),
+    ("zero-epochs", TM, {**TRAIN, "EPOCHS": 0}, "Epochs (at most) (EPOCHS): 0 is not accepted: give a number >= 1"),
     ("negative-epochs", TM, {**TRAIN, "EPOCHS": -3}, "(EPOCHS): -3 is not accepted"),
     ("zero-batch", TM, {**TRAIN, "BATCH_SIZE": 0}, "(BATCH_SIZE): 0 is not accepted: give a number >= 1"),
     ("negative-batch", TM, {**TRAIN, "BATCH_SIZE": -8}, "(BATCH_SIZE): -8 is not accepted"),

@@ -65,7 +65,7 @@ def test_help_strings_show_every_default_and_the_zoo(qgis_app):
         assert f"- {name}: {WHEN_TO_USE[name]}" in text
     for parameter in train.parameterDefinitions():
         assert f"({parameter.name()}): " in text
-    assert "Epochs (EPOCHS): 20" in text and "Augment (random flips and 90-degree rotations) (AUGMENT): yes" in text
+    assert "Epochs (at most) (EPOCHS): 100" in text and "Augment (random flips and 90-degree rotations) (AUGMENT): yes" in text
     apply = QgsApplication.processingRegistry().algorithmById("deepfield:applymodel")
     assert "(BORDER): Reflect" in apply.shortHelpString()
 
