@@ -81,7 +81,7 @@ def test_text_class_polygons_through_the_chain_with_qgis_process(qgis_process, d
     assert support["ground"] > support["building"]
 
 
-def test_extract_patches_takes_a_text_class_field_in_process(qgis_app, data_dir, tmp_path):
+def test_a_text_class_field_is_extracted_in_process(qgis_app, data_dir, tmp_path):
     import processing
 
     points = data_dir / NC / "landsat96_points.shp"
