@@ -199,6 +199,14 @@ def renderer_classes(layer) -> list[dict]:
             for c in renderer.classes()]
 
 
+def parse_integers(text: str, what: str) -> list[int]:
+    """Integers separated by commas or semicolons; ``what`` (the parameter's label) names them in the error."""
+    try:
+        return [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise QgsProcessingException(f"{what} must be integers separated by commas, got {text!r}") from None
+
+
 def parse_classes(text: str) -> list[dict]:
     """Classes from ``"1=developed:#e31a1c, 2=agriculture"`` (value=name, optional :#colour)."""
     classes = []

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingException,
     QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
@@ -14,7 +13,7 @@ from qgis.core import (
 )
 
 from ..engine.contract import REPORT_FILES
-from .base import EngineAlgorithm, RasterLayerParameter, renderer_classes
+from .base import EngineAlgorithm, RasterLayerParameter, parse_integers, renderer_classes
 
 
 class EvaluateMap(EngineAlgorithm):
@@ -72,7 +71,7 @@ class EvaluateMap(EngineAlgorithm):
             "map": class_map.path,
             "output_folder": folder,
             "classes": renderer_classes(class_map.layer),
-            "ignore_values": _integers(self.parameterAsString(parameters, "IGNORE_VALUES", context)),
+            "ignore_values": parse_integers(self.parameterAsString(parameters, "IGNORE_VALUES", context), "Values to ignore"),
         }
         reference_raster = self.raster_input(parameters, "REFERENCE_RASTER", context)
         if reference_raster is not None:
@@ -96,8 +95,3 @@ class EvaluateMap(EngineAlgorithm):
         }
 
 
-def _integers(text: str) -> list:
-    try:
-        return [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise QgsProcessingException(f"Values to ignore must be integers separated by commas, got {text!r}") from None

@@ -12,8 +12,7 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from .base import EngineAlgorithm, RasterLayerParameter, renderer_classes
-from .evaluate_map import _integers
+from .base import EngineAlgorithm, RasterLayerParameter, parse_integers, renderer_classes
 from .styles import CLASS_POLYGONS, style_output
 
 
@@ -61,7 +60,7 @@ class VectorizeClassMap(EngineAlgorithm):
             "output": output,
             "min_area": self.parameterAsDouble(parameters, "MIN_AREA", context),
             "simplify": self.parameterAsDouble(parameters, "SIMPLIFY", context),
-            "skip_values": _integers(self.parameterAsString(parameters, "SKIP_VALUES", context)),
+            "skip_values": parse_integers(self.parameterAsString(parameters, "SKIP_VALUES", context), "Class values to skip"),
             "classes": renderer_classes(class_map.layer),
             "tile_size": self.parameterAsInt(parameters, "TILE_SIZE", context),
         }

@@ -23,10 +23,11 @@ class ClassStyle:
     color: str = ""
 
 
-def class_styles(items) -> tuple[ClassStyle, ...]:
-    """``ClassStyle`` of each ``{value, name, color}`` mapping (name and colour optional)."""
-    return tuple(ClassStyle(int(c["value"]), str(c.get("name") or c["value"]), str(c.get("color") or ""))
-                 for c in items)
+def class_styles(items, unnamed: str = "{}") -> tuple[ClassStyle, ...]:
+    """``ClassStyle`` of each ``{value, name, color}`` mapping (name and colour optional; a class
+    without a name is called ``unnamed.format(value)``)."""
+    return tuple(ClassStyle(int(c["value"]), str(c.get("name") or unnamed.format(int(c["value"]))),
+                            str(c.get("color") or "")) for c in items)
 
 
 #: Default class colours (ColorBrewer Paired), by class index, when a dataset names none.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..classes import ClassStyle
+from ..classes import class_styles
 from ..contract import REPORT_FILES, EvaluateMapSpec
 from ..evaluation import accumulate, class_infos
 from ..outputs import check_outputs
@@ -19,8 +19,7 @@ def run(spec: dict, reporter: Reporter) -> dict:
     job = EvaluateMapSpec.from_dict(spec)
     check_outputs([str(Path(job.output_folder) / name) for name in REPORT_FILES.values()],
                   [job.map, job.reference, job.mask])
-    given = [ClassStyle(int(c["value"]), str(c.get("name") or f"class {int(c['value'])}"), str(c.get("color") or ""))
-             for c in job.classes or ()]
+    given = list(class_styles(job.classes or (), unnamed="class {}"))
     counts = accumulate(job, raster_info(job.map), reporter)
     classes = class_infos(counts.classes, given, job.map)
     matrix = counts.matrix([c.value for c in classes])

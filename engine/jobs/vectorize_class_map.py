@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..classes import ClassStyle
+from ..classes import class_styles
 from ..contract import VectorizeClassMapSpec
 from ..outputs import check_outputs
 from ..protocol import Reporter
@@ -12,8 +12,7 @@ from ..vectorize import LAYER, vectorize_class_map
 def run(spec: dict, reporter: Reporter) -> dict:
     job = VectorizeClassMapSpec.from_dict(spec)
     check_outputs([job.output], [job.map])
-    classes = tuple(ClassStyle(c["value"], str(c.get("name") or f"class {c['value']}"), str(c.get("color") or ""))
-                    for c in job.classes)
+    classes = class_styles(job.classes, unnamed="class {}")
     summary = vectorize_class_map(job.map, job.output, min_area=job.min_area, simplify=job.simplify,
                                   skip=tuple(job.skip_values), classes=classes, tile_size=job.tile_size,
                                   reporter=reporter)

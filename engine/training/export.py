@@ -11,7 +11,7 @@ import math
 import shutil
 from dataclasses import asdict
 
-from ..classes import ClassStyle
+from ..classes import class_styles
 from ..outputs import atomic_output
 from .checkpoints import Checkpoint, RunState
 from .config import Task, TrainConfig
@@ -30,8 +30,7 @@ def write_model_folder(config: TrainConfig, task: Task, network, geometry, check
         write_history(folder / HISTORY, state.history)
         write_curves(folder / CURVES, state.history, task.is_classifier)
         if "confusion" in state.best_metrics:
-            classes = [ClassStyle(int(c["value"]), str(c.get("name") or c["value"]), str(c.get("color") or ""))
-                       for c in task.classes]
+            classes = list(class_styles(task.classes))
             write_confusion(folder, confusion_document(state.best_metrics["confusion"], classes,
                                                        f"{config.output} (epoch {state.best_epoch})",
                                                        f"{config.dataset} (valid split)"))
