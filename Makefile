@@ -60,9 +60,10 @@ test-slow: lint
 test-qgis340:
 	scripts/test_qgis340.sh
 
-# The main job end to end on real data, through qgis_process.bin (see scripts/demo.py).
+# The main job end to end on real data, through qgis_process.bin (see scripts/demo.py);
+# `make demo APP=<application>` runs another application's demo (scripts/demo.py: APPS).
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(APP),--app $(APP) --out $(BUILD)/demo-$(APP))
 
 demo-quick: setup
 	$(PY) scripts/demo.py --quick --out $(BUILD)/demo-quick

@@ -6,11 +6,16 @@ select samples on a grid with a spatially disjoint split -> extract patches -> t
 Prints the score table next to a per-pixel random forest's, trained on the same training pixels
 and scored on the same test pixels (scripts/forest_baseline.py; skipped without scikit-learn),
 and where the outputs are. ``--quick`` runs a small version (for tests).
+
+``--app NAME`` (``make demo APP=NAME``) runs another application's demo instead: the module
+``scripts/demo_NAME.py`` of each name in :data:`APPS` but ``landcover``, whose ``main(argv)`` takes
+the same ``--quick`` and ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -21,6 +26,9 @@ from demo_data import NC_CLASSES, nc_landsat_folder
 from qgis_headless import REPO, QgisProcess
 
 import forest_baseline as forest
+
+#: The applications ``make demo APP=...`` runs (``landcover``, this module, by default).
+APPS = ("landcover",)
 
 #: Indices of the algorithms' enum parameters (qgis_process 3.22 takes enum values as indices).
 GRID_STRATEGY, SPATIAL_BLOCKS, SEGMENTATION_LABELS, UNET = 3, 1, 1, 3
@@ -115,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small, fast settings (tests)")
     parser.add_argument("--out", type=Path, default=REPO / ".build" / "demo", help="output folder")
-    args = parser.parse_args(argv)
+    parser.add_argument("--app", choices=APPS, default="landcover", help="the application to run")
+    args, rest = parser.parse_known_args(argv)
+    if args.app != "landcover":
+        return importlib.import_module(f"demo_{args.app}").main(
+            [*rest, *(["--quick"] if args.quick else []), "--out", str(args.out)])
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     started = time.monotonic()
     result = run_chain(args.out, quick=args.quick)
     print("\nLand-cover map scores on the test split (reference: strata.tif, 1996 land cover):")

@@ -37,7 +37,8 @@ def copies(path: Path) -> list[str]:
 
 
 SCANNED = sorted(str(p.relative_to(ROOT)) for folder in ("engine", "algorithms") for p in (ROOT / folder).rglob("*.py")
-                 if p.name != "contract.py") + ["scripts/build_model3.py"]
+                 if p.name != "contract.py") + sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "scripts" / "workflows").glob("*.py"))
 
 
 @pytest.mark.parametrize("relative", SCANNED)

@@ -1,6 +1,6 @@
 """The Processing model shipped with the plugin: the whole chain headless, in the toolbox, wirable.
 
-processing_models/segmentation_workflow.model3 (built by scripts/build_model3.py) chains Select
+processing_models/segmentation_workflow.model3 (scripts/workflows/landcover.py) chains Select
 samples -> Extract patches -> Train model -> Apply model -> Evaluate map (on the test blocks).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -106,15 +107,37 @@ def test_the_model_is_listed_under_the_provider(qgis_process):
         assert f"\n{argument}" in described.stdout
 
 
-def load_build_script():
-    spec = importlib.util.spec_from_file_location("build_model3", REPO / "scripts" / "build_model3.py")
+def load_workflows():
+    """scripts/workflows (the definitions scripts/build_model3.py writes to processing_models/)."""
+    spec = importlib.util.spec_from_file_location(
+        "workflows", REPO / "scripts" / "workflows" / "__init__.py",
+        submodule_search_locations=[str(REPO / "scripts" / "workflows")])
     module = importlib.util.module_from_spec(spec)
+    sys.modules["workflows"] = module
     spec.loader.exec_module(module)
     return module
 
 
-def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_app, tmp_path):
-    from qgis.core import Qgis, QgsApplication, QgsProcessingContext, QgsProcessingModelAlgorithm
+def test_every_shipped_model_is_what_its_workflow_builds(qgis_app, tmp_path):
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    workflows = load_workflows()
+    built = {}
+    for workflow in workflows.definitions():
+        rebuilt, shipped, fresh = tmp_path / workflow.file, QgsProcessingModelAlgorithm(), QgsProcessingModelAlgorithm()
+        assert workflows.assemble(workflow).toFile(str(rebuilt))
+        assert shipped.fromFile(str(REPO / "processing_models" / workflow.file)) and fresh.fromFile(str(rebuilt))
+        # (but for the file format version the running QGIS writes: Version1 in 3.22, Version2 in 3.40)
+        variants = [model.toVariant() for model in (fresh, shipped)]
+        for variant in variants:
+            variant.pop("internal_version", None)
+        assert variants[0] == variants[1], f"run scripts/build_model3.py ({workflow.file})"
+        built[workflow.file] = workflow.name
+    assert sorted(built) == sorted(path.name for path in (REPO / "processing_models").glob("*.model3"))
+
+
+def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_app):
+    from qgis.core import Qgis, QgsApplication, QgsProcessingContext
     from qgis.core import QgsProcessingModelChildParameterSource as Source
     from qgis.gui import QgsGui
 
@@ -130,16 +153,6 @@ def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_
         "deepfield:selectsamples", "deepfield:extractpatches", "deepfield:trainmodel", "deepfield:applymodel",
         "native:extractbyattribute", "deepfield:evaluatemap"}
     assert all(child.algorithm() is not None for child in children.values())
-
-    # the shipped file is what scripts/build_model3.py builds (both read back the same way)
-    rebuilt, shipped, fresh = tmp_path / "rebuilt.model3", QgsProcessingModelAlgorithm(), QgsProcessingModelAlgorithm()
-    assert load_build_script().build_model().toFile(str(rebuilt))
-    assert shipped.fromFile(str(MODEL_FILE)) and fresh.fromFile(str(rebuilt))
-    # (but for the file format version the running QGIS writes: Version1 in 3.22, Version2 in 3.40)
-    fresh_variant, shipped_variant = fresh.toVariant(), shipped.toVariant()
-    for variant in (fresh_variant, shipped_variant):
-        variant.pop("internal_version", None)
-    assert fresh_variant == shipped_variant, "run scripts/build_model3.py"
 
     # the outputs the chain needs exist with wirable types
     train, apply = registry.algorithmById("deepfield:trainmodel"), registry.algorithmById("deepfield:applymodel")
