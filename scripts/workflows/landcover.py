@@ -1,4 +1,4 @@
-"""Land cover: ``deepfield:segmentationworkflow``, "Segmentation workflow" in the toolbox.
+"""Land cover: ``deepfield:segmentationworkflow``, "Land cover workflow" in the toolbox.
 
 Select samples (a regular grid over the image, spatial blocks split, the blocks as polygons) ->
 Extract patches (segmentation labels from the label raster) -> Train model (U-Net) ->
@@ -75,5 +75,5 @@ def definition() -> Workflow:
             "INPUT": ("output", "applymodel", "OUTPUT"), "REFERENCE_RASTER": ("input", "labels"),
             "MASK": ("output", "testblocks", "OUTPUT"), "OUTPUT_FOLDER": ("product", "evaluation")}),
     ]
-    return Workflow("segmentation_workflow.model3", "Segmentation workflow", inputs, children, HELP,
+    return Workflow("segmentation_workflow.model3", "Land cover workflow", inputs, children, HELP,
                     advanced=("hyperparameters",))
