@@ -3,6 +3,7 @@
 import functools
 import io
 import json
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -17,6 +18,11 @@ from deepfield.engine.protocol import Reporter
 from deepfield.engine.rasters import align_source, raster_info, read_window
 from deepfield.engine.jobs.select_samples import run as select_samples_job
 from deepfield.engine.vectors import Positions, write_positions
+
+from ..conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+from demo_data import building_inputs
 
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"
@@ -389,20 +395,12 @@ def test_one_patch_size_is_one_ground_size_for_every_source(pan_ms, tmp_path):
                                   "label": {"kind": "image", "path": pan_ms["ms"]}, "output": str(tmp_path / "x")})
 
 
-def text_class_copy(source: str, path, field: str = "class", value: str = "building") -> str:
-    """A GeoPackage copy of the polygons of ``source`` with a text field ``field`` = ``value``."""
-    copy = gdal.VectorTranslate(str(path), source, format="GPKG", SQLStatement=(
-        f"SELECT geometry, '{value}' AS {field} FROM geotiff_labels"), SQLDialect="SQLITE", layerName="buildings")
-    copy = None  # noqa: F841 (closing writes it)
-    return str(path)
-
-
 def test_pixels_outside_the_polygons_can_be_a_background_class(data_dir, tmp_path):
     """``background``: the pixels outside every polygon are a class of their own (value 0, first),
     not ignored, so every grid patch is kept; a background name that is a polygon class's is
     that class. Reference: the footprints burnt with gdal.Rasterize on the image grid."""
     image = str(data_dir / SPACENET / "sample_geotiff.tif")
-    polygons = text_class_copy(str(data_dir / SPACENET / "geotiff_labels.geojson"), tmp_path / "buildings.gpkg")
+    polygons = building_inputs(tmp_path)["buildings"]  # the footprints with a text field class = building
     run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 64, "step": 64,
                              "output": str(tmp_path / "grid.gpkg")})
     label = {"kind": "segmentation", "path": polygons, "class_field": "class", "background": "background"}
