@@ -129,6 +129,10 @@ class ExtractPatches(EngineAlgorithm):
                 raise QgsProcessingException(f"{kind} labels need a label raster or target image (LABEL_RASTER)"
                                              + (" or segmentation polygons (LABEL_POLYGONS)." if kind == "segmentation"
                                                 else "."))
+            if self.parameterAsString(parameters, "LABEL_BACKGROUND", context).strip():
+                raise QgsProcessingException(
+                    "The class of the pixels outside every polygon (LABEL_BACKGROUND) is for segmentation "
+                    "polygons (LABEL_POLYGONS); a label raster's unlabelled pixels are its nodata: leave it empty.")
             label["path"] = raster.path
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
