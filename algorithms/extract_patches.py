@@ -39,8 +39,9 @@ class ExtractPatches(EngineAlgorithm):
         "Labels: the positions' class field (integers or text; text names become the values 1..K in sorted "
         "order), patches of a label raster (segmentation; class values become indices, nodata = ignore), "
         "segmentation polygons with a class field (integers or text), rasterised per patch on the first "
-        "source's grid (pixels outside every polygon are ignored in the loss and the scores), or patches of "
-        "a target image. Class names: value=name pairs such as "
+        "source's grid (pixels outside every polygon are ignored in the loss and the scores, or, with a "
+        "background class name, are that class: e.g. building footprints with background = background), or "
+        "patches of a target image. Class names: value=name pairs such as "
         "1=developed:#e31a1c,2=agriculture (colours optional); without them, the label raster's paletted "
         "style in QGIS, else the values; only listed classes are learnt. Positions whose patches leave a source, "
         "are more than MAX NODATA nodata, or have no label are rejected and counted in the log. Patches partly "
@@ -71,6 +72,9 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             "LABEL_POLYGON_FIELD", "Segmentation polygons: class field (integers or text)",
             parentLayerParameterName="LABEL_POLYGONS", optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "LABEL_BACKGROUND", "Segmentation polygons: class of the pixels outside every polygon (a name, e.g. "
+            "background; empty: those pixels are not learnt)", defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "LABEL_PATCH_SIZE", "Label patch size (label raster pixels; 0 = the first source's patch size x its "
             "spacing / the label's spacing, rounded: the same ground area)", defaultValue=0, minValue=0))
@@ -116,6 +120,7 @@ class ExtractPatches(EngineAlgorithm):
             label["class_field"] = self.parameterAsString(parameters, "LABEL_POLYGON_FIELD", context)
             if not label["class_field"]:
                 raise QgsProcessingException("Segmentation polygons need their class field.")
+            label["background"] = self.parameterAsString(parameters, "LABEL_BACKGROUND", context).strip() or None
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None
         else:
@@ -124,6 +129,10 @@ class ExtractPatches(EngineAlgorithm):
                 raise QgsProcessingException(f"{kind} labels need a label raster or target image (LABEL_RASTER)"
                                              + (" or segmentation polygons (LABEL_POLYGONS)." if kind == "segmentation"
                                                 else "."))
+            if self.parameterAsString(parameters, "LABEL_BACKGROUND", context).strip():
+                raise QgsProcessingException(
+                    "The class of the pixels outside every polygon (LABEL_BACKGROUND) is for segmentation "
+                    "polygons (LABEL_POLYGONS); a label raster's unlabelled pixels are its nodata: leave it empty.")
             label["path"] = raster.path
             label["patch_size"] = self.parameterAsInt(parameters, "LABEL_PATCH_SIZE", context) or None
             class_field = None

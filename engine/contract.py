@@ -361,7 +361,10 @@ class PatchLabelSpec(JobSpec):
     ([{value, name, color}]; other values are ignored), ``nodata`` (default the raster's).
     Segmentation labels may also be polygons: ``path`` a vector file (``layer`` optional) with
     ``class_field`` (integers or text), rasterised per patch on the first source's grid
-    (``patch_size`` in its pixels; pixels outside every polygon are ignored)."""
+    (``patch_size`` in its pixels). Pixels outside every polygon are ignored, or with
+    ``background`` (a class name, e.g. ``"background"``) are that class: the class of that name
+    among the polygons' if there is one, else a new class of value 0 (the largest value + 1
+    when 0 is taken)."""
 
     JOB: ClassVar[str] = "extract_patches label"
     kind: str = "class"
@@ -371,9 +374,16 @@ class PatchLabelSpec(JobSpec):
     nodata: float | None = None
     layer: str | None = None
     class_field: str | None = None
+    background: str | None = None
 
     def validate(self) -> None:
         check_choice(self.kind, LABEL_KINDS, "label kind", self.JOB)
+        if self.background is not None and (not isinstance(self.background, str) or not self.background.strip()):
+            raise InvalidSpec(f"the label's 'background' is the name of the class of the pixels outside every "
+                              f"polygon (e.g. \"background\"), or null to ignore them; got {self.background!r}")
+        if self.background and not self.class_field:
+            raise InvalidSpec("the label's 'background' (the class outside every polygon) is for segmentation "
+                              "polygons with a 'class_field'; a label raster's unlabelled pixels are its nodata")
         if self.kind != "class" and not self.path:
             raise InvalidSpec(f"a {self.kind} label needs 'path': the label raster"
                               + (" or polygons" if self.kind == "segmentation" else ""))

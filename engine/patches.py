@@ -12,7 +12,8 @@ Vocabulary:
   :class:`engine.vectors.ClassCoding`), a patch of a label raster mapped to class indices
   (``segmentation``), or a patch of a raster of values (``image``: regression, super-resolution
   targets). Segmentation labels may also be class polygons, rasterised per read group on the
-  reference source's grid (:class:`_PolygonCut`): pixels outside every polygon are ignored (-1).
+  reference source's grid (:class:`_PolygonCut`): pixels outside every polygon are ignored (-1),
+  or are the label's ``background`` class (:func:`polygon_table`).
 - Every raster is cut as serving reads it: a raster whose CRS or grid does not line up with the
   reference lattice at its ``scale`` (:func:`spacing_scale`) is warped on the fly onto it
   (:func:`engine.rasters.align_source`, a logged VRT; bilinear, nearest for segmentation labels).
@@ -46,7 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .classes import class_color, class_styles
+from .classes import ClassStyle, class_color, class_styles
 from .contract import PatchLabelSpec, PatchSourceSpec
 from .crs import bounds_in, crs_equivalent
 from .dataset import IGNORE_INDEX, DatasetWriter
@@ -182,14 +183,15 @@ class _Cut:
 @dataclass
 class _PolygonCut(_Cut):
     """Segmentation labels from class polygons, rasterised window by window on ``info``'s grid:
-    ``[h, w, 1]`` class indices (``burn`` - 1, see :func:`engine.vectors.class_polygons`), -1
-    (ignore) outside every polygon."""
+    ``[h, w, 1]`` class indices ``lookup[burn]`` (:func:`polygon_table`; ``burn`` 0 outside every
+    polygon, see :func:`engine.vectors.class_polygons`)."""
 
     burn: object = None
+    lookup: np.ndarray = None
 
     def read(self, window: Window) -> np.ndarray:
         codes = rasterize(self.info.grid, window, self.burn, attribute="burn")
-        return np.where(np.isfinite(codes), codes - 1, -1).astype(np.int32)[..., None]
+        return self.lookup[np.where(np.isfinite(codes), codes, 0).astype(np.int64)].astype(np.int32)[..., None]
 
 
 def read_groups(reference: _Cut, order: np.ndarray, read_tile: int) -> list[np.ndarray]:
@@ -304,8 +306,8 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     cuts, label_cut = all_cuts[:len(sources)], (all_cuts[-1] if len(all_cuts) > len(sources) else None)
     if polygons is not None:
         burn, coding = polygons
-        label_cut = _PolygonCut(**vars(label_cut), burn=burn)
-        table = class_table((), [dataclasses.asdict(c) for c in coding.classes])
+        table, lookup = polygon_table(coding.classes, label.background)
+        label_cut = _PolygonCut(**vars(label_cut), burn=burn, lookup=lookup)
     else:
         table = _classes(label, positions, label_info)
     rejected = dict.fromkeys(REASONS, 0)
@@ -382,6 +384,10 @@ def label_polygons(label: PatchLabelSpec, reference: RasterInfo, reporter: Repor
     """``(burn layer, coding)`` (:func:`engine.vectors.class_polygons` in the reference CRS) when
     the segmentation label ``path`` is a vector file, else None (a label raster)."""
     if not is_vector(label.path):
+        if label.background:
+            raise InvalidSpec(f"{label.path} is a label raster: the label's 'background' class (pixels outside "
+                              "every polygon) is for segmentation polygons; a label raster's unlabelled "
+                              "pixels are its nodata")
         return None
     if not label.class_field:
         raise InvalidSpec(f"segmentation polygons {label.path}: give the label's 'class_field' "
@@ -392,8 +398,30 @@ def label_polygons(label: PatchLabelSpec, reference: RasterInfo, reporter: Repor
         raise EngineError(f"segmentation polygons {label.path}: no polygon has a class in field "
                           f"{label.class_field!r}")
     reporter.log(f"segmentation labels rasterised from {label.path} per patch; classes: "
-                 + ", ".join(f"{c.value}={c.name}" for c in coding.classes))
+                 + ", ".join(f"{c.value}={c.name}" for c in coding.classes) + "; outside every polygon: "
+                 + (f"class {label.background!r}" if label.background else "ignored"))
     return burn, coding
+
+
+def polygon_table(classes: Sequence[ClassStyle], background: str | None) -> tuple[list[dict], np.ndarray]:
+    """The class table of polygon labels and ``lookup``: the class index of each burn code (0:
+    outside every polygon, ``k``: ``classes[k - 1]``, see :func:`engine.vectors.class_polygons`).
+
+    Outside is ignored (:data:`engine.dataset.IGNORE_INDEX`) without a ``background`` name; with
+    one, it is the class of that name (a polygon class, or a new one of value 0, or the largest
+    value + 1 when 0 is taken)."""
+    styles = [dataclasses.asdict(c) for c in classes]
+    outside = None
+    if background:
+        outside = next((c.value for c in classes if c.name == background), None)
+        if outside is None:
+            used = {c.value for c in classes}
+            outside = 0 if 0 not in used else max(used) + 1
+            styles.append({"value": outside, "name": background})
+    table = class_table((), styles)
+    index = {c["value"]: c["index"] for c in table}
+    lookup = [IGNORE_INDEX if outside is None else index[outside]] + [index[c.value] for c in classes]
+    return table, np.array(lookup, dtype=np.int32)
 
 
 def _classes(label: PatchLabelSpec, positions: Positions, label_info: RasterInfo | None) -> list[dict]:

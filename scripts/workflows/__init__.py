@@ -9,7 +9,8 @@ algorithms and where their products go. :func:`assemble` turns a :class:`Workflo
 A child's parameter sources are tagged tuples, so that a definition is plain data:
 ``("input", name)`` a model input (its default when QGIS 3.22 passes nothing), ``("output", child,
 name)`` another child's output, ``("static", value)`` a fixed value, ``("product", file)`` a file or
-folder of that name in the model's output folder (input ``output_folder``).
+folder of that name in the model's output folder (input ``output_folder``). A list of tagged
+tuples gives a parameter several sources (the layers of a multiple-layers parameter, in order).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import importlib
 from dataclasses import dataclass, field
 
 #: Workflow modules of this package, in toolbox order.
-WORKFLOWS = ("landcover",)
+WORKFLOWS = ("landcover", "buildings")
 
 #: Raster inputs are *files*: a raster layer input would be loaded into QGIS to be checked, and QGIS
 #: saves the statistics it computes beside the file (.aux.xml) or into it (.vrt).
@@ -98,7 +99,7 @@ def assemble(workflow: Workflow):
         child.setDescription(child_spec.description)
         child.setPosition(QPointF(420 + 260 * column, 120 + 60 * (column % 2)))
         for parameter, tagged in child_spec.sources.items():
-            child.addParameterSources(parameter, [source(*tagged)])
+            child.addParameterSources(parameter, [source(*t) for t in (tagged if isinstance(tagged, list) else [tagged])])
         model.addChildAlgorithm(child)
     model.setHelpContent({**workflow.help, "ALG_CREATOR": "DeepField", "HELP_URL": README_URL})
     return model

@@ -3,6 +3,7 @@
 import functools
 import io
 import json
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -17,6 +18,11 @@ from deepfield.engine.protocol import Reporter
 from deepfield.engine.rasters import align_source, raster_info, read_window
 from deepfield.engine.jobs.select_samples import run as select_samples_job
 from deepfield.engine.vectors import Positions, write_positions
+
+from ..conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+from demo_data import building_inputs
 
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"
@@ -387,3 +393,53 @@ def test_one_patch_size_is_one_ground_size_for_every_source(pan_ms, tmp_path):
         run(extract_patches_job, {"sources": [{"path": pan_ms["pan"], "patch_size": None, "name": "pan"}],
                                   "positions": str(pan_ms["folder"].parent / "grid.gpkg"),
                                   "label": {"kind": "image", "path": pan_ms["ms"]}, "output": str(tmp_path / "x")})
+
+
+def test_pixels_outside_the_polygons_can_be_a_background_class(data_dir, tmp_path):
+    """``background``: the pixels outside every polygon are a class of their own (value 0, first),
+    not ignored, so every grid patch is kept; a background name that is a polygon class's is
+    that class. Reference: the footprints burnt with gdal.Rasterize on the image grid."""
+    image = str(data_dir / SPACENET / "sample_geotiff.tif")
+    polygons = building_inputs(tmp_path)["buildings"]  # the footprints with a text field class = building
+    run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 64, "step": 64,
+                             "output": str(tmp_path / "grid.gpkg")})
+    label = {"kind": "segmentation", "path": polygons, "class_field": "class", "background": "background"}
+    result, messages = run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 64, "name": "pan"}], "positions": str(tmp_path / "grid.gpkg"),
+        "label": label, "output": str(tmp_path / "dataset")})
+    assert [(c["index"], c["value"], c["name"]) for c in result["classes"]] == [(0, 0, "background"),
+                                                                                (1, 1, "building")]
+    assert result["rejected"] == {"outside": 0, "nodata": 0, "label_nodata": 0}
+    assert any("outside every polygon: class 'background'" in m.get("message", "") for m in messages)
+    burnt = gdal.GetDriverByName("MEM").Create("", 900, 900, 1, gdal.GDT_Byte)
+    burnt.SetGeoTransform(gdal.Open(image).GetGeoTransform())
+    burnt.SetProjection(gdal.Open(image).GetProjection())
+    gdal.Rasterize(burnt, polygons, burnValues=[1])
+    truth = burnt.ReadAsArray()
+    reader = open_dataset(tmp_path / "dataset")
+    _, labels = reader.arrays("train")
+    rows = accepted_positions(tmp_path / "dataset")
+    gt = gdal.Open(image).GetGeoTransform()
+    assert len(rows) == len(labels) == feature_count(tmp_path / "grid.gpkg") > 100
+    for x, y, _, _, index in rows:
+        col, row = round((x - gt[0]) / gt[1]) - 32, round((y - gt[3]) / gt[5]) - 32
+        np.testing.assert_array_equal(labels[index], truth[row:row + 64, col:col + 64])
+    assert 0 < labels.mean() < 0.1  # about 4 % of the pixels are buildings
+
+    # a background named as a polygon class: outside the polygons is that class (one class here)
+    same, _ = run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 64, "name": "pan"}], "positions": str(tmp_path / "grid.gpkg"),
+        "label": {**label, "background": "building"}, "output": str(tmp_path / "same")})
+    assert [(c["value"], c["name"]) for c in same["classes"]] == [(1, "building")]
+    _, merged = open_dataset(tmp_path / "same").arrays("train")
+    assert (merged == 0).all()
+
+
+@pytest.mark.parametrize("label, message", [
+    ({"kind": "segmentation", "path": "labels.tif", "background": "background"}, "for segmentation polygons"),
+    ({"kind": "segmentation", "path": "p.gpkg", "class_field": "class", "background": " "}, "name of the class"),
+])
+def test_a_background_class_needs_polygons_and_a_name(label, message):
+    with pytest.raises(InvalidSpec, match=message):
+        extract_patches_job({"sources": [{"path": "x.tif", "patch_size": 8}], "positions": "p.gpkg",
+                             "output": "out", "label": label}, Reporter(io.StringIO()))

@@ -666,3 +666,30 @@ def test_unknown_precision_is_an_error(rasters, tmp_path):
     with pytest.raises(InvalidSpec, match="unknown precision 'float16'; use one of float32, bfloat16"):
         serve_model(model, geometry, [rasters["nc"]], str(tmp_path / "out.tif"), precision="float16")
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_zoo_unet_on_a_real_pan_ms_pair_is_exact_in_tiny_tiles(rasters, tmp_path):
+    """The building workflow's network (the zoo U-Net fed by a pan source and a 4-band MS source at
+    scale 2) on the Rotterdam pair: tiles of 8 px == one tile == one call on both whole sources,
+    each padded by numpy.pad from one common corner."""
+    from deepfield.engine.fields import derive_geometry
+    from deepfield.models import unet as zoo_unet
+
+    keras.utils.set_random_seed(8)
+    model = zoo_unet.build({"task": "segmentation", "classes": 2, "depth": 2, "width": 4,
+                            "sources": [{"name": "pan", "bands": 1}, {"name": "ms", "bands": 4, "scale": "2"}]})
+    geometry = derive_geometry(model, names=["pan", "ms"], scales=[1, Fraction(2)])
+    scaled = []
+    for key in ("pan", "ms_nested"):  # values near 1, for a float32 tolerance of 1e-5
+        scaled.append(str(tmp_path / f"{key}.tif"))
+        gdal.Translate(scaled[-1], rasters[key], scaleParams=[[0, 2000, 0, 1]], outputType=gdal.GDT_Float32)
+    result, whole = serve(model, geometry, scaled, tmp_path / "whole.tif", tile=10**6)
+    assert result["warped_sources"] == [] and whole.shape == (120, 120, 2)
+    _, tiled = serve(model, geometry, scaled, tmp_path / "tiled.tif", tile=8)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    size = -(-120 // geometry.ef) * geometry.ef
+    starts = [-int(geometry.window_before(i)) for i in range(2)]
+    lengths = [int(size * geometry.ratio(i)) + geometry.window_extent(i) for i in range(2)]
+    assert starts[0] == 2 * starts[1]  # one common corner, in pan and MS pixels
+    expected = reference(model, [read(path) for path in scaled], starts, lengths, geometry.kept_crop, (120, 120))
+    np.testing.assert_allclose(whole, expected, atol=1e-5)

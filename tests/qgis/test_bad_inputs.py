@@ -184,6 +184,8 @@ CASES = [
     ("no-geometry-extractpatches", EP, {**EXTRACT, "POSITIONS": "{no_geometry}"},
      "no positions in {no_geometry}: the layer is empty"),
     ("far-positions-extractpatches", EP, {**EXTRACT, "POSITIONS": "{far_points}"}, "none of the 2 positions"),
+    ("background-without-polygons-extractpatches", EP, {**EXTRACT, "LABEL_BACKGROUND": "background"},
+     "(LABEL_BACKGROUND) is for segmentation polygons (LABEL_POLYGONS)"),
     ("empty-reference-evaluatemap", EM, {"INPUT": "{strata}", "REFERENCE_VECTOR": "{empty_points}",
                                          "CLASS_FIELD": "class", "OUTPUT_FOLDER": "{out}/evaluation"},
      "the reference layer {empty_points} is empty (no feature)"),
