@@ -18,8 +18,10 @@ from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDU
 from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
-#: The zoo, then "automatic" (the default); appended so that the zoo's enum indices stay stable.
-ARCHITECTURES = tuple(sorted(ZOO)) + (AUTOMATIC_ARCHITECTURE,)
+#: The enum's options; saved models (.model3) store the index, so it never changes: the first zoo
+#: (sorted), then "automatic" (the default), then later zoo entries in the order ZOO lists them.
+FIRST_ZOO = ("fusion", "patch_classifier", "superres", "unet")
+ARCHITECTURES = FIRST_ZOO + (AUTOMATIC_ARCHITECTURE,) + tuple(name for name in ZOO if name not in FIRST_ZOO)
 
 
 class TrainModel(EngineAlgorithm):
@@ -103,7 +105,7 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterBoolean("RESUME", "Resume from the checkpoint", defaultValue=False),
             QgsProcessingParameterBoolean("MIXED_PRECISION", "Mixed precision (GPU)", defaultValue=False),
             QgsProcessingParameterBoolean(
-                "GAN", "Adversarial loss (super-resolution datasets)", defaultValue=False),
+                "GAN", "Adversarial loss (image datasets: super-resolution, translation)", defaultValue=False),
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
             QgsProcessingParameterNumber(
