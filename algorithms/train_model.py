@@ -37,7 +37,7 @@ class TrainModel(EngineAlgorithm):
         "defining build(spec) -> keras.Model (it then replaces the architecture). Inputs are normalised "
         "inside the model with the dataset's per-band mean and standard deviation. Each epoch is "
         "validated on the dataset's valid split (loss, overall accuracy, macro F-score; PSNR for "
-        "super-resolution); the best epoch is kept. The model folder also holds history.csv, "
+        "image targets); the best epoch is kept. The model folder also holds history.csv, "
         "training_curves.png, confusion_matrix.json/.png and TensorBoard logs (logs/). Checkpoints "
         "go to <output>.checkpoint: after a cancel or a crash, 'Resume' continues from there; a "
         "cancelled run still writes the best model so far. The same seed gives the same run on a CPU.\n\n"
@@ -106,6 +106,9 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterBoolean("MIXED_PRECISION", "Mixed precision (GPU)", defaultValue=False),
             QgsProcessingParameterBoolean(
                 "GAN", "Adversarial loss (image datasets: super-resolution, translation)", defaultValue=False),
+            QgsProcessingParameterNumber(
+                "ADVERSARIAL_WEIGHT", "Adversarial loss weight (against the L1/L2 loss in target units)",
+                QgsProcessingParameterNumber.Double, defaultValue=1e-3, minValue=0.0),
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
             QgsProcessingParameterNumber(
@@ -150,6 +153,7 @@ class TrainModel(EngineAlgorithm):
             "resume": self.parameterAsBoolean(parameters, "RESUME", context),
             "mixed_precision": self.parameterAsBoolean(parameters, "MIXED_PRECISION", context),
             "gan": self.parameterAsBoolean(parameters, "GAN", context),
+            "adversarial_weight": self.parameterAsDouble(parameters, "ADVERSARIAL_WEIGHT", context),
             "hyperparameters": hyperparameters,
             "output": output,
         }
