@@ -3,11 +3,14 @@
 The generator maps the sources (at the reference spacing, coarser ones up-sampled like the U-Net's)
 to an image of ``out_bands`` bands on the same grid (SF 1): ``depth`` encoder steps of 4 x 4
 stride-2 convolutions (LeakyReLU 0.2, batch normalisation but on the first), a 3 x 3 bottleneck,
-and ``depth`` decoder steps of 4 x 4 stride-2 transposed convolutions (ReLU, batch normalisation),
-each concatenated with the encoder tensor of its size; a linear 3 x 3 convolution gives the output.
-Fully convolutional with period 2**depth (patch sizes a multiple of it; served in inference mode,
-batch normalisation is a per-channel affine map, so tiles stay exact). Hyper-parameters: ``depth``
-(4), ``width`` (32 filters, doubled at each step, at most 8 times).
+and ``depth`` decoder steps (ReLU, batch normalisation), each concatenated with the encoder tensor
+of its size; a linear 3 x 3 convolution gives the output. A decoder step up-samples with
+``upsampling``: ``nearest`` (the default: nearest up-sampling then a 3 x 3 convolution, free of the
+checkerboard artefacts of short trainings) or ``transpose`` (pix2pix's 4 x 4 stride-2 transposed
+convolution). Fully convolutional with period 2**depth (patch sizes a multiple of it; served in
+inference mode, batch normalisation is a per-channel affine map, so tiles stay exact).
+Hyper-parameters: ``depth`` (4), ``width`` (32 filters, doubled at each step, at most 8 times),
+``upsampling``.
 
 The critic (:func:`build_discriminator`) is pix2pix's PatchGAN: it sees the sources *and* an image
 (the target or the generator's output), concatenated, and gives one logit per patch cell.
@@ -17,16 +20,16 @@ from __future__ import annotations
 
 from ..engine.protocol import EngineError
 from .spec import ModelSpec, keras, model, source_inputs
-from .unet import reference_stack
+from .unet import UPSAMPLING, reference_stack
 
 MAX_WIDTH_FACTOR = 8
 
 
 def build(spec) -> "keras.Model":
     spec = ModelSpec.coerce(spec)
-    depth, width = spec.param("depth", 4), spec.param("width", 32)
-    if depth < 1 or width < 1:
-        raise EngineError("translation: depth and width must be >= 1")
+    depth, width, upsampling = spec.param("depth", 4), spec.param("width", 32), spec.param("upsampling", "nearest")
+    if depth < 1 or width < 1 or upsampling not in UPSAMPLING:
+        raise EngineError(f"translation: depth and width must be >= 1 and upsampling one of {', '.join(UPSAMPLING)}")
     layers = keras().layers
     inputs, tensors = source_inputs(spec)
     x = reference_stack(spec, tensors, "translation")
@@ -44,7 +47,10 @@ def build(spec) -> "keras.Model":
     x = layers.Conv2D(filters(depth), 3, padding="same", use_bias=False)(x)
     x = layers.ReLU()(layers.BatchNormalization()(x))
     for level in reversed(range(depth)):
-        x = layers.Conv2DTranspose(filters(level), 4, strides=2, padding="same", use_bias=False)(x)
+        if upsampling == "nearest":
+            x = layers.Conv2D(filters(level), 3, padding="same", use_bias=False)(layers.UpSampling2D(2)(x))
+        else:
+            x = layers.Conv2DTranspose(filters(level), 4, strides=2, padding="same", use_bias=False)(x)
         x = layers.ReLU()(layers.BatchNormalization()(x))
         x = layers.Concatenate()([x, skips[level]])
     output = layers.Conv2D(spec.channels_out, 3, padding="same", name="output")(x)

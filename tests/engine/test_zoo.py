@@ -43,7 +43,8 @@ CASES = {
     "translation_regression": ("translation", {"task": "image", "sources": [{"name": "img", "bands": 6}],
                                                "out_bands": 3, "width": 4, "depth": 3}, None),
     "translation_regression_two_sources": ("translation", {"task": "image", "sources": PAN_MS, "out_bands": 3,
-                                                           "width": 2, "depth": 2}, None),
+                                                           "width": 2, "depth": 2, "upsampling": "transpose"},
+                                           None),
 }
 
 
@@ -137,6 +138,7 @@ def test_conditional_discriminator_sees_the_sources_and_the_image():
     ("superres", {"sources": PAN_MS[:1], "out_bands": 1, "factor": 3}, "factor 3 is not one of 2, 4"),
     ("unet", {"sources": PAN_MS[:1]}, "needs 'classes'"),
     ("translation", {"sources": PAN_MS[:1], "out_bands": 3, "depth": 0}, "depth and width must be >= 1"),
+    ("translation", {"sources": PAN_MS[:1], "out_bands": 3, "upsampling": "bicubic"}, "upsampling one of"),
     ("unet", {"sources": PAN_MS[:1], "classes": 2, "depth": "deep"}, "'depth' must be of type int"),
 ])
 def test_builder_errors(name, spec, message):
