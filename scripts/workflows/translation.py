@@ -8,7 +8,7 @@ pix2pix's U-Net, with its conditional PatchGAN critic when "adversarial" is on) 
 
 from __future__ import annotations
 
-from . import RASTER_FILES, Child, Workflow
+from . import RASTER_FILES, Child, Workflow, grid_samples_and_patches
 
 HELP = {
     "ALG_DESC": (
@@ -46,7 +46,6 @@ def definition() -> Workflow:
     )
 
     from deepfield.algorithms.train_model import ARCHITECTURES
-    from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES
 
     number = QgsProcessingParameterNumber
     inputs = [
@@ -63,18 +62,7 @@ def definition() -> Workflow:
         number("adversarial_weight", "Adversarial loss weight", number.Double, defaultValue=1.0, minValue=0),
         QgsProcessingParameterString("hyperparameters", "Hyper-parameters (JSON)", defaultValue="", optional=True),
     ]
-    children = [
-        Child("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
-            "INPUT": ("input", "image"), "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
-            "PATCH_SIZE": ("input", "patch_size"), "STEP": ("input", "grid_step"),
-            "SPLIT_MODE": ("static", SPLIT_MODES.index("blocks")), "BLOCK_SIZE": ("input", "block_size"),
-            "OUTPUT": ("product", "samples.gpkg"), "REPORT": ("product", "samples_balance.csv"),
-            "BLOCKS": ("product", "blocks.gpkg")}),
-        Child("deepfield:extractpatches", "extractpatches", "Extract patches (target image)", {
-            "SOURCES": ("input", "image"), "PATCH_SIZES": ("input", "patch_size"),
-            "POSITIONS": ("output", "selectsamples", "OUTPUT"),
-            "LABEL_KIND": ("static", LABEL_KINDS.index("image")), "LABEL_RASTER": ("input", "target"),
-            "OUTPUT": ("product", "dataset")}),
+    children = grid_samples_and_patches("image", "target", "target image") + [
         Child("deepfield:trainmodel", "trainmodel", "Train model (translation)", {
             "DATASET": ("output", "extractpatches", "OUTPUT"),
             "ARCHITECTURE": ("static", ARCHITECTURES.index("translation")), "EPOCHS": ("input", "epochs"),
