@@ -69,7 +69,7 @@ def run_workflows(out: Path, settings: dict, log=print) -> dict:
     return runs
 
 
-def test_mask(blocks: Path, image: Path) -> np.ndarray:
+def held_out_mask(blocks: Path, image: Path) -> np.ndarray:
     """Pixels (rows x columns of ``image``) inside the test blocks."""
     return forest.rasterized_splits(str(blocks), str(image)) == forest.SPLIT_CODES["test"]
 
@@ -101,7 +101,7 @@ def scores(translated: Path, target: Path, classes: Path, mask: np.ndarray) -> d
             "pixels": int(keep.sum())}
 
 
-def test_block_windows(blocks: Path, image: Path) -> list[tuple[int, int, int, int]]:
+def held_out_windows(blocks: Path, image: Path) -> list[tuple[int, int, int, int]]:
     """``(col, row, width, height)`` of every test block, in ``image``'s pixels (clipped to it)."""
     dataset = gdal.Open(str(image))
     gt = dataset.GetGeoTransform()
@@ -141,7 +141,7 @@ def quicklook(png: Path, image: Path, target: Path, translated: dict, blocks: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    windows = test_block_windows(blocks, image)
+    windows = held_out_windows(blocks, image)
     window = max(windows, key=lambda w: int((false_colour(image, w).sum(axis=0) > 0).sum()))
     panels = {"input (Landsat-7 bands 4-3-2)": false_colour(image, window)}
     panels["target (strata.tif rendered)"] = gdal.Open(str(target)).ReadAsArray(*window) / PEAK
@@ -169,7 +169,7 @@ def compare(out: Path, quick: bool = False, minutes: float | None = None, log=pr
     data = nc_landsat_folder()
     image, target = data / "lsat7_2000_6band.vrt", runs["target"]
     blocks = runs["gan"]["folder"] / "blocks.gpkg"
-    mask = test_mask(blocks, image)
+    mask = held_out_mask(blocks, image)
     result = {"settings": settings, "load_average": os.getloadavg(), "runs": {}}
     for name in RUNS:
         folder = runs[name]["folder"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from demo_translation import RUNS, SETTINGS, read, scores, test_mask
+from demo_translation import RUNS, SETTINGS, held_out_mask, read, scores
 
 from ..conftest import REPO
 
@@ -31,7 +31,7 @@ def test_quick_translation_demo_runs_the_workflow_with_and_without_the_gan(tmp_p
     image = gdal.Open(str(nc / "lsat7_2000_6band.vrt"))
     target, _ = read(out / "strata_rendered.tif")
     labels, no_class = read(nc / "strata.tif")
-    mask = test_mask(out / "gan" / "blocks.gpkg", nc / "lsat7_2000_6band.vrt")
+    mask = held_out_mask(out / "gan" / "blocks.gpkg", nc / "lsat7_2000_6band.vrt")
     assert 0 < mask.mean() < 0.5
     for name, adversarial in RUNS.items():
         folder = out / name
