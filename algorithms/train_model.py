@@ -18,8 +18,10 @@ from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDU
 from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
-#: The zoo, then "automatic" (the default); appended so that the zoo's enum indices stay stable.
-ARCHITECTURES = tuple(sorted(ZOO)) + (AUTOMATIC_ARCHITECTURE,)
+#: The enum's options; saved models (.model3) store the index, so it never changes: the first zoo
+#: (sorted), then "automatic" (the default), then later zoo entries in the order ZOO lists them.
+FIRST_ZOO = ("fusion", "patch_classifier", "superres", "unet")
+ARCHITECTURES = FIRST_ZOO + (AUTOMATIC_ARCHITECTURE,) + tuple(name for name in ZOO if name not in FIRST_ZOO)
 
 
 class TrainModel(EngineAlgorithm):
@@ -35,7 +37,7 @@ class TrainModel(EngineAlgorithm):
         "defining build(spec) -> keras.Model (it then replaces the architecture). Inputs are normalised "
         "inside the model with the dataset's per-band mean and standard deviation. Each epoch is "
         "validated on the dataset's valid split (loss, overall accuracy, macro F-score; PSNR for "
-        "super-resolution); the best epoch is kept. The model folder also holds history.csv, "
+        "image targets); the best epoch is kept. The model folder also holds history.csv, "
         "training_curves.png, confusion_matrix.json/.png and TensorBoard logs (logs/). Checkpoints "
         "go to <output>.checkpoint: after a cancel or a crash, 'Resume' continues from there; a "
         "cancelled run still writes the best model so far. The same seed gives the same run on a CPU.\n\n"
@@ -103,7 +105,10 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterBoolean("RESUME", "Resume from the checkpoint", defaultValue=False),
             QgsProcessingParameterBoolean("MIXED_PRECISION", "Mixed precision (GPU)", defaultValue=False),
             QgsProcessingParameterBoolean(
-                "GAN", "Adversarial loss (super-resolution datasets)", defaultValue=False),
+                "GAN", "Adversarial loss (image datasets: super-resolution, translation)", defaultValue=False),
+            QgsProcessingParameterNumber(
+                "ADVERSARIAL_WEIGHT", "Adversarial loss weight (against the L1/L2 loss in target units)",
+                QgsProcessingParameterNumber.Double, defaultValue=1e-3, minValue=0.0),
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
             QgsProcessingParameterNumber(
@@ -148,6 +153,7 @@ class TrainModel(EngineAlgorithm):
             "resume": self.parameterAsBoolean(parameters, "RESUME", context),
             "mixed_precision": self.parameterAsBoolean(parameters, "MIXED_PRECISION", context),
             "gan": self.parameterAsBoolean(parameters, "GAN", context),
+            "adversarial_weight": self.parameterAsDouble(parameters, "ADVERSARIAL_WEIGHT", context),
             "hyperparameters": hyperparameters,
             "output": output,
         }

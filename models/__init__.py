@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Callable
 
 from ..engine.protocol import EngineError
-from . import fusion, patch_classifier, superres, unet
+from . import fusion, patch_classifier, superres, translation, unet
 from .spec import ModelInput, ModelSpec, SourceSpec
 
 ZOO: dict[str, Callable] = {
@@ -23,6 +23,7 @@ ZOO: dict[str, Callable] = {
     "unet": unet.build,
     "fusion": fusion.build,
     "superres": superres.build,
+    "translation": translation.build,
 }
 #: When to pick each zoo builder, one line each (Train model's help shows them).
 WHEN_TO_USE: dict[str, str] = {
@@ -33,9 +34,16 @@ WHEN_TO_USE: dict[str, str] = {
     "fusion": "two sources at two resolutions (a panchromatic band and a coarser multispectral image) "
               "mapped at the fine resolution",
     "superres": "a sharper image (x2 or x4) learned from a target image: super-resolution, not classes",
+    "translation": "an image on the same grid rendered like a target image (a map rendered from styled vectors, "
+                   "another sensor): pix2pix's U-Net, with 'gan' its conditional PatchGAN; patch sizes a "
+                   "multiple of 2**depth (16 with the default depth 4)",
 }
+#: The critic of an adversarial ('gan') run, by zoo name; other networks get the super-resolution one.
+#: A critic with more inputs than the image is conditional: it sees the sources first (source order).
+DISCRIMINATORS: dict[str, Callable] = {"translation": translation.build_discriminator}
 
-__all__ = ["WHEN_TO_USE", "ZOO", "ModelInput", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
+__all__ = ["DISCRIMINATORS", "WHEN_TO_USE", "ZOO",
+           "ModelInput", "ModelSpec", "SourceSpec", "import_python_file", "load_custom_builder"]
 
 
 def import_python_file(py_file, what: str) -> ModuleType:

@@ -84,6 +84,25 @@ def nc_landsat_folder() -> Path:
     return target
 
 
+def render_classes(class_raster: Path, output: Path, classes=NC_CLASSES) -> Path:
+    """An RGB (Byte) rendering of a class raster in its class colours, on its grid
+    (``gdaldem color-relief``, nearest entry: whole class values get their own colour, nodata black;
+    GDAL 3.6's ``exact_color_entry`` matches the first entry only): the target of the translation
+    demo, what QGIS's "Convert map to raster" gives for the styled land-cover map. ``output`` must
+    not lie next to an input (a temporary or output folder)."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    colours = output.with_suffix(".colours.txt")
+    colours.write_text("".join(f"{value} {int(c[1:3], 16)} {int(c[3:5], 16)} {int(c[5:7], 16)}\n"
+                               for value, _, c in classes) + "nv 0 0 0\n")
+    gdal.DEMProcessing(str(output), str(class_raster), "color-relief", colorFilename=str(colours),
+                       colorSelection="nearest_color_entry", format="GTiff", creationOptions=["COMPRESS=DEFLATE"])
+    colours.unlink()
+    return output
+
+
 def _fetch_from_pypi(target: Path) -> None:
     downloads = target.parent / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,13 @@ Vocabulary:
 
 - **task** (:mod:`.config`): the dataset's label kind: ``class`` (one class per patch),
   ``segmentation`` (a class per pixel, ``-1`` = ignore) or ``image`` (a target image:
-  super-resolution).
+  super-resolution, translation).
 - **architecture** (:mod:`.architecture`): ``automatic`` picks the zoo network from the dataset
   (and logs why).
 - **network** (:mod:`.network`): the Keras model that is saved and served, normalising its inputs
   (and de-normalising an ``image`` output) around the builder's model.
 - **training view** (:mod:`.view`): the network as the loss sees it, and how label patches are
-  cut to its output; :mod:`.gan` gives super-resolution an adversarial one.
+  cut to its output; :mod:`.gan` gives image targets an adversarial one.
 - **validation** (:mod:`.validation`): the scores of each epoch on the validation split.
 - **checkpoint folder** ``<output>.checkpoint/`` (:mod:`.checkpoints`): last and best weights,
   run state, history and TensorBoard logs; it survives a cancel or a crash and ``resume``

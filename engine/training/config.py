@@ -55,6 +55,7 @@ def check_dataset(reader, task: Task, config: TrainConfig) -> None:
             raise EngineError(f"dataset {config.dataset} has no {split!r} patches: extract patches with a "
                               f"{split} proportion above 0")
     if config.gan and task.kind != "image":
-        raise EngineError(f"'gan' is for super-resolution datasets (label kind 'image'), not {task.kind!r}")
+        raise EngineError(f"'gan' is for image datasets (label kind 'image': super-resolution, translation), "
+                          f"not {task.kind!r}")
     if task.is_classifier and not task.classes:
         raise EngineError(f"dataset {config.dataset}: the manifest lists no classes")

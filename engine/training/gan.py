@@ -1,8 +1,10 @@
-"""Adversarial training for super-resolution: a generator (the network) against a patch critic.
+"""Adversarial training for image targets: a generator (the network) against a patch critic.
 
-The critic (the zoo's patch discriminator, logits) sees normalised target images. The generator
-minimises ``content + adversarial_weight * BCE(D(G(x)), real)``, the critic
-``BCE(D(y), real) + BCE(D(G(x)), fake)``. Logged per epoch: ``loss`` (content),
+The critic (the zoo's patch discriminator, logits, :func:`.network.load_discriminator`) sees
+normalised target images; a *conditional* critic (pix2pix, the ``translation`` zoo entry) sees the
+sources too, normalised as the network sees them, so it judges whether an image goes with its
+input: ``D(x, y)``. The generator minimises ``content + adversarial_weight * BCE(D(x, G(x)), real)``,
+the critic ``BCE(D(x, y), real) + BCE(D(x, G(x)), fake)``. Logged per epoch: ``loss`` (content),
 ``adversarial`` and ``discriminator_loss``.
 
 This module imports TensorFlow and Keras when it is imported (through :mod:`..device`); the
@@ -17,7 +19,7 @@ tf = tensorflow()
 import keras  # noqa: E402  (after TensorFlow is configured)
 
 from .config import Task, TrainConfig  # noqa: E402
-from .network import make_loss, make_optimizer, variance  # noqa: E402
+from .network import make_loss, make_optimizer, normalised_sources, source_inputs, variance  # noqa: E402
 from .view import TrainingView  # noqa: E402
 
 LOGGED = ("loss", "adversarial", "discriminator_loss")
@@ -27,12 +29,14 @@ class AdversarialTrainer(keras.Model):
     """A Keras model whose ``fit`` trains ``generator`` and ``critic`` in turn, one step each per batch.
 
     Calling it runs the generator. ``optimizer`` (given to ``compile``) updates the generator,
-    ``critic_optimizer`` the critic; both scale their losses (mixed precision).
+    ``critic_optimizer`` the critic; both scale their losses (mixed precision). A ``conditional``
+    critic takes ``[*sources, image]``, else the image alone.
     """
 
-    def __init__(self, generator, critic, content_loss, adversarial_weight: float, critic_optimizer):
+    def __init__(self, generator, critic, content_loss, adversarial_weight: float, critic_optimizer,
+                 conditional: bool = False):
         super().__init__(name="adversarial_trainer")
-        self.generator, self.critic = generator, critic
+        self.generator, self.critic, self.conditional = generator, critic, conditional
         self.content_loss = content_loss
         self.adversarial_weight = float(adversarial_weight)
         self.critic_optimizer = critic_optimizer
@@ -46,12 +50,19 @@ class AdversarialTrainer(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
+    def judge(self, inputs, image):
+        """The critic's logits for ``image`` (given the generator's ``inputs`` when conditional)."""
+        if not self.conditional:
+            return self.critic(image, training=True)
+        sources = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+        return self.critic([*sources, image], training=True)
+
     def train_step(self, data):
         inputs, target = data
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             fake = self.generator(inputs, training=True)
-            real_score = self.critic(target, training=True)
-            fake_score = self.critic(fake, training=True)
+            real_score = self.judge(inputs, target)
+            fake_score = self.judge(inputs, fake)
             content = self.content_loss(target, fake)
             adversarial = self.bce(tf.ones_like(fake_score), fake_score)
             d_loss = self.bce(tf.ones_like(real_score), real_score) + self.bce(tf.zeros_like(fake_score), fake_score)
@@ -70,9 +81,15 @@ def adversarial_view(network, discriminator, task: Task, config: TrainConfig) ->
     """A compiled :class:`AdversarialTrainer` for ``network`` as the training view (optimisers built)."""
     target = keras.Input((None, None, int(task.label["bands"])), name="target")
     normalised = keras.layers.Normalization(mean=task.label["mean"], variance=variance(task.label["std"]))(target)
-    critic = keras.Model(target, discriminator(normalised), name="critic")
+    conditional = len(discriminator.inputs) > 1
+    if conditional:
+        sources = source_inputs(task)
+        critic = keras.Model([*sources, target], discriminator([*normalised_sources(task, config, sources), normalised]),
+                             name="critic")
+    else:
+        critic = keras.Model(target, discriminator(normalised), name="critic")
     trainer = AdversarialTrainer(network, critic, make_loss(task, config), config.adversarial_weight,
-                                 make_optimizer(config))
+                                 make_optimizer(config), conditional)
     trainer.compile(optimizer=make_optimizer(config))
     trainer.optimizer.build(network.trainable_variables)
     trainer.critic_optimizer.build(critic.trainable_variables)

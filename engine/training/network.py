@@ -47,10 +47,13 @@ def load_builder(config: TrainConfig):
 
 
 def load_discriminator(task: Task, config: TrainConfig):
-    """The zoo's patch discriminator for the super-resolution target (logits per patch cell)."""
-    from ...models import superres
+    """The critic of an adversarial run (logits per patch cell): the zoo's one for the architecture
+    (:data:`deepfield.models.DISCRIMINATORS`; conditional when it takes the sources too), else the
+    super-resolution patch discriminator."""
+    from ...models import DISCRIMINATORS, superres
 
-    return superres.build_discriminator(builder_spec(task, config))
+    build = DISCRIMINATORS.get(config.architecture, superres.build_discriminator)
+    return build(builder_spec(task, config))
 
 
 def output_statistics(task: Task) -> tuple[list, list]:
@@ -66,25 +69,39 @@ def output_statistics(task: Task) -> tuple[list, list]:
 def build_network(task: Task, config: TrainConfig):
     """The network to train and serve: normalisation + the builder's model (+ de-normalisation)."""
     from ..device import tensorflow
-    from ..nodata import nodata_fill
 
     tensorflow()
     import keras
 
     core = load_builder(config)(builder_spec(task, config))
-    inputs = [keras.Input((None, None, int(s["bands"])), name=s["name"]) for s in task.sources]
-    normalised = [
-        nodata_fill(bool(config.validity_channel), name=f"nodata_fill_{s['name']}")(
-            keras.layers.Normalization(mean=s["mean"], variance=variance(s["std"]), name=f"normalise_{s['name']}")(x))
-        for s, x in zip(task.sources, inputs)
-    ]
-    output = core(pack_inputs(core, normalised))  # a user's builder may take a dict of inputs
+    inputs = source_inputs(task)
+    # a user's builder may take a dict of inputs
+    output = core(pack_inputs(core, normalised_sources(task, config, inputs)))
     if task.kind == "image":
         mean, std = output_statistics(task)
         output = keras.layers.Normalization(mean=mean, variance=variance(std), invert=True, dtype="float32",
                                             name="denormalise")(output)
     output = keras.layers.Activation("linear", dtype="float32", name="output")(output)
     return keras.Model(arrange_inputs(task, inputs), output, name=core.name)
+
+
+def source_inputs(task: Task) -> list:
+    """One Keras input per dataset source, named like it (spatial size ``None``)."""
+    import keras
+
+    return [keras.Input((None, None, int(s["bands"])), name=s["name"]) for s in task.sources]
+
+
+def normalised_sources(task: Task, config: TrainConfig, inputs: list) -> list:
+    """The sources as the builder's model sees them: normalised with the manifest's per-band
+    mean/std, NaN (nodata) filled with 0, plus the validity channel when configured."""
+    import keras
+
+    from ..nodata import nodata_fill
+
+    return [nodata_fill(bool(config.validity_channel), name=f"nodata_fill_{s['name']}")(
+        keras.layers.Normalization(mean=s["mean"], variance=variance(s["std"]), name=f"normalise_{s['name']}")(x))
+        for s, x in zip(task.sources, inputs)]
 
 
 def variance(std) -> np.ndarray:

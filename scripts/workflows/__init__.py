@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass, field
 
 #: Workflow modules of this package, in toolbox order.
-WORKFLOWS = ("landcover", "buildings")
+WORKFLOWS = ("landcover", "buildings", "translation")
 
 #: Raster inputs are *files*: a raster layer input would be loaded into QGIS to be checked, and QGIS
 #: saves the statistics it computes beside the file (.aux.xml) or into it (.vrt).
@@ -49,6 +49,27 @@ class Workflow:
     children: list[Child]
     help: dict
     advanced: tuple[str, ...] = field(default=())
+
+
+def grid_samples_and_patches(label_kind: str, label_input: str, what: str) -> list[Child]:
+    """Select samples (a grid of ``patch_size`` patches every ``grid_step`` px of input ``image``,
+    split by spatial blocks of ``block_size``, the blocks written) -> Extract patches (``label_kind``
+    labels from input ``label_input``; ``what`` names them): the first two children of a workflow."""
+    from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES
+
+    return [
+        Child("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
+            "INPUT": ("input", "image"), "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
+            "PATCH_SIZE": ("input", "patch_size"), "STEP": ("input", "grid_step"),
+            "SPLIT_MODE": ("static", SPLIT_MODES.index("blocks")), "BLOCK_SIZE": ("input", "block_size"),
+            "OUTPUT": ("product", "samples.gpkg"), "REPORT": ("product", "samples_balance.csv"),
+            "BLOCKS": ("product", "blocks.gpkg")}),
+        Child("deepfield:extractpatches", "extractpatches", f"Extract patches ({what})", {
+            "SOURCES": ("input", "image"), "PATCH_SIZES": ("input", "patch_size"),
+            "POSITIONS": ("output", "selectsamples", "OUTPUT"),
+            "LABEL_KIND": ("static", LABEL_KINDS.index(label_kind)), "LABEL_RASTER": ("input", label_input),
+            "OUTPUT": ("product", "dataset")}),
+    ]
 
 
 def definitions() -> list[Workflow]:

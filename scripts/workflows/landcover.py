@@ -7,7 +7,7 @@ Apply model (class map) -> Evaluate map (class map vs the label raster, on the t
 
 from __future__ import annotations
 
-from . import RASTER_FILES, Child, Workflow
+from . import RASTER_FILES, Child, Workflow, grid_samples_and_patches
 
 HELP = {
     "ALG_DESC": (
@@ -34,7 +34,6 @@ def definition() -> Workflow:
     from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterString
 
     from deepfield.algorithms.train_model import ARCHITECTURES
-    from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES
 
     number = QgsProcessingParameterNumber
     inputs = [
@@ -49,18 +48,7 @@ def definition() -> Workflow:
         QgsProcessingParameterString("hyperparameters", "U-Net hyper-parameters (JSON)", defaultValue="",
                                      optional=True),
     ]
-    children = [
-        Child("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
-            "INPUT": ("input", "image"), "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
-            "PATCH_SIZE": ("input", "patch_size"), "STEP": ("input", "grid_step"),
-            "SPLIT_MODE": ("static", SPLIT_MODES.index("blocks")), "BLOCK_SIZE": ("input", "block_size"),
-            "OUTPUT": ("product", "samples.gpkg"), "REPORT": ("product", "samples_balance.csv"),
-            "BLOCKS": ("product", "blocks.gpkg")}),
-        Child("deepfield:extractpatches", "extractpatches", "Extract patches (segmentation labels)", {
-            "SOURCES": ("input", "image"), "PATCH_SIZES": ("input", "patch_size"),
-            "POSITIONS": ("output", "selectsamples", "OUTPUT"),
-            "LABEL_KIND": ("static", LABEL_KINDS.index("segmentation")), "LABEL_RASTER": ("input", "labels"),
-            "OUTPUT": ("product", "dataset")}),
+    children = grid_samples_and_patches("segmentation", "labels", "segmentation labels") + [
         Child("deepfield:trainmodel", "trainmodel", "Train model (U-Net)", {
             "DATASET": ("output", "extractpatches", "OUTPUT"),
             "ARCHITECTURE": ("static", ARCHITECTURES.index("unet")), "EPOCHS": ("input", "epochs"),

@@ -237,7 +237,7 @@ def test_output_may_not_replace_the_dataset(segmentation_dataset):
 
 
 def test_gan_needs_an_image_dataset(segmentation_dataset, work):
-    with pytest.raises(EngineError, match="'gan' is for super-resolution"):
+    with pytest.raises(EngineError, match="'gan' is for image datasets"):
         train({"dataset": str(segmentation_dataset), "architecture": "unet", "gan": True, "output": str(work / "x")})
 
 

@@ -12,7 +12,7 @@ import pytest
 from deepfield.engine.fields import TOLERANCE, call_model, derive_geometry, tiling_error, window_sizes
 from deepfield.engine.modelfolder import ModelMetadata, load_model_folder, save_model_folder
 from deepfield.engine.protocol import EngineError
-from deepfield.models import ZOO, ModelSpec, load_custom_builder
+from deepfield.models import DISCRIMINATORS, ZOO, ModelSpec, load_custom_builder
 from deepfield.models.superres import build_discriminator
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,6 +40,11 @@ CASES = {
                                  "width": 4, "blocks": 1}, None),
     "superres_x4": ("superres", {"sources": [{"name": "lr", "bands": 4}], "out_bands": 3, "factor": 4,
                                  "width": 4, "blocks": 1}, None),
+    "translation_regression": ("translation", {"task": "image", "sources": [{"name": "img", "bands": 6}],
+                                               "out_bands": 3, "width": 4, "depth": 3}, None),
+    "translation_regression_two_sources": ("translation", {"task": "image", "sources": PAN_MS, "out_bands": 3,
+                                                           "width": 2, "depth": 2, "upsampling": "transpose"},
+                                           None),
 }
 
 
@@ -61,6 +66,9 @@ def test_zoo_models_serve_exactly(built):
         assert geometry.ef == 2 ** depth and geometry.crop % geometry.ef == 0 and geometry.sf == 1
     if case == "fusion":
         assert [s.scale for s in geometry.sources] == [1, 2] and geometry.sf == 1
+    if case.startswith("translation"):
+        depth = CASES[case][1]["depth"]
+        assert geometry.ef == 2 ** depth and geometry.sf == 1 and geometry.sources[0].rf > 2 ** depth
     if case.startswith("superres"):
         factor = CASES[case][1]["factor"]
         assert geometry.sf == Fraction(1, factor) and geometry.ef == factor
@@ -111,12 +119,26 @@ def test_discriminator_gives_a_logit_per_cell():
     assert call_model(model, [np.zeros((1, 32, 32, 3), "float32")])[0].shape == (1, 4, 4, 1)
 
 
+def test_conditional_discriminator_sees_the_sources_and_the_image():
+    spec = {"sources": PAN_MS, "out_bands": 3, "discriminator_width": 4}
+    model = DISCRIMINATORS["translation"](spec)
+    assert [tuple(t.shape[1:]) for t in model.inputs] == [(None, None, 1), (None, None, 4), (None, None, 3)]
+    pan, ms, image = (np.zeros((1, 64, 64, 1), "float32"), np.zeros((1, 32, 32, 4), "float32"),
+                      np.zeros((1, 64, 64, 3), "float32"))
+    assert call_model(model, [pan, ms, image])[0].shape == (1, 8, 8, 1)
+    rng = np.random.default_rng(3)
+    changed = call_model(model, [rng.normal(size=pan.shape).astype("float32"), ms, image])[0]
+    assert not np.allclose(changed, call_model(model, [pan, ms, image])[0])  # it judges the image given its input
+
+
 @pytest.mark.parametrize("name, spec, message", [
     ("fusion", {"sources": PAN_MS[:1], "classes": 2}, "needs two sources"),
     ("fusion", {"sources": [PAN_MS[0], {**PAN_MS[1], "scale": "1/2"}], "classes": 2}, "whole-number scale"),
     ("patch_classifier", {"sources": [PAN_MS[0], {**PAN_MS[1], "scale": "3"}], "classes": 2}, "scale 1, 2 or 4"),
     ("superres", {"sources": PAN_MS[:1], "out_bands": 1, "factor": 3}, "factor 3 is not one of 2, 4"),
     ("unet", {"sources": PAN_MS[:1]}, "needs 'classes'"),
+    ("translation", {"sources": PAN_MS[:1], "out_bands": 3, "depth": 0}, "depth and width must be >= 1"),
+    ("translation", {"sources": PAN_MS[:1], "out_bands": 3, "upsampling": "bicubic"}, "upsampling one of"),
     ("unet", {"sources": PAN_MS[:1], "classes": 2, "depth": "deep"}, "'depth' must be of type int"),
 ])
 def test_builder_errors(name, spec, message):
@@ -173,4 +195,4 @@ def test_importing_the_zoo_does_not_import_tensorflow():
     """algorithms/ (QGIS side) imports the zoo's names: that must not load TensorFlow."""
     code = "import sys, deepfield.models as m; print(sorted(m.ZOO)); print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "['fusion', 'patch_classifier', 'superres', 'unet']" and out[1] == "False False"
+    assert out[0] == "['fusion', 'patch_classifier', 'superres', 'translation', 'unet']" and out[1] == "False False"
