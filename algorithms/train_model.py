@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDULES
+from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDULES, TrainModelSpec
 from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
@@ -104,6 +104,9 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterBoolean("MIXED_PRECISION", "Mixed precision (GPU)", defaultValue=False),
             QgsProcessingParameterBoolean(
                 "GAN", "Adversarial loss (super-resolution datasets)", defaultValue=False),
+            QgsProcessingParameterNumber(
+                "ADVERSARIAL_WEIGHT", "Adversarial loss weight (against the normalised content loss)",
+                QgsProcessingParameterNumber.Double, defaultValue=TrainModelSpec.adversarial_weight, minValue=0.0),
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
             QgsProcessingParameterNumber(
@@ -148,6 +151,7 @@ class TrainModel(EngineAlgorithm):
             "resume": self.parameterAsBoolean(parameters, "RESUME", context),
             "mixed_precision": self.parameterAsBoolean(parameters, "MIXED_PRECISION", context),
             "gan": self.parameterAsBoolean(parameters, "GAN", context),
+            "adversarial_weight": self.parameterAsDouble(parameters, "ADVERSARIAL_WEIGHT", context),
             "hyperparameters": hyperparameters,
             "output": output,
         }
