@@ -12,14 +12,15 @@ its shared lattice without resampling (geometry.Lattice); the x2 map's pixels ar
 resampling of the target, its spectral band spans the green and red bands, and the scene is
 half popcorn cumulus.)
 
-**The chain** (the engine jobs Apply model and the workflow run): Select samples (grid of 32 px
-B8A patches every 16 px, 60/20/20 train/valid/test by spatial blocks of 128 px = 2560 m, so no
-test pixel's target was seen) -> Extract patches (target: B08, 64 px) -> Train model (zoo
-``superres`` x2, the same network, seed and time budget twice: L1 only, and L1 + adversarial
-loss against the zoo's patch discriminator, ``gan``) -> Apply model over the whole B8A scene ->
-scores on the test blocks (scripts/enhancement_scores.py: PSNR, edge sharpness = mean gradient
-magnitude over the target's, edge correlation) next to bicubic upsampling of B8A, raw and with a
-linear gain/offset fitted on the train blocks.
+**The chain** (the engine jobs the workflow's algorithms run, with scripts/demo_enhancement.py's
+recipe): Select samples (grid of 32 px B8A patches every 16 px, 70/15/15 train/valid/test, the
+workflow's defaults, by spatial blocks of 128 px = 2560 m, so no test pixel's target was seen) ->
+Extract patches (target: B08, 64 px) -> Train model (zoo ``superres`` x2, the same network, seed
+and time budget twice: L1 only, and L1 + adversarial loss against the zoo's patch discriminator,
+``gan``) -> Apply model over the whole B8A scene -> scores on the test blocks
+(scripts/enhancement_scores.py: PSNR, edge sharpness = mean gradient magnitude over the
+target's, edge correlation) next to bicubic upsampling of B8A, raw and with a linear gain/offset
+fitted on the train blocks.
 """
 
 from __future__ import annotations
@@ -40,14 +41,10 @@ from deepfield.engine.jobs import get_job  # noqa: E402
 from deepfield.engine.protocol import Reporter  # noqa: E402
 import enhancement_scores as scores  # noqa: E402
 from demo_data import sentinel2_folder  # noqa: E402
+from demo_enhancement import LOW, RECIPE, TARGET  # noqa: E402
 
-#: Training minutes per model (the same for both), at most ``EPOCHS`` epochs.
-MINUTES = float(os.environ.get("DEEPFIELD_BENCH_SR_MINUTES", 10))
-EPOCHS = 1000
-#: The recipe (shared with scripts/demo_enhancement.py): patches in B8A pixels, block in metres.
-RECIPE = {"patch": 32, "step": 16, "block_size": 128 * 20.0, "batch_size": 16, "learning_rate": 1e-3,
-          "adversarial_weight": 1e-2, "hyperparameters": {"width": 32, "blocks": 4}}
-LOW, TARGET = "s2_B8A.tif", "s2_B08.tif"
+#: Training minutes per model (the same for both; the demo's recipe), at most the recipe's epochs.
+MINUTES = float(os.environ.get("DEEPFIELD_BENCH_SR_MINUTES", RECIPE["time_budget"]))
 MODELS = {"L1 only": False, "L1 + GAN": True}
 
 
@@ -64,7 +61,7 @@ def dataset(work: Path, low: str, target: str) -> dict:
     positions = work / "positions.gpkg"
     get_job("select_samples")({
         "raster": low, "strategy": "grid", "patch_size": RECIPE["patch"], "step": RECIPE["step"], "seed": 0,
-        "split": {"train": 0.6, "valid": 0.2, "test": 0.2}, "split_mode": "blocks",
+        "split": {"train": 0.7, "valid": 0.15, "test": 0.15}, "split_mode": "blocks",
         "block_size": RECIPE["block_size"], "blocks": str(work / "blocks.gpkg"), "output": str(positions)}, quiet())
     get_job("extract_patches")({
         "sources": [{"path": low, "patch_size": RECIPE["patch"], "name": "b8a"}],
@@ -77,9 +74,8 @@ def train_and_serve(work: Path, low: str, name: str, gan: bool) -> dict:
     folder = work / ("gan" if gan else "l1")
     started = time.perf_counter()
     result = get_job("train_model")({
-        "dataset": str(work / "dataset"), "architecture": "superres", "epochs": EPOCHS,
-        "time_budget": MINUTES, "batch_size": RECIPE["batch_size"], "learning_rate": RECIPE["learning_rate"],
-        "seed": 0, "gan": gan, "adversarial_weight": RECIPE["adversarial_weight"],
+        "dataset": str(work / "dataset"), "architecture": "superres", "epochs": RECIPE["epochs"],
+        "time_budget": MINUTES, "seed": 0, "gan": gan, "adversarial_weight": RECIPE["adversarial_weight"],
         "hyperparameters": RECIPE["hyperparameters"], "output": str(folder)}, quiet())
     seconds = time.perf_counter() - started
     served = get_job("apply_model")({"model": str(folder), "sources": [low], "output": str(work / f"{folder.name}.tif")},
@@ -122,7 +118,8 @@ def run() -> dict:
                                 "test pixels",
             "test_scores": {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
                             for name, row in table.items()},
-            "training": {"recipe": RECIPE, "time_budget_minutes_each": MINUTES, "max_epochs": EPOCHS,
+            "training": {"recipe": RECIPE, "time_budget_minutes_each": MINUTES,
+                         "defaults": "batch size 16, learning rate 1e-3, AdamW, cosine schedule (Train model's)",
                          "positions": splits, "runs": runs},
             "quicklook": {"file": "bench/results/enhancement_quicklook.png", "window_col_row_size": window,
                           "panels": ["input B8A (bicubic)", "target B08", "L1 only", "L1 + GAN"]},
