@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDULES
+from ..engine.contract import AUTOMATIC_ARCHITECTURE, CLASS_WEIGHTING, LR_SCHEDULES, TrainModelSpec
 from ..models import WHEN_TO_USE, ZOO
 from .base import EngineAlgorithm
 
@@ -107,8 +107,8 @@ class TrainModel(EngineAlgorithm):
             QgsProcessingParameterBoolean(
                 "GAN", "Adversarial loss (image datasets: super-resolution, translation)", defaultValue=False),
             QgsProcessingParameterNumber(
-                "ADVERSARIAL_WEIGHT", "Adversarial loss weight (against the L1/L2 loss in target units)",
-                QgsProcessingParameterNumber.Double, defaultValue=1e-3, minValue=0.0),
+                "ADVERSARIAL_WEIGHT", "Adversarial loss weight (against the content loss on the normalised target)",
+                QgsProcessingParameterNumber.Double, defaultValue=TrainModelSpec.adversarial_weight, minValue=0.0),
             QgsProcessingParameterString(
                 "HYPERPARAMETERS", "Builder hyper-parameters (JSON object)", defaultValue="", optional=True),
             QgsProcessingParameterNumber(

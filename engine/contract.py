@@ -452,7 +452,8 @@ class TrainModelSpec(JobSpec):
     ``.py`` file defining ``build(spec)``). Sizes are in patches, ``learning_rate`` is per step.
     ``early_stopping_patience``: epochs without improvement before stopping (0: never). ``loss``
     (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan`` (``image`` datasets): add an
-    adversarial loss, weighted ``adversarial_weight``, against the zoo's patch discriminator.
+    adversarial loss, weighted ``adversarial_weight`` against the content loss on the normalised target
+    (1e-2: pix2pix's L1 weight of 100 to the adversarial 1), against the zoo's patch discriminator.
     ``hyperparameters`` go to the model builder unchanged. ``workers``: local training processes
     (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null`` takes its default.
 
@@ -486,7 +487,7 @@ class TrainModelSpec(JobSpec):
     mixed_precision: bool = False
     gan: bool = False
     loss: str = "l1"
-    adversarial_weight: float = 1e-3
+    adversarial_weight: float = 1e-2
     hyperparameters: dict = dataclasses.field(default_factory=dict)
     workers: int = 1
 

@@ -28,7 +28,7 @@ from qgis_headless import REPO, QgisProcess
 import forest_baseline as forest
 
 #: The applications ``make demo APP=...`` runs (``landcover``, this module, by default).
-APPS = ("landcover", "buildings", "translation")
+APPS = ("landcover", "buildings", "translation", "enhancement")
 
 #: Indices of the algorithms' enum parameters (qgis_process 3.22 takes enum values as indices).
 GRID_STRATEGY, SPATIAL_BLOCKS, SEGMENTATION_LABELS, UNET = 3, 1, 1, 3

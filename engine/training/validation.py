@@ -11,22 +11,13 @@ import math
 
 import numpy as np
 
+from ..image_scores import psnr
 from ..metrics import confusion_matrix, summarize
 from .config import Task
 from .view import TrainingView
 
 #: The scores logged per epoch (as ``val_<name>``) when the task has them.
 VALIDATION_SCALARS = ("loss", "overall_accuracy", "kappa", "macro_f1", "psnr", "psnr_bicubic")
-
-
-def psnr(mse: float, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB for a mean squared error and a data range (target units);
-    NaN for a non-finite error (a diverged network)."""
-    if not math.isfinite(mse):
-        return math.nan
-    if mse <= 0:
-        return math.inf
-    return 10.0 * math.log10(data_range**2 / mse)
 
 
 def validate(view: TrainingView, batches, task: Task, loss) -> dict:

@@ -19,7 +19,7 @@ import importlib
 from dataclasses import dataclass, field
 
 #: Workflow modules of this package, in toolbox order.
-WORKFLOWS = ("landcover", "buildings", "translation")
+WORKFLOWS = ("landcover", "buildings", "translation", "enhancement")
 
 #: Raster inputs are *files*: a raster layer input would be loaded into QGIS to be checked, and QGIS
 #: saves the statistics it computes beside the file (.aux.xml) or into it (.vrt).
