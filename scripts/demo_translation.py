@@ -37,9 +37,9 @@ RUNS = {"l1_only": False, "gan": True}
 #: ``block_size`` in metres: 96 or 128 NC pixels).
 SETTINGS = {
     "full": {"patch_size": 48, "grid_step": 16, "block_size": 96 * 28.5, "epochs": 1000, "time_budget": 8.0,
-             "adversarial_weight": 1.0, "hyperparameters": {"depth": 4, "width": 16}},
+             "adversarial_weight": 1e-2, "hyperparameters": {"depth": 4, "width": 16}},
     "quick": {"patch_size": 32, "grid_step": 32, "block_size": 128 * 28.5, "epochs": 2, "time_budget": 0.0,
-              "adversarial_weight": 1.0,
+              "adversarial_weight": 1e-2,
               "hyperparameters": {"depth": 2, "width": 8, "discriminator_width": 8, "discriminator_levels": 2}},
 }
 PEAK = 255.0  # the rendering's colour range (Byte)

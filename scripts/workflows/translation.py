@@ -32,7 +32,8 @@ HELP = {
     "epochs": "Training epochs at most (the best one on the validation split, by PSNR, is kept).",
     "time_budget": "Training stops when these minutes are spent (0: after the epochs).",
     "adversarial": "Add the conditional GAN loss to the L1 loss (off: an L1-only generator).",
-    "adversarial_weight": "Weight of the adversarial loss against the L1 loss in target units (pixel values).",
+    "adversarial_weight": ("Weight of the adversarial loss against the L1 loss on the normalised target "
+                           "(1e-2: pix2pix's L1 weight of 100 to the adversarial 1)."),
     "hyperparameters": 'Generator and critic hyper-parameters as JSON, e.g. {"depth": 3, "width": 16}.',
 }
 
@@ -59,7 +60,7 @@ def definition() -> Workflow:
         number("epochs", "Epochs (at most)", number.Integer, defaultValue=100, minValue=1),
         number("time_budget", "Time budget (minutes, 0 = no limit)", number.Double, defaultValue=10, minValue=0),
         QgsProcessingParameterBoolean("adversarial", "Adversarial loss (conditional GAN)", defaultValue=True),
-        number("adversarial_weight", "Adversarial loss weight", number.Double, defaultValue=1.0, minValue=0),
+        number("adversarial_weight", "Adversarial loss weight", number.Double, defaultValue=1e-2, minValue=0),
         QgsProcessingParameterString("hyperparameters", "Hyper-parameters (JSON)", defaultValue="", optional=True),
     ]
     children = grid_samples_and_patches("image", "target", "target image") + [
