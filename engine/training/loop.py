@@ -187,7 +187,7 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
         if config.class_weighting != "none":
             reporter.log("class weights: " + ", ".join(
                 f"{c.get('name', c['value'])} {w:.3f}" for c, w in zip(task.classes, weights)))
-    check_crop(config, task, models)
+    check_crop(config, task, models.view, models.geometry)
     mapper = label_mapper(task, models.view, weights)
     train_batches = reader.tf_dataset("train", config.batch_size, shuffle=True, seed=int(config.seed),
                                       augment=config.augment, crop=int(config.crop_size)).map(mapper)
@@ -208,20 +208,21 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
     return finish(config, task, models, checkpoint, state, reporter)
 
 
-def check_crop(config: TrainConfig, task: Task, models: Models) -> None:
-    """Refuse a ``crop_size`` the dataset or the network cannot train on (before the first step)."""
+def check_crop(config: TrainConfig, task: Task, view: TrainingView, geometry) -> None:
+    """Refuse a ``crop_size`` the dataset or the network (its training ``view`` and ``geometry``)
+    cannot train on (before the first step)."""
     size = int(config.crop_size)
     if not size:
         return
     patch = int(task.sources[0]["patch_size"])
-    same_grid = (task.kind == "segmentation" and models.view.label_window is None
+    same_grid = (task.kind == "segmentation" and view.label_window is None
                  and all(int(s["patch_size"]) == patch and str(s.get("scale", "1")) == "1" for s in task.sources)
                  and int(task.label.get("patch_size") or 0) == patch)
     if not same_grid:
         raise EngineError(f"crop_size {size}: random crops need a segmentation dataset whose sources and labels "
                           f"share one grid and one patch size, and a network whose output matches its input; "
                           f"set crop_size to 0 (whole patches)")
-    ef = models.geometry.ef
+    ef = geometry.ef
     if size > patch or size % ef:
         raise EngineError(f"crop_size {size} px: use a multiple of the network's expression field ({ef} px) "
                           f"no larger than the dataset's {patch}-pixel patches (or 0: whole patches)")

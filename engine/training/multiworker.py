@@ -11,7 +11,10 @@ the chief's protocol lines; on several hosts, set ``TF_CONFIG`` on each and run 
 ``train_model_worker`` job there. Single-host multi-GPU training keeps ``MirroredStrategy`` and
 ``fit`` (:mod:`.training`). Batch size: ``batch_size`` patches per worker and step (the global
 batch is ``workers`` times larger); ``epochs`` passes of ``ceil(train patches / global batch)``
-steps each.
+steps each, or fewer when the ``time_budget`` is spent; random crops (``crop_size``) and the
+learning-rate schedule as in a one-process run. The workers agree on the run's progress at every
+step (the mean of their own, all-reduced with the gradients), so they set the same learning rate
+and stop after the same step.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from ..fields import derive_geometry
 from ..modelfolder import ModelMetadata, save_model_folder
 from ..protocol import EngineError, JobCancelled, Reporter
 from .config import Task, TrainConfig, check_dataset
-from .loop import set_seed
+from .loop import check_crop, set_seed
 from .network import build_network, class_weights, make_optimizer
+from .schedule import RunClock, learning_rate_at
 from .view import label_mapper, training_view
 
 #: ``python -m deepfield.engine``: the worker processes run the engine's command line.
@@ -101,42 +105,53 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
         view = training_view(network, task, geometry)
         optimizer = make_optimizer(config)
         optimizer.build(view.model.trainable_variables)
+    check_crop(config, task, view, geometry)
     weights = (class_weights(reader.manifest["class_counts"]["train"], config.class_weighting)
                if task.is_classifier else None)
     global_batch = config.batch_size * workers
     batches = reader.tf_dataset("train", global_batch, shuffle=True, seed=int(config.seed), augment=config.augment,
-                                repeat=True).map(label_mapper(task, view, weights))
+                                repeat=True, crop=int(config.crop_size)).map(label_mapper(task, view, weights))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(options)))
     model = view.model
 
-    def replica_step(batch):
+    def replica_step(batch, progress):
         inputs, labels = batch[0], batch[1]
         with tf.GradientTape() as tape:
             outputs = model(inputs, training=True)
             per_example = per_example_loss(task, config, outputs, labels, batch[2] if len(batch) > 2 else None)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
+        return loss, progress
 
     @tf.function
-    def step(iterator):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(next(iterator),)), None)
+    def step(iterator, progress):
+        """One global step; returns the summed loss and the workers' mean ``progress`` (0..1)."""
+        loss, progress = strategy.run(replica_step, args=(next(iterator), progress))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, None),
+                strategy.reduce(tf.distribute.ReduceOp.MEAN, progress, None))
 
     steps = math.ceil(reader.size("train") / global_batch)
-    losses = []
-    for epoch in range(config.epochs):
-        total = 0.0
-        for k in range(steps):
-            total += float(step(iterator))
+    clock = RunClock(config.epochs * steps, config.time_budget)
+    losses, progress, epochs_done = [], 0.0, 0
+    while epochs_done < config.epochs and progress < 1.0:
+        total, done = 0.0, 0
+        while done < steps and progress < 1.0:
+            optimizer.learning_rate.assign(learning_rate_at(float(config.learning_rate), progress, config.schedule))
+            loss, agreed = step(iterator, tf.constant(clock.progress, tf.float32))
+            total, done, progress = total + float(loss), done + 1, float(agreed)
+            clock.step += 1
             if chief:
-                reporter.progress(95.0 * (epoch * steps + k + 1) / (config.epochs * steps))
-        losses.append(total / steps)
+                reporter.progress(95.0 * min(clock.progress, 1.0))
+        losses.append(total / done)
+        epochs_done += 1
         if chief:
-            reporter.log(f"epoch {epoch + 1}/{config.epochs}: training loss {losses[-1]:.4f} ({workers} workers)")
-    result = {"output": str(config.output), "epochs_done": config.epochs, "losses": losses, "workers": workers,
-              "best_epoch": config.epochs, "best": {"loss": losses[-1]}}  # no validation: the last epoch
+            reporter.log(f"epoch {epochs_done}/{config.epochs}: training loss {losses[-1]:.4f} ({workers} workers)")
+    if chief and epochs_done < config.epochs:
+        reporter.log(f"time budget of {config.time_budget:g} min spent after {clock.step} steps: stopping")
+    result = {"output": str(config.output), "epochs_done": epochs_done, "losses": losses, "workers": workers,
+              "best_epoch": epochs_done, "best": {"loss": losses[-1]}}  # no validation: the last epoch
     if chief:
         metadata = ModelMetadata.for_model(network, task.kind, geometry=geometry, classes=task.classes,
                                            sources=list(task.sources),

@@ -269,6 +269,11 @@ def segmentation_dataset(data_dir, tmp_path_factory):
     return folder
 
 
+#: Two TensorFlow processes start per run: on a loaded 2-core machine that alone takes over a minute.
+MULTI_WORKER_TIMEOUT = pytest.mark.timeout(300)
+
+
+@MULTI_WORKER_TIMEOUT
 def test_two_worker_processes_train_with_a_decreasing_loss(segmentation_dataset, tmp_path):
     stream = io.StringIO()
     output = tmp_path / "model"
@@ -285,6 +290,29 @@ def test_two_worker_processes_train_with_a_decreasing_loss(segmentation_dataset,
     loaded = load_model_folder(output)
     assert loaded.metadata.training["workers"] == 2 and loaded.metadata.ef == 2
 
+
+
+@MULTI_WORKER_TIMEOUT
+def test_two_workers_train_on_random_crops_and_stop_together_when_the_time_budget_is_spent(
+        segmentation_dataset, tmp_path):
+    """1000 epochs asked, a 3-second budget: both workers stop after the same step (a worker left
+    alone in an all-reduce would hang the run), with 8 px random crops of the 16 px patches."""
+    stream = io.StringIO()
+    spec = {"job": "train_model", "dataset": str(segmentation_dataset), "output": str(tmp_path / "model"),
+            "architecture": "unet", "hyperparameters": {"depth": 1, "width": 4}, "epochs": 1000, "batch_size": 8,
+            "crop_size": 8, "time_budget": 0.05, "workers": 2}
+    result = get_job("train_model")(spec, Reporter(stream))
+    assert 1 <= result["epochs_done"] < 1000 and len(result["losses"]) == result["epochs_done"]
+    assert all(np.isfinite(result["losses"]))
+    assert "time budget of 0.05 min spent after" in stream.getvalue()
+
+
+@MULTI_WORKER_TIMEOUT
+def test_two_workers_refuse_a_crop_larger_than_the_patches(segmentation_dataset, tmp_path):
+    spec = {"job": "train_model", "dataset": str(segmentation_dataset), "output": str(tmp_path / "model"),
+            "architecture": "unet", "hyperparameters": {"depth": 1, "width": 4}, "crop_size": 17, "workers": 2}
+    with pytest.raises(EngineError, match="crop_size 17 px: use a multiple of the network's expression field"):
+        get_job("train_model")(spec, Reporter(io.StringIO()))
 
 def test_scene_outputs_are_named_after_their_first_source_and_unique():
     from deepfield.engine.scenes import mosaic_path, scene_outputs
