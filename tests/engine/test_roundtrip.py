@@ -5,11 +5,13 @@ the whole border-padded image), on the right output grid, with the class styles 
 Datasets are built with the real jobs (select_samples + extract_patches) from /work/shared/data:
 NC Landsat-7 points (patch classifier), NC grid + strata.tif (U-Net), SpaceNet Rotterdam pan
 0.5 m + MS 1 m with a label derived from the pan's brightness (fusion: a geometry round trip, not
-an accuracy test), Sentinel-2 10 m bands degraded to 20 m (super-resolution x2).
+an accuracy test), Sentinel-2 10 m bands degraded to 20 m (super-resolution x2), NC + strata.tif
+rendered in its class colours (translation).
 """
 
 import io
 import math
+import sys
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +28,9 @@ from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.protocol import Reporter
 from deepfield.engine.jobs.select_samples import run as select_samples_job
 from deepfield.engine.serving import FLOAT_NODATA
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from demo_data import render_classes
 
 NC = "nc_landsat7_landcover"
 NC_IMAGE = f"{NC}/lsat7_2000_6band.vrt"
@@ -163,8 +168,23 @@ def superres_case(work: Path, data_dir: Path) -> Case:
     return Case(folder, [str(crop)], 22, scaled_geotransform(str(crop), 0.5), (80, 72), Fraction(1, 2))
 
 
+def translation_case(work: Path, data_dir: Path) -> Case:
+    """32-px grid patches of the NC image with their RGB rendering of strata.tif as targets; SF 1,
+    period 4 (depth 2)."""
+    image = str(data_dir / NC_IMAGE)
+    target = render_classes(data_dir / NC / "strata.tif", work / "strata_rgb.tif")
+    positions = grid_sample(image, work / "render_grid.gpkg", 32)
+    extract_patches_job({"sources": [{"path": image, "patch_size": 32, "name": "landsat"}],
+                         "label": {"kind": "image", "path": str(target), "patch_size": 32},
+                         "positions": positions, "output": str(work / "render_patches")}, quiet())
+    folder = train(work / "render_patches", "translation", work / "translation", depth=2, width=4)
+    crop = translate(data_dir, NC_IMAGE, work / "nc_crop_translation.tif", (100, 120, 72, 56),
+                     outputType=gdal.GDT_Float32)
+    return Case(folder, [crop], 20, scaled_geotransform(crop, 1), (72, 56), Fraction(1))
+
+
 CASES = {"patch_classifier": patch_classifier_case, "unet": unet_case, "fusion": fusion_case,
-         "superres": superres_case}
+         "superres": superres_case, "translation": translation_case}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
