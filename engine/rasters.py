@@ -127,10 +127,9 @@ def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 
     ``dtype``: the array's type, default the raster's own. Pixels outside the raster come from the
     border ``mode`` applied to the whole image (see :func:`.geometry.border_indices`); ``constant``
     fills them with ``fill``. The in-range part is read once (its bounding box, pixel-interleaved,
-    in the raster's own type), then indexed if any padding is needed (rows, then columns: two
-    takes move less memory than one fancy index), then converted: numpy widens UInt16 to float32
-    about twice as fast as GDAL's conversion while reading (a conversion that may round or clip,
-    say float to integer, is left to GDAL).
+    in the raster's own type) and copied into the result in one pass that also converts it: numpy
+    widens UInt16 to float32 about twice as fast as GDAL's conversion while reading (a conversion
+    that may round or clip, say float to integer, is left to GDAL); only the padding is indexed.
     """
     dataset = open_raster(path)
     native = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(dataset.GetRasterBand(1).DataType))
@@ -146,12 +145,38 @@ def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 
     block = dataset.ReadAsArray(box.col_off, box.row_off, box.width, box.height,
                                 buf_type=gdal_array.NumericTypeCodeToGDALTypeCode(read_type.type), interleave="pixel")
     block = block.reshape(box.height, box.width, dataset.RasterCount)
-    if box != window:
-        block = np.take(np.take(block, np.maximum(rows - r0, 0), 0), np.maximum(cols - c0, 0), 1)
-    out = block.astype(dtype, copy=False)
-    if mode == "constant" and box != window:
+    if box == window:
+        return block.astype(dtype, copy=False)
+    out = _padded(block, np.maximum(rows - r0, 0), np.maximum(cols - c0, 0),
+                  _in_image(window.row_off, window.height, dataset.RasterYSize),
+                  _in_image(window.col_off, window.width, dataset.RasterXSize), dtype)
+    if mode == "constant":
         out[rows < 0] = fill
         out[:, cols < 0] = fill
+    return out
+
+
+def _in_image(start: int, size: int, length: int) -> slice:
+    """The positions of an axis' window ``[start, start + size)`` inside ``[0, length)`` (may be empty)."""
+    first = min(max(-start, 0), size)
+    return slice(first, max(first, min(size, length - start)))
+
+
+def _padded(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_run: slice, col_run: slice,
+            dtype: np.dtype) -> np.ndarray:
+    """``block[rows][:, cols]`` as ``dtype``, where ``block[rows[k]]`` for ``k`` in ``row_run``
+    (likewise ``col_run``) are consecutive rows (the part of the window inside the image): that
+    part is one sliced copy, only the border strips are indexed."""
+    out = np.empty((rows.size, cols.size, block.shape[2]), dtype=dtype)
+    if row_run.stop == row_run.start or col_run.stop == col_run.start:
+        row_run = col_run = slice(0, 0)
+    r, c = int(rows[row_run.start]) if row_run.stop else 0, int(cols[col_run.start]) if col_run.stop else 0
+    run_rows = block[r:r + row_run.stop - row_run.start]
+    out[row_run, col_run] = run_rows[:, c:c + col_run.stop - col_run.start]
+    strips = np.r_[0:row_run.start, row_run.stop:rows.size]  # whole rows of padding
+    out[strips] = np.take(np.take(block, rows[strips], 0), cols, 1)
+    sides = np.r_[0:col_run.start, col_run.stop:cols.size]  # the padded columns of the other rows
+    out[row_run, sides] = np.take(run_rows, cols[sides], 1)
     return out
 
 
