@@ -24,6 +24,7 @@ from .geometry import Grid, Window, border_indices, snap
 from .outputs import atomic_output, is_plain_path
 from .errors import EngineError, MissingCRS
 from .vectors import layer_crs_wkt, open_layer
+from .vrt import simple_sources
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -96,6 +97,8 @@ def open_raster(path: str) -> gdal.Dataset:
 
     A file replaced or rewritten since its handle was opened (another inode, size or modification
     time) is reopened and the old handle closed, so a process never reads a rewritten file stale.
+    A VRT whose ComplexSources only copy pixels is read through SimpleSources (same pixels,
+    about 9x faster with GDAL 3.6: :mod:`.vrt`).
     """
     cache = getattr(_local, "datasets", None)
     if cache is None:
@@ -103,7 +106,7 @@ def open_raster(path: str) -> gdal.Dataset:
     stamp = _file_stamp(path)
     cached = cache.get(path)
     if cached is None or cached[0] != stamp:
-        cached = cache[path] = (stamp, gdal.Open(path))
+        cached = cache[path] = (stamp, gdal.Open(simple_sources(path)))
     return cached[1]
 
 
@@ -121,13 +124,16 @@ def _file_stamp(path: str) -> tuple[int, int, int] | None:
 def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 0, dtype=None) -> np.ndarray:
     """Pixels of ``window`` as a C-contiguous ``(rows, cols, bands)`` array.
 
-    ``dtype``: the array's type (GDAL converts while reading), default the raster's own.
-    Pixels outside the raster come from the border ``mode`` applied to the whole image (see
-    :func:`.geometry.border_indices`); ``constant`` fills them with ``fill``. The in-range part is
-    read once (its bounding box, pixel-interleaved), then indexed if any padding is needed.
+    ``dtype``: the array's type, default the raster's own. Pixels outside the raster come from the
+    border ``mode`` applied to the whole image (see :func:`.geometry.border_indices`); ``constant``
+    fills them with ``fill``. The in-range part is read once (its bounding box, pixel-interleaved,
+    in the raster's own type) and copied into the result in one pass that also converts it: numpy
+    widens UInt16 to float32 about twice as fast as GDAL's conversion while reading (a conversion
+    that may round or clip, say float to integer, is left to GDAL); only the padding is indexed.
     """
     dataset = open_raster(path)
-    dtype = np.dtype(dtype or gdal_array.GDALTypeCodeToNumericTypeCode(dataset.GetRasterBand(1).DataType))
+    native = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(dataset.GetRasterBand(1).DataType))
+    dtype = np.dtype(dtype or native)
     rows = border_indices(window.row_off, window.height, dataset.RasterYSize, mode)
     cols = border_indices(window.col_off, window.width, dataset.RasterXSize, mode)
     inside_rows, inside_cols = rows[rows >= 0], cols[cols >= 0]
@@ -135,15 +141,42 @@ def read_window(path: str, window: Window, mode: str = "reflect", fill: float = 
         return np.full((window.height, window.width, dataset.RasterCount), fill, dtype=dtype)
     r0, c0 = int(inside_rows.min()), int(inside_cols.min())
     box = Window(c0, r0, int(inside_cols.max()) + 1 - c0, int(inside_rows.max()) + 1 - r0)
+    read_type = native if np.can_cast(native, dtype, "safe") else dtype
     block = dataset.ReadAsArray(box.col_off, box.row_off, box.width, box.height,
-                                buf_type=gdal_array.NumericTypeCodeToGDALTypeCode(dtype.type), interleave="pixel")
+                                buf_type=gdal_array.NumericTypeCodeToGDALTypeCode(read_type.type), interleave="pixel")
     block = block.reshape(box.height, box.width, dataset.RasterCount)
     if box == window:
-        return block  # inside the raster: no padding
-    out = block[np.maximum(rows - r0, 0)[:, None], np.maximum(cols - c0, 0)[None, :]]
+        return block.astype(dtype, copy=False)
+    out = _padded(block, np.maximum(rows - r0, 0), np.maximum(cols - c0, 0),
+                  _in_image(window.row_off, window.height, dataset.RasterYSize),
+                  _in_image(window.col_off, window.width, dataset.RasterXSize), dtype)
     if mode == "constant":
         out[rows < 0] = fill
         out[:, cols < 0] = fill
+    return out
+
+
+def _in_image(start: int, size: int, length: int) -> slice:
+    """The positions of an axis' window ``[start, start + size)`` inside ``[0, length)`` (may be empty)."""
+    first = min(max(-start, 0), size)
+    return slice(first, max(first, min(size, length - start)))
+
+
+def _padded(block: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_run: slice, col_run: slice,
+            dtype: np.dtype) -> np.ndarray:
+    """``block[rows][:, cols]`` as ``dtype``, where ``block[rows[k]]`` for ``k`` in ``row_run``
+    (likewise ``col_run``) are consecutive rows (the part of the window inside the image): that
+    part is one sliced copy, only the border strips are indexed."""
+    out = np.empty((rows.size, cols.size, block.shape[2]), dtype=dtype)
+    if row_run.stop == row_run.start or col_run.stop == col_run.start:
+        row_run = col_run = slice(0, 0)
+    r, c = int(rows[row_run.start]) if row_run.stop else 0, int(cols[col_run.start]) if col_run.stop else 0
+    run_rows = block[r:r + row_run.stop - row_run.start]
+    out[row_run, col_run] = run_rows[:, c:c + col_run.stop - col_run.start]
+    strips = np.r_[0:row_run.start, row_run.stop:rows.size]  # whole rows of padding
+    out[strips] = np.take(np.take(block, rows[strips], 0), cols, 1)
+    sides = np.r_[0:col_run.start, col_run.stop:cols.size]  # the padded columns of the other rows
+    out[row_run, sides] = np.take(run_rows, cols[sides], 1)
     return out
 
 

@@ -167,6 +167,9 @@ def test_read_window_equals_numpy_pad_of_the_whole_image(data_dir, tmp_path, mod
         assert got.dtype == np.uint16 and got.shape == (window.height, window.width, 6)
         expected = padded[window.row_off + 20:window.row_end + 20, window.col_off + 30:window.col_end + 30]
         np.testing.assert_array_equal(got, expected)
+        widened = read_window(path, window, mode, dtype=np.float32)  # as serving reads: converted by numpy
+        assert widened.dtype == np.float32 and widened.flags.c_contiguous
+        np.testing.assert_array_equal(widened, expected.astype(np.float32))
 
 
 def test_window_entirely_outside_in_constant_mode(data_dir):
