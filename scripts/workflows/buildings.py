@@ -9,7 +9,7 @@ background skipped, small regions dropped).
 
 from __future__ import annotations
 
-from . import RASTER_FILES, VECTOR_FILES, Child, Workflow
+from . import RASTER_FILES, VECTOR_FILES, Child, Workflow, grid_samples_and_patches
 
 #: The class value of the pixels outside every polygon (Extract patches' background class: 0
 #: when the polygons' classes are text, which get 1..K).
@@ -47,7 +47,6 @@ def definition() -> Workflow:
     from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterString
 
     from deepfield.algorithms.train_model import ARCHITECTURES
-    from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES
 
     number, text = QgsProcessingParameterNumber, QgsProcessingParameterString
     inputs = [
@@ -67,19 +66,9 @@ def definition() -> Workflow:
         text("hyperparameters", "U-Net hyper-parameters (JSON)", defaultValue="", optional=True),
     ]
     sources = [("input", "pan"), ("input", "ms")]
-    children = [
-        Child("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
-            "INPUT": ("input", "pan"), "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
-            "PATCH_SIZE": ("input", "patch_size"), "STEP": ("input", "grid_step"),
-            "SPLIT_MODE": ("static", SPLIT_MODES.index("blocks")), "BLOCK_SIZE": ("input", "block_size"),
-            "OUTPUT": ("product", "samples.gpkg"), "REPORT": ("product", "samples_balance.csv"),
-            "BLOCKS": ("product", "blocks.gpkg")}),
-        Child("deepfield:extractpatches", "extractpatches", "Extract patches (pan + MS, building polygons)", {
-            "SOURCES": sources, "PATCH_SIZES": ("input", "patch_size"), "NAMES": ("static", "pan,ms"),
-            "POSITIONS": ("output", "selectsamples", "OUTPUT"),
-            "LABEL_KIND": ("static", LABEL_KINDS.index("segmentation")), "LABEL_POLYGONS": ("input", "buildings"),
-            "LABEL_POLYGON_FIELD": ("input", "class_field"), "LABEL_BACKGROUND": ("input", "background"),
-            "OUTPUT": ("product", "dataset")}),
+    children = grid_samples_and_patches("segmentation", None, "pan + MS, building polygons", image="pan", extract={
+        "SOURCES": sources, "NAMES": ("static", "pan,ms"), "LABEL_POLYGONS": ("input", "buildings"),
+        "LABEL_POLYGON_FIELD": ("input", "class_field"), "LABEL_BACKGROUND": ("input", "background")}) + [
         Child("deepfield:trainmodel", "trainmodel", "Train model (U-Net, two sources)", {
             "DATASET": ("output", "extractpatches", "OUTPUT"),
             "ARCHITECTURE": ("static", ARCHITECTURES.index("unet")), "TIME_BUDGET": ("input", "time_budget"),

@@ -9,7 +9,7 @@ the enhanced image is compared with the target).
 
 from __future__ import annotations
 
-from . import RASTER_FILES, Child, Workflow
+from . import RASTER_FILES, Child, Workflow, grid_samples_and_patches
 
 HELP = {
     "ALG_DESC": (
@@ -50,7 +50,7 @@ def definition() -> Workflow:
     )
 
     from deepfield.algorithms.train_model import ARCHITECTURES
-    from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES, TrainModelSpec
+    from deepfield.engine.contract import TrainModelSpec
 
     number = QgsProcessingParameterNumber
     inputs = [
@@ -71,18 +71,7 @@ def definition() -> Workflow:
         QgsProcessingParameterString("hyperparameters", "superres hyper-parameters (JSON)", defaultValue="",
                                      optional=True),
     ]
-    children = [
-        Child("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
-            "INPUT": ("input", "low_resolution"), "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
-            "PATCH_SIZE": ("input", "patch_size"), "STEP": ("input", "grid_step"),
-            "SPLIT_MODE": ("static", SPLIT_MODES.index("blocks")), "BLOCK_SIZE": ("input", "block_size"),
-            "OUTPUT": ("product", "samples.gpkg"), "REPORT": ("product", "samples_balance.csv"),
-            "BLOCKS": ("product", "blocks.gpkg")}),
-        Child("deepfield:extractpatches", "extractpatches", "Extract patches (target image)", {
-            "SOURCES": ("input", "low_resolution"), "PATCH_SIZES": ("input", "patch_size"),
-            "POSITIONS": ("output", "selectsamples", "OUTPUT"),
-            "LABEL_KIND": ("static", LABEL_KINDS.index("image")), "LABEL_RASTER": ("input", "target"),
-            "OUTPUT": ("product", "dataset")}),
+    children = grid_samples_and_patches("image", "target", "target image", image="low_resolution") + [
         Child("deepfield:trainmodel", "trainmodel", "Train model (superres)", {
             "DATASET": ("output", "extractpatches", "OUTPUT"),
             "ARCHITECTURE": ("static", ARCHITECTURES.index("superres")), "EPOCHS": ("input", "epochs"),
