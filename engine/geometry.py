@@ -501,25 +501,6 @@ def shrink_window(geometry: ModelGeometry, grid_w: int, grid_h: int,
     return Window(col, row, width, height)
 
 
-def tile_for_memory(geometry: ModelGeometry, budget_bytes: float, bytes_per_reference_pixel: float,
-                    largest: int = 4096) -> int:
-    """The largest tile (output pixels, a multiple of EF) whose reference-source window fits.
-
-    ``bytes_per_reference_pixel``: activation memory the model holds per pixel of its reference
-    input (e.g. 4 bytes x the widest layer's channels x a few live tensors).
-    """
-    ef, ratio, extra = geometry.ef, geometry.ratio(0), geometry.window_extent(0)
-    best = ef
-    size = ef
-    while size <= largest:
-        side = size * ratio + extra
-        if float(side * side) * bytes_per_reference_pixel > budget_bytes:
-            break
-        best = size
-        size += ef
-    return best
-
-
 # -- border padding ----------------------------------------------------------------------------
 
 def border_indices(start: int, size: int, length: int, mode: str):

@@ -19,7 +19,6 @@ from deepfield.engine.geometry import (
     round_up,
     shrink_window,
     source_window,
-    tile_for_memory,
     tiles,
 )
 
@@ -227,16 +226,6 @@ def test_output_grid_on_reference_corners():
     grid = output_grid(reference, reference.bounds, Fraction(1, 2))
     assert (grid.spacing_x, grid.width, grid.height) == (5.0, 100, 80)
     assert intersect_bounds([(0, 0, 1, 1), (2, 2, 3, 3)]) is None
-
-
-def test_tile_for_memory_fits_the_budget():
-    geometry = ModelGeometry((SourceGeometry("x", 4, 68),), ef=8, sf=Fraction(1))
-    per_pixel = 4 * 64 * 4
-    small, large = tile_for_memory(geometry, 64 * 2**20, per_pixel), tile_for_memory(geometry, 1024 * 2**20, per_pixel)
-    for tile, budget in ((small, 64 * 2**20), (large, 1024 * 2**20)):
-        assert tile % 8 == 0
-        assert (tile + 60) ** 2 * per_pixel <= budget < (tile + 68) ** 2 * per_pixel
-    assert tile_for_memory(geometry, 1, per_pixel) == 8
 
 
 # -- Window conversions (references: explicit sets of pixel coordinates) ------------------------
