@@ -11,7 +11,8 @@ Both are trained on the same training pixels and scored on the same test pixels 
   Patches are centred in train and validation blocks; label pixels of test blocks are removed
   from the label raster the patches are cut from (the network never learns a test label).
 
-DeepField runs its jobs with the recipe of ``make demo`` (``scripts/demo.py``: ``RECIPE``):
+DeepField runs its jobs with the recipe of the Land cover workflow and ``make demo``
+(``scripts/workflows/landcover.py``: ``RECIPE``, those defaults):
 grid patches, random crops, flips/rotations, AdamW with a cosine schedule over the time budget,
 the best epoch by validation macro F1, test-time augmentation in Apply model. ``DEEPFIELD_BENCH_MINUTES``
 overrides the training time budget (minutes), ``DEEPFIELD_BENCH_SPLITS`` the splits (e.g.
@@ -39,7 +40,7 @@ sys.path.insert(0, str(HERE.parent / "scripts"))
 from deepfield.engine.jobs import get_job  # noqa: E402
 from deepfield.engine.protocol import Reporter  # noqa: E402
 from deepfield.engine.vectors import Positions, write_positions  # noqa: E402
-from demo import RECIPE  # noqa: E402
+from workflows.landcover import RECIPE  # noqa: E402
 from demo_data import NC_CLASSES, nc_landsat_folder  # noqa: E402
 import forest_baseline as forest  # noqa: E402
 

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_data import NC_CLASSES, nc_landsat_folder
 from qgis_headless import REPO, QgisProcess
+from workflows.landcover import RECIPE
 
 import forest_baseline as forest
 from deepfield.engine.contract import CLASS_WEIGHTING  # on the path through forest_baseline
@@ -35,14 +36,6 @@ APPS = ("landcover", "buildings", "translation", "enhancement")
 GRID_STRATEGY, SPATIAL_BLOCKS, SEGMENTATION_LABELS, UNET = 3, 1, 1, 3
 CLASS_MAP, CONFIDENCE = 0, 1
 
-#: The training recipe of the demo and of bench/bench_accuracy.py (measured there, see
-#: bench/results/accuracy.json): grid patches of ``patch`` px every ``step`` px, random ``crop`` px
-#: crops, a U-Net with batch norm, AdamW with a cosine schedule over ``time_budget`` minutes (or
-#: ``epochs``), no class weighting (on NC, 'sqrt' weights made the network map sediment, 194 pixels
-#: of the scene, where there is none: a false class costs a whole class in the macro F-score), and
-#: test-time augmentation when the map is made.
-RECIPE = {"patch": 96, "step": 16, "crop": 64, "epochs": 400, "batch_size": 16, "learning_rate": 2e-3,
-          "time_budget": 12.0, "class_weighting": "none", "tta": True, "hyperparameters": {"depth": 3, "width": 16}}
 SETTINGS = {
     "full": RECIPE,
     "quick": {"patch": 32, "step": 32, "crop": 0, "epochs": 2, "batch_size": 16, "learning_rate": 1e-3,

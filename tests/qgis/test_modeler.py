@@ -29,11 +29,12 @@ def nc(data_dir):
 
 @pytest.fixture(scope="module")
 def chain(qgis_process, nc, tmp_path_factory):
-    """The model run once by file, as a user runs it: a small U-Net, 3 epochs (about 15 s)."""
+    """The model run once by file, as a user runs it: small patches and U-Net, 3 epochs (about 15 s);
+    the other parameters at the workflow's defaults."""
     folder = tmp_path_factory.mktemp("workflow")
     results = qgis_process.run(str(MODEL_FILE), {
         "image": nc / "lsat7_2000_6band.vrt", "labels": nc / "strata.tif", "output_folder": folder,
-        "epochs": 3, "hyperparameters": '{"depth": 2, "width": 8}'})
+        "patch_size": 32, "crop_size": 0, "epochs": 3, "hyperparameters": '{"depth": 2, "width": 8}'})
     return folder, results
 
 
@@ -53,6 +54,10 @@ def test_the_chain_trains_serves_and_evaluates_on_the_test_blocks(chain, nc):
     assert metadata["task"] == "segmentation" and (folder / "model" / "model.keras").is_file()
     config = metadata["training"]["config"]  # the model's inputs reached Train model
     assert (config["architecture"], config["epochs"], config["hyperparameters"]) == ("unet", 3, {"depth": 2, "width": 8})
+    load_workflows()
+    recipe = importlib.import_module("workflows.landcover").RECIPE  # the measured recipe reached Train model
+    assert (config["learning_rate"], config["class_weighting"], config["time_budget"]) == (
+        recipe["learning_rate"], recipe["class_weighting"], recipe["time_budget"])
 
     image, class_map = gdal.Open(str(nc / "lsat7_2000_6band.vrt")), gdal.Open(str(folder / "class_map.tif"))
     assert class_map.GetGeoTransform() == image.GetGeoTransform()
