@@ -130,7 +130,8 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
 
     Class names of an integer field come from ``known``, else from a :data:`CLASS_NAME_FIELD`
     field (DeepField's positions), else the values themselves. Raises :class:`InvalidSpec` for
-    a missing field and :class:`EngineError` for a field that is neither integer nor text.
+    a missing field and :class:`EngineError` for a field that is neither integer nor text, or
+    a text field none of whose texts is the name of one of the ``known`` classes.
     """
     index = field_index(layer, field, path)
     definition = layer.GetLayerDefn()
@@ -149,6 +150,10 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
         if known:
             by_name = {c.name: c.value for c in known}
             by_raw = {name: by_name[name] for name in names if name in by_name}
+            if not by_raw:
+                raise EngineError(f"{path}: no text of the class field {field!r} is a class name: it holds "
+                                  f"{_some(names)}; the class names are {_some(sorted(by_name))}. Choose the "
+                                  "field whose texts are these names (or rename its texts to them)")
         else:
             by_raw = {name: value for value, name in enumerate(names, start=1)}
         found = {value: str(name) for name, value in by_raw.items()}
@@ -166,6 +171,12 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
     classes = tuple(ClassStyle(value, name, colors.get(value) or class_color(k))
                     for k, (value, name) in enumerate(sorted(found.items())))
     return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0))
+
+
+def _some(names: Sequence[str], most: int = 5) -> str:
+    """The first ``most`` of ``names``, quoted, and how many more: ``'a', 'b' and 3 more``."""
+    shown = ", ".join(repr(str(name)) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def report_skipped(path, skipped: dict, warn=None) -> None:
