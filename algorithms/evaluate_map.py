@@ -28,7 +28,7 @@ class EvaluateMap(EngineAlgorithm):
         "or text: polygons are rasterised on the map's pixels (pixel centres inside), every point counts "
         "as one sample (the map pixel holding it). A text field (e.g. OSM's fclass = building) is matched by "
         "name to the map's class names, those the model learnt (the map's .qml or GDAL category names; else "
-        "its paletted style's labels); features whose text is no class name, and those with no class, are "
+        "its paletted style's labels); features whose text is not a class name, and those with no class, are "
         "skipped and counted (log, metrics.json). Pixels outside every reference polygon are not counted, or, "
         "with a background class (a class value or name, as Extract patches' class of the pixels outside every "
         "polygon: e.g. building footprints with background = background), are that class; pixels of skipped "
