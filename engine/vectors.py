@@ -103,13 +103,14 @@ class ClassCoding:
     distinct names get the values 1..K in sorted order (stable: the same names give the same
     values). ``classes``: the classes found, by value. With ``known`` classes (names or values
     of a model or dataset), other classes are skipped as ``unknown_class``. ``skipped`` counts
-    features per :data:`SKIP_REASONS`.
+    features per :data:`SKIP_REASONS`; ``unknown``: the field's values of no known class.
     """
 
     field: str
     by_raw: dict
     classes: tuple[ClassStyle, ...]
     skipped: dict
+    unknown: tuple = ()
 
     def value(self, raw) -> int | None:
         """The class value of the field value ``raw``; None (counted) for null or unknown."""
@@ -170,7 +171,8 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
     colors = {c.value: c.color for c in known}
     classes = tuple(ClassStyle(value, name, colors.get(value) or class_color(k))
                     for k, (value, name) in enumerate(sorted(found.items())))
-    return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0))
+    unknown = tuple(str(raw) for raw in sorted(raws, key=str) if raw not in by_raw)
+    return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0), unknown)
 
 
 def _some(names: Sequence[str], most: int = 5) -> str:
@@ -179,10 +181,12 @@ def _some(names: Sequence[str], most: int = 5) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def report_skipped(path, skipped: dict, warn=None) -> None:
-    """``warn`` how many features of ``path`` were skipped, per reason (nothing when none)."""
+def report_skipped(path, skipped: dict, warn=None, unknown: Sequence[str] = ()) -> None:
+    """``warn`` how many features of ``path`` were skipped, per reason (nothing when none), and
+    the ``unknown`` classes (:attr:`ClassCoding.unknown`)."""
     if warn and any(skipped.values()):
-        warn(f"{path}: features skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v))
+        warn(f"{path}: features skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
+             + (f" (classes not known: {_some(unknown)})" if unknown and skipped.get("unknown_class") else ""))
 
 
 def crs_or_target(layer, path, target_wkt: str, warn=None) -> str:
@@ -256,7 +260,7 @@ def read_points(path, target_wkt: str, class_field: str | None = None, split_fie
             classes.append(value)
             splits.append(split)
     del source
-    report_skipped(path, skipped, warn)
+    report_skipped(path, skipped, warn, coding.unknown if coding else ())
     x, y = transform_xy(np.array(xs), np.array(ys), src_wkt, target_wkt)
     return Positions(x, y, np.array(classes, dtype=np.int64) if class_field else None,
                      np.array(splits, dtype=object), coding.classes if coding else (), skipped)
@@ -366,5 +370,5 @@ def class_polygons(path, class_field: str, target_wkt: str, border_distance: flo
         out.SetGeometry(geometry)
         burn.CreateFeature(out)
     del source
-    report_skipped(path, coding.skipped, warn)
+    report_skipped(path, coding.skipped, warn, coding.unknown)
     return memory, coding

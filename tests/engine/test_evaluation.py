@@ -598,8 +598,8 @@ def test_a_text_class_field_is_matched_to_the_map_category_names(text_inputs, tm
     assert metrics["classes"][0]["support"] == 0  # outside every polygon: not counted
     assert metrics["background"] is None
     assert metrics["skipped_features"] == {"no_geometry": 0, "null_class": 1, "unknown_class": 2}
-    assert any(m.get("level") == "warning" and "features skipped: null_class 1, unknown_class 2" in m["message"]
-               for m in messages)
+    said = "features skipped: null_class 1, unknown_class 2 (classes not known: 'Building', 'parking')"
+    assert any(m.get("level") == "warning" and said in m["message"] for m in messages)
     assert any("matched to the map's class names: building=1, road=2" in m.get("message", "") for m in messages)
     saved = json.loads(Path(result["files"]["metrics_json"]).read_text())
     assert saved["skipped_features"] == metrics["skipped_features"]
