@@ -356,7 +356,7 @@ def class_infos(values: Sequence[int], given: Sequence[ClassStyle], map_path: st
 
 
 # -- counting ---------------------------------------------------------------------------------------------
-def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter):
+def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> tuple[ConfusionCounts, object]:
     """Read the map strip by strip and count (reference, map) class pairs of the valid samples.
 
     Valid: the map and the reference have data (not nodata/NaN), inside the mask (if any), and
