@@ -25,11 +25,16 @@ class EvaluateMap(EngineAlgorithm):
         "per-class precision, recall and F-score, macro and weighted F-score, and the confusion matrix "
         "(rows: reference, columns: map). The reference is either a raster (any grid or CRS: it is "
         "resampled, nearest neighbour, onto the map's pixels) or a vector layer with a class field of integers "
-        "or text (names matched to the map's class names): polygons are rasterised on the map's pixels "
-        "(pixel centres inside), every point counts "
-        "as one sample (the map pixel holding it). Nodata of both is ignored; an optional polygon mask "
-        "limits the evaluation; listed values are ignored in both. Class names come from the map's "
-        "paletted style, its .qml, or its GDAL category names. The output folder receives "
+        "or text: polygons are rasterised on the map's pixels (pixel centres inside), every point counts "
+        "as one sample (the map pixel holding it). A text field (e.g. OSM's fclass = building) is matched by "
+        "name to the map's class names, those the model learnt (the map's .qml or GDAL category names; else "
+        "its paletted style's labels); features whose text is not a class name, and those with no class, are "
+        "skipped and counted (log, metrics.json). Pixels outside every reference polygon are not counted, or, "
+        "with a background class (a class value or name, as Extract patches' class of the pixels outside every "
+        "polygon: e.g. building footprints with background = background), are that class; pixels of skipped "
+        "polygons are never counted. Nodata of both is ignored; an optional polygon mask "
+        "limits the evaluation (the background too); listed values are ignored in both. Class names come from "
+        "the map's paletted style, its .qml, or its GDAL category names. The output folder receives "
         "metrics.json, per_class.csv, confusion_matrix.csv/.png and report.html (shown as the result)."
     )
 
@@ -43,6 +48,9 @@ class EvaluateMap(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterField(
             "CLASS_FIELD", "Class field of the reference vector layer (integers, or text matched to the class "
             "map's class names)", parentLayerParameterName="REFERENCE_VECTOR", optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "BACKGROUND", "Reference polygons: class of the pixels outside every polygon (a class value or name, "
+            "e.g. background; empty: those pixels are not counted)", defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
             "MASK", "Mask (evaluate inside these polygons only)", [QgsProcessing.TypeVectorPolygon], optional=True))
         ignore = QgsProcessingParameterString(
@@ -61,6 +69,9 @@ class EvaluateMap(EngineAlgorithm):
             return False, "Give exactly one reference: a reference raster or a reference vector layer."
         if has_vector and not parameters.get("CLASS_FIELD"):
             return False, "Choose the class field of the reference vector layer."
+        if has_raster and self.parameterAsString(parameters, "BACKGROUND", context).strip():
+            return False, ("The class of the pixels outside every polygon (BACKGROUND) is for reference polygons; "
+                           "a reference raster's unlabelled pixels are its nodata: leave it empty.")
         return super().checkParameterValues(parameters, context)
 
     def build_job(self, parameters, context, feedback):
@@ -80,6 +91,7 @@ class EvaluateMap(EngineAlgorithm):
             spec["reference"], spec["reference_layer"] = self.vector_path(
                 parameters, "REFERENCE_VECTOR", context, feedback)
             spec["class_field"] = self.parameterAsString(parameters, "CLASS_FIELD", context)
+            spec["background"] = self.parameterAsString(parameters, "BACKGROUND", context).strip() or None
         if parameters.get("MASK"):
             spec["mask"], spec["mask_layer"] = self.vector_path(parameters, "MASK", context, feedback)
         return spec, [str(Path(folder) / name) for name in REPORT_FILES.values()]

@@ -531,9 +531,13 @@ class TrainModelSpec(JobSpec):
 @dataclasses.dataclass(frozen=True)
 class EvaluateMapSpec(JobSpec):
     """Compare the class map ``map`` with ``reference`` (a raster, or a vector path with
-    ``reference_layer`` and a numeric ``class_field``) inside the optional polygon ``mask``;
-    ``classes`` ([{value, name, color}]) name the classes; ``ignore_values`` are not counted.
-    The report files (:data:`REPORT_FILES`) go to ``output_folder``."""
+    ``reference_layer`` and a ``class_field`` of integers or text) inside the optional polygon
+    ``mask``; ``classes`` ([{value, name, color}]) name the classes; ``ignore_values`` are not
+    counted. A text class field is matched by name to the map's class names (stored with the map:
+    its ``.qml``, category names or RAT; else ``classes``); texts of no class and nulls are
+    skipped and counted. Polygon references: pixels outside every polygon are not counted, or with
+    ``background`` (a class value, or a class name of the map, e.g. ``"background"``) are that
+    class. The report files (:data:`REPORT_FILES`) go to ``output_folder``."""
 
     JOB: ClassVar[str] = "evaluate_map"
     map: str
@@ -545,11 +549,18 @@ class EvaluateMapSpec(JobSpec):
     mask_layer: str | None = None
     classes: tuple = ()
     ignore_values: tuple = ()
+    background: int | str | None = None
 
     def validate(self) -> None:
         for key in ("map", "reference", "output_folder"):
             if not getattr(self, key):
                 raise InvalidSpec(f"evaluate_map: the spec needs {key!r}")
+        background = self.background
+        if background is not None and (isinstance(background, bool) or not isinstance(background, (int, str))
+                                       or (isinstance(background, str) and not background.strip())):
+            raise InvalidSpec(f"evaluate_map: 'background' is the class of the pixels outside every reference "
+                              f"polygon (a class value, or a class name, e.g. \"background\"), or null not to "
+                              f"count them; got {background!r}")
         try:
             for c in self.classes or ():
                 int(c["value"])

@@ -7,7 +7,10 @@ Vocabulary:
 - The **reference** holds the true classes: a raster on any grid/CRS (resampled nearest onto the
   map's grid), polygons (rasterised onto the map's grid: pixels whose centre is inside), or points
   (each point is one sample: the map pixel that holds it). A text class field is matched to the
-  map's classes by name (the spec's ``classes``, else the map's style); unknown names are skipped.
+  map's classes by name (the names stored with the map, what the model learnt: its ``.qml``,
+  GDAL category names or RAT; else the spec's ``classes``); texts of no class and nulls are
+  skipped and counted. Pixels outside every reference polygon are not counted, or, with the
+  spec's ``background``, are that class (pixels of skipped polygons are never counted).
 - A **sample** is one (reference class, map class) pair: a pixel, or a point.
 - The **confusion matrix** ``m[i, j]`` counts samples of reference class ``classes[i]`` mapped as
   ``classes[j]`` (rows: reference, columns: map; the scikit-learn convention).
@@ -99,6 +102,9 @@ class _RasterReference:
     """A reference raster read on the map's grid (warped to a VRT, classes resampled as
     :func:`.rasters.resampling_for` says, when grids differ)."""
 
+    skipped = None  # features skipped per reason (vector references)
+    background = None  # the class outside every polygon (polygon references)
+
     def __init__(self, path: str, grid: Grid, reporter: Reporter):
         info = raster_info(path)
         self.path, self.nodata = path, info.nodata[0]
@@ -131,18 +137,32 @@ class _RasterReference:
 
 class _PolygonReference:
     """Reference polygons rasterised strip by strip onto the map's grid, burning the class field
-    (``codes``: the class value of each burnt value 1..K, for text fields burnt as codes)."""
+    (``codes``: the class value of each burnt value 1..K, for text fields burnt as codes).
 
-    def __init__(self, vector, layer, field_name: str, path: str, grid: Grid, codes: np.ndarray | None = None):
+    With a ``background`` class value, the valid pixels outside every polygon of ``outline``
+    (the reference layer as given, skipped features included) are that class."""
+
+    def __init__(self, vector, layer, field_name: str, path: str, grid: Grid, codes: np.ndarray | None = None,
+                 background: int | None = None, outline=None, skipped: dict | None = None):
         self.vector, self.layer, self.field, self.path, self.grid = vector, layer, field_name, path, grid
-        self.codes = codes
+        self.codes, self.background, self.skipped = codes, background, skipped
+        self.outline = outline or (vector, layer)
 
     def samples(self, window: Window, map_values: np.ndarray, map_valid: np.ndarray):
         values = rasterize(self.grid, window, self.vector, self.layer.GetName(), self.field)
-        valid = map_valid & np.isfinite(values)
+        inside = map_valid & np.isfinite(values)
+        classes = np.zeros(values.shape, dtype=np.int64)
         if self.codes is not None:
-            return self.codes[values[valid].astype(np.int64) - 1], map_values[valid]
-        return _as_classes(values[valid], f"{self.path} field {self.field!r}"), map_values[valid]
+            classes[inside] = self.codes[values[inside].astype(np.int64) - 1]
+        else:
+            classes[inside] = _as_classes(values[inside], f"{self.path} field {self.field!r}")
+        if self.background is None:
+            return classes[inside], map_values[inside]
+        vector, layer = self.outline
+        outside = map_valid & ~inside & ~rasterize(self.grid, window, vector, layer.GetName())
+        classes[outside] = self.background
+        counted = inside | outside
+        return classes[counted], map_values[counted]
 
 
 class _PointReference:
@@ -161,6 +181,7 @@ class _PointReference:
             raise NoOverlap(f"no point of {spec.reference} falls on the class map")
         self.cols, self.rows = cols[inside].astype(np.int64), rows[inside].astype(np.int64)
         self.values = points.classes[inside]
+        self.skipped, self.background = points.skipped, None
         self.on_nodata = 0  # points on class-map nodata (or outside the mask): counted, reported
         if not inside.all():
             reporter.warning(f"{int((~inside).sum())} reference points lie outside the class map and are not counted")
@@ -184,30 +205,69 @@ def _vector_reference(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporte
     if kind not in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal, ogr.OFTString):
         raise InvalidSpec(f"the class field {spec.class_field!r} of {path} holds neither integers nor text; "
                           "choose a class field")
-    known = _named_classes(spec, path) if kind == ogr.OFTString else ()
+    named = _map_names(spec)
+    known = _named_classes(spec, path, named) if kind == ogr.OFTString else ()
     _require_geometries(layer, path)
     xmin, xmax, ymin, ymax = layer.GetExtent()
     _require_overlap(grid, (xmin, ymin, xmax, ymax), layer_crs_wkt(layer), "reference layer", path)
     geometry = _geometry_kind(layer)
+    if geometry not in ("point", "polygon"):
+        raise EngineError(f"the reference layer {path} holds {geometry} geometries; use points or polygons")
     if geometry == "point":
+        if spec.background is not None:
+            raise InvalidSpec(f"the reference layer {path} holds points: 'background' (the class of the pixels "
+                              "outside every polygon) is for a polygon reference; leave it empty")
         return _PointReference(spec, info, reporter, known)
-    if geometry == "polygon" and known:
-        burn, coding = class_polygons(path, spec.class_field, info.crs_wkt, layer_name=spec.reference_layer,
-                                      warn=reporter.warning, known=known)
-        return _PolygonReference(burn, burn.GetLayer(0), "burn", path, grid,
-                                 np.array([c.value for c in coding.classes], dtype=np.int64))
-    if geometry == "polygon":
-        return _PolygonReference(vector, layer, spec.class_field, path, grid)
-    raise EngineError(f"the reference layer {path} holds {geometry} geometries; use points or polygons")
-
-
-def _named_classes(spec: EvaluateMapSpec, path: str) -> tuple[ClassStyle, ...]:
-    """The map's classes by name, to match a text reference field: the spec's, else the map's style."""
-    known = class_styles(spec.classes) if spec.classes else tuple(map_classes(spec.map).values())
+    background = _background_value(spec, named, path)
+    reporter.log(f"reference polygons {path}, rasterised on the map's pixels; outside every polygon: "
+                 + ("not counted" if background is None else f"class {background}"
+                    + (f" ({spec.background})" if str(spec.background).strip() != str(background) else "")))
     if not known:
+        return _PolygonReference(vector, layer, spec.class_field, path, grid, background=background)
+    burn, coding = class_polygons(path, spec.class_field, info.crs_wkt, layer_name=spec.reference_layer,
+                                  warn=reporter.warning, known=known)
+    reporter.log(f"class field {spec.class_field!r} matched to the map's class names: "
+                 + ", ".join(f"{c.name}={c.value}" for c in coding.classes))
+    return _PolygonReference(burn, burn.GetLayer(0), "burn", path, grid,
+                             np.array([c.value for c in coding.classes], dtype=np.int64),
+                             background, (vector, layer), coding.skipped)
+
+
+def _map_names(spec: EvaluateMapSpec) -> tuple[ClassStyle, ...]:
+    """The map's classes by name: the names stored with the map (what the model learnt, see
+    :func:`map_classes`), then the spec's ``classes`` of other names."""
+    stored = tuple(map_classes(spec.map).values())
+    names = {c.name for c in stored}
+    return stored + tuple(c for c in class_styles(spec.classes or ()) if c.name not in names)
+
+
+def _named_classes(spec: EvaluateMapSpec, path: str, named: tuple[ClassStyle, ...]) -> tuple[ClassStyle, ...]:
+    """``named`` (:func:`_map_names`), to match a text reference field; InvalidSpec when empty."""
+    if not named:
         raise InvalidSpec(f"the class field {spec.class_field!r} of {path} holds text: give 'classes' "
-                          f"(value, name) or a class map with its class names (.qml style) to match the names")
-    return known
+                          f"(value, name) or a class map with its class names (.qml style or GDAL category "
+                          "names) to match the names")
+    return named
+
+
+def _background_value(spec: EvaluateMapSpec, named: tuple[ClassStyle, ...], path: str) -> int | None:
+    """The class value of the spec's ``background``: a value, or a name among ``named``."""
+    background = spec.background
+    if background is None or isinstance(background, int):
+        return background
+    text = background.strip()
+    value = next((c.value for c in named if c.name == text), None)
+    if value is not None:
+        return value
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    names = ", ".join(sorted({repr(c.name) for c in named}))
+    raise InvalidSpec(f"the background {text!r} (the class of the pixels outside every polygon of {path}) is not "
+                      f"a class name of the class map {spec.map}"
+                      + (f"; its class names: {names}" if names else ", which has no class names")
+                      + "; give one of its class names or a class value")
 
 
 def _require_geometries(layer, path: str) -> None:
@@ -242,6 +302,10 @@ def open_reference(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter):
     """The reference as an object with ``samples(window, map_values, map_valid)``; ``info``: the map."""
     if is_vector(spec.reference):
         return _vector_reference(spec, info, reporter)
+    if spec.background is not None:
+        raise InvalidSpec(f"the reference {spec.reference} is a raster: 'background' (the class of the pixels "
+                          "outside every polygon) is for a polygon reference; a reference raster's unlabelled "
+                          "pixels are its nodata")
     return _RasterReference(spec.reference, info.grid, reporter)
 
 
@@ -292,11 +356,13 @@ def class_infos(values: Sequence[int], given: Sequence[ClassStyle], map_path: st
 
 
 # -- counting ---------------------------------------------------------------------------------------------
-def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> ConfusionCounts:
+def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> tuple[ConfusionCounts, object]:
     """Read the map strip by strip and count (reference, map) class pairs of the valid samples.
 
     Valid: the map and the reference have data (not nodata/NaN), inside the mask (if any), and
     neither value is in ``ignore_values``. ``info`` describes the map (see :func:`.rasters.raster_info`).
+    Returns ``(ConfusionCounts, reference)``: the reference (:func:`open_reference`) tells the
+    features it ``skipped`` per reason (None for a raster) and its ``background`` class.
     """
     check_class_map(info)
     grid = info.grid
@@ -332,4 +398,4 @@ def accumulate(spec: EvaluateMapSpec, info: RasterInfo, reporter: Reporter) -> C
         raise EngineError(f"no valid pixel in common between the class map {spec.map} and the reference "
                           f"{spec.reference}" + (f" inside the mask {spec.mask}" if spec.mask else "")
                           + " (check nodata, ignore_values, the mask and the class field)")
-    return counts
+    return counts, reference

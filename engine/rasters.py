@@ -249,6 +249,8 @@ def rasterize(grid: Grid, window: Window, vector, layer: str | None = None,
     else:
         options = gdal.RasterizeOptions(layers=layers, burnValues=[1])
     gdal.Rasterize(target, source, options=options)
+    if attribute:
+        found.SetAttributeFilter(None)  # the where stays on the layer: the caller's, when given a dataset
     values = band.ReadAsArray()
     return values if attribute else values.astype(bool)
 

@@ -30,12 +30,15 @@ from .outputs import atomic_output
 # -- the metrics document --------------------------------------------------------------------------
 def metrics_document(matrix: np.ndarray, classes: Sequence[ClassStyle], map: str, reference: str,
                      reference_layer: str | None = None, class_field: str | None = None,
-                     mask: str | None = None, ignore_values: Sequence[int] = ()) -> dict:
+                     mask: str | None = None, ignore_values: Sequence[int] = (), background: int | None = None,
+                     skipped_features: dict | None = None) -> dict:
     """Everything measured, JSON-ready (NaN -> None): inputs, classes, matrix, scores.
 
     ``matrix[i, j]``: samples of reference class ``classes[i]`` mapped as ``classes[j]``;
     ``map``, ``reference`` (and the optional layer, field, mask): descriptions of what was
-    compared, as shown in the report (paths, or e.g. "model (epoch 3)").
+    compared, as shown in the report (paths, or e.g. "model (epoch 3)"). ``background``: the
+    class of the pixels outside every reference polygon (None: not counted);
+    ``skipped_features``: reference features left out, per reason (None: a raster reference).
     """
     summary = summarize(matrix)
     per_class = summary.pop("per_class")
@@ -46,7 +49,8 @@ def metrics_document(matrix: np.ndarray, classes: Sequence[ClassStyle], map: str
     ]
     document = {
         "map": map, "reference": reference, "reference_layer": reference_layer,
-        "class_field": class_field, "mask": mask, "ignore_values": list(ignore_values),
+        "class_field": class_field, "mask": mask, "ignore_values": list(ignore_values), "background": background,
+        "skipped_features": dict(skipped_features) if skipped_features is not None else None,
         **summary,
         "classes": rows,
         "confusion_matrix": matrix.tolist(),
@@ -158,11 +162,15 @@ def report_html(metrics: dict, png: bytes) -> str:
     names = [e(c["name"]) for c in metrics["classes"]]
     matrix = "".join(f"<tr><th>{name}</th>" + "".join(f"<td>{n}</td>" for n in counts) + "</tr>"
                      for name, counts in zip(names, metrics["confusion_matrix"]))
-    sources = "".join(f"<tr><th>{label}</th><td>{e(str(metrics[key]))}</td></tr>"
+    skipped = metrics.get("skipped_features") or {}
+    shown = {**metrics, "skipped": ", ".join(f"{reason} {n}" for reason, n in skipped.items() if n) or None}
+    sources = "".join(f"<tr><th>{label}</th><td>{e(str(shown[key]))}</td></tr>"
                       for label, key in (("Class map", "map"), ("Reference", "reference"),
                                          ("Reference layer", "reference_layer"), ("Class field", "class_field"),
-                                         ("Mask", "mask"), ("Ignored values", "ignore_values"))
-                      if metrics.get(key) not in (None, []))
+                                         ("Mask", "mask"), ("Ignored values", "ignore_values"),
+                                         ("Outside every polygon: class", "background"),
+                                         ("Skipped features", "skipped"))
+                      if shown.get(key) not in (None, []))
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>DeepField map evaluation</title>

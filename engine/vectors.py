@@ -103,13 +103,14 @@ class ClassCoding:
     distinct names get the values 1..K in sorted order (stable: the same names give the same
     values). ``classes``: the classes found, by value. With ``known`` classes (names or values
     of a model or dataset), other classes are skipped as ``unknown_class``. ``skipped`` counts
-    features per :data:`SKIP_REASONS`.
+    features per :data:`SKIP_REASONS`; ``unknown``: the field's values of no known class.
     """
 
     field: str
     by_raw: dict
     classes: tuple[ClassStyle, ...]
     skipped: dict
+    unknown: tuple = ()
 
     def value(self, raw) -> int | None:
         """The class value of the field value ``raw``; None (counted) for null or unknown."""
@@ -130,7 +131,8 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
 
     Class names of an integer field come from ``known``, else from a :data:`CLASS_NAME_FIELD`
     field (DeepField's positions), else the values themselves. Raises :class:`InvalidSpec` for
-    a missing field and :class:`EngineError` for a field that is neither integer nor text.
+    a missing field and :class:`EngineError` for a field that is neither integer nor text, or
+    a text field none of whose texts is the name of one of the ``known`` classes.
     """
     index = field_index(layer, field, path)
     definition = layer.GetLayerDefn()
@@ -149,6 +151,10 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
         if known:
             by_name = {c.name: c.value for c in known}
             by_raw = {name: by_name[name] for name in names if name in by_name}
+            if not by_raw:
+                raise EngineError(f"{path}: no text of the class field {field!r} is a class name: it holds "
+                                  f"{_some(names)}; the class names are {_some(sorted(by_name))}. Choose the "
+                                  "field whose texts are these names (or rename its texts to them)")
         else:
             by_raw = {name: value for value, name in enumerate(names, start=1)}
         found = {value: str(name) for name, value in by_raw.items()}
@@ -165,13 +171,22 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
     colors = {c.value: c.color for c in known}
     classes = tuple(ClassStyle(value, name, colors.get(value) or class_color(k))
                     for k, (value, name) in enumerate(sorted(found.items())))
-    return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0))
+    unknown = tuple(str(raw) for raw in sorted(raws, key=str) if raw not in by_raw)
+    return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0), unknown)
 
 
-def report_skipped(path, skipped: dict, warn=None) -> None:
-    """``warn`` how many features of ``path`` were skipped, per reason (nothing when none)."""
+def _some(names: Sequence[str], most: int = 5) -> str:
+    """The first ``most`` of ``names``, quoted, and how many more: ``'a', 'b' and 3 more``."""
+    shown = ", ".join(repr(str(name)) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def report_skipped(path, skipped: dict, warn=None, unknown: Sequence[str] = ()) -> None:
+    """``warn`` how many features of ``path`` were skipped, per reason (nothing when none), and
+    the ``unknown`` classes (:attr:`ClassCoding.unknown`)."""
     if warn and any(skipped.values()):
-        warn(f"{path}: features skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v))
+        warn(f"{path}: features skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
+             + (f" (classes not known: {_some(unknown)})" if unknown and skipped.get("unknown_class") else ""))
 
 
 def crs_or_target(layer, path, target_wkt: str, warn=None) -> str:
@@ -245,7 +260,7 @@ def read_points(path, target_wkt: str, class_field: str | None = None, split_fie
             classes.append(value)
             splits.append(split)
     del source
-    report_skipped(path, skipped, warn)
+    report_skipped(path, skipped, warn, coding.unknown if coding else ())
     x, y = transform_xy(np.array(xs), np.array(ys), src_wkt, target_wkt)
     return Positions(x, y, np.array(classes, dtype=np.int64) if class_field else None,
                      np.array(splits, dtype=object), coding.classes if coding else (), skipped)
@@ -355,5 +370,5 @@ def class_polygons(path, class_field: str, target_wkt: str, border_distance: flo
         out.SetGeometry(geometry)
         burn.CreateFeature(out)
     del source
-    report_skipped(path, coding.skipped, warn)
+    report_skipped(path, coding.skipped, warn, coding.unknown)
     return memory, coding

@@ -20,11 +20,12 @@ def run(spec: dict, reporter: Reporter) -> dict:
     check_outputs([str(Path(job.output_folder) / name) for name in REPORT_FILES.values()],
                   [job.map, job.reference, job.mask])
     given = list(class_styles(job.classes or (), unnamed="class {}"))
-    counts = accumulate(job, raster_info(job.map), reporter)
+    counts, reference = accumulate(job, raster_info(job.map), reporter)
     classes = class_infos(counts.classes, given, job.map)
     matrix = counts.matrix([c.value for c in classes])
     metrics = metrics_document(matrix, classes, job.map, job.reference, job.reference_layer or None,
-                               job.class_field or None, job.mask or None, [int(v) for v in job.ignore_values or ()])
+                               job.class_field or None, job.mask or None, [int(v) for v in job.ignore_values or ()],
+                               reference.background, reference.skipped)
     reporter.log(f"{metrics['samples']} samples, overall accuracy {metrics['overall_accuracy']:.4f}, "
                  f"kappa {metrics['kappa']}, macro F-score {metrics['macro_f1']:.4f}")
     files = write_report(metrics, Path(job.output_folder))

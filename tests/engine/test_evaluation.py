@@ -35,6 +35,8 @@ from deepfield.engine.metrics import (
 from deepfield.engine.errors import InvalidSpec, NoOverlap
 from deepfield.engine.protocol import EngineError, JobCancelled, Reporter
 
+from ..rasterised import burnt
+
 gdal.UseExceptions()
 NC = "nc_landsat7_landcover"
 
@@ -352,7 +354,7 @@ def test_class_names_from_spec_then_qml_then_default(nc, tmp_path):
     assert "urban &amp; built" in open(result["files"]["report_html"], encoding="utf-8").read()
 
 
-def small_map(path, values, categories=None, rat_names=None):
+def small_map(path, values, categories=None, rat_names=None, nodata=0):
     dataset = gdal.GetDriverByName("GTiff").Create(str(path), values.shape[1], values.shape[0], 1, gdal.GDT_Byte)
     dataset.SetGeoTransform((1000.0, 10.0, 0.0, 2000.0, 0.0, -10.0))
     srs = osr.SpatialReference()
@@ -360,7 +362,7 @@ def small_map(path, values, categories=None, rat_names=None):
     dataset.SetProjection(srs.ExportToWkt())
     band = dataset.GetRasterBand(1)
     band.WriteArray(values)
-    band.SetNoDataValue(0)
+    band.SetNoDataValue(nodata)
     if categories:
         band.SetCategoryNames(categories)
     if rat_names:
@@ -445,20 +447,27 @@ def test_an_image_is_refused_as_a_class_map(tmp_path, values, gdal_type):
     assert not (tmp_path / "evaluation").exists()
 
 
-def points_layer(path: Path, points: list[tuple[float, float, int]]) -> Path:
-    """A GeoPackage of points (x, y, class) in UTM 17N."""
+def class_layer(path: Path, rows: list[tuple[str, object]], field: str = "class", kind=ogr.OFTInteger,
+                geometry=ogr.wkbPoint) -> Path:
+    """A GeoPackage layer (UTM 17N) of ``rows`` (WKT, class value; None: null) in ``field`` of OGR type ``kind``."""
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32617)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = source.CreateLayer("points", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
-    for x, y, value in points:
+    layer = source.CreateLayer(path.stem, srs, geometry)
+    layer.CreateField(ogr.FieldDefn(field, kind))
+    for wkt, value in rows:
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("class", value)
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({x} {y})"))
+        if value is not None:
+            feature.SetField(field, value)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
         layer.CreateFeature(feature)
     source = None
     return path
+
+
+def points_layer(path: Path, points: list[tuple[float, float, int]]) -> Path:
+    """A GeoPackage of points (x, y, class) in UTM 17N."""
+    return class_layer(path, [(f"POINT ({x} {y})", value) for x, y, value in points])
 
 
 @pytest.mark.parametrize("points, agree", [
@@ -529,3 +538,151 @@ def test_metrics_document_takes_plain_descriptions_and_class_styles():
     assert document["classes"][1]["precision"] == pytest.approx(2 / 3)
     assert document["confusion_matrix"] == [[3, 1], [0, 2]]
     assert confusion_png(document).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# -- text class fields and the background of polygon references ----------------------------------------
+#: The class map's classes, as a model trained from text polygons with a background names them.
+CATEGORIES = ["background", "building", "road"]
+FOOTPRINTS = [  # (WKT, fclass) on the 30 x 20 map of 10 m pixels at (1000, 2000): OSM-like polygons
+    ("POLYGON ((1020 1990, 1110 1990, 1020 1900, 1020 1990))", "building"),  # over the nodata corner
+    ("POLYGON ((1200 1995, 1280 1940, 1220 1890, 1140 1945, 1200 1995))", "building"),
+    ("POLYGON ((990 1830, 1320 1870, 1320 1885, 990 1845, 990 1830))", "road"),  # leaves the map
+    ("POLYGON ((1040 1860, 1100 1860, 1100 1810, 1040 1810, 1040 1860))", "parking"),  # no such class; on the road
+    ("POLYGON ((1260 1830, 1290 1830, 1290 1805, 1260 1805, 1260 1830))", "Building"),  # no such class (case)
+    ("POLYGON ((1120 1990, 1180 1990, 1180 1960, 1120 1960, 1120 1990))", None),
+]
+
+
+@pytest.fixture
+def text_inputs(tmp_path):
+    """A class map with category names (nodata 255 in a corner) and the footprints' GeoPackage."""
+    values = np.random.default_rng(7).integers(0, 3, (20, 30)).astype(np.uint8)
+    values[:3, :5] = 255
+    class_map = small_map(tmp_path / "map.tif", values, categories=CATEGORIES, nodata=255)
+    polygons = class_layer(tmp_path / "footprints.gpkg", FOOTPRINTS, "fclass", ogr.OFTString, ogr.wkbPolygon)
+    return class_map, polygons, values
+
+
+TEXT = {1: "fclass = 'building'", 2: "fclass = 'road'"}  # the reference classes' polygons (SQL)
+
+
+def expected_counts(class_map, polygons, values, wheres, background=None, mask=None):
+    """(classes, confusion matrix) counted here: the polygons of each class value (``wheres``:
+    value -> SQL) burnt with gdal.Rasterize, ``background`` outside every polygon, map nodata and
+    outside ``mask`` left out."""
+    reference = np.full(values.shape, -1)
+    for value, where in wheres.items():
+        reference[burnt(class_map, polygons, where)] = value
+    if background is not None:
+        reference[~burnt(class_map, polygons)] = background
+    keep = (values != 255) & (reference >= 0)
+    if mask is not None:
+        keep &= burnt(class_map, mask)
+    classes = sorted(set(reference[keep].tolist()) | set(values[keep].tolist()))
+    return classes, skm.confusion_matrix(reference[keep], values[keep], labels=classes).tolist()
+
+
+def assert_counts(metrics, expected):
+    classes, matrix = expected
+    assert [c["value"] for c in metrics["classes"]] == classes
+    assert metrics["confusion_matrix"] == matrix
+    assert metrics["samples"] == sum(map(sum, matrix)) > 0
+
+
+def test_a_text_class_field_is_matched_to_the_map_category_names(text_inputs, tmp_path):
+    class_map, polygons, values = text_inputs
+    result, messages = run(tmp_path, map=class_map, reference=polygons, class_field="fclass")
+    metrics = result["metrics"]
+    assert_counts(metrics, expected_counts(class_map, polygons, values, TEXT))
+    assert [c["name"] for c in metrics["classes"]] == CATEGORIES
+    assert metrics["classes"][0]["support"] == 0  # outside every polygon: not counted
+    assert metrics["background"] is None
+    assert metrics["skipped_features"] == {"no_geometry": 0, "null_class": 1, "unknown_class": 2}
+    said = "features skipped: null_class 1, unknown_class 2 (classes not known: 'Building', 'parking')"
+    assert any(m.get("level") == "warning" and said in m["message"] for m in messages)
+    assert any("matched to the map's class names: building=1, road=2" in m.get("message", "") for m in messages)
+    saved = json.loads(Path(result["files"]["metrics_json"]).read_text())
+    assert saved["skipped_features"] == metrics["skipped_features"]
+    page = Tables()
+    page.feed(Path(result["files"]["report_html"]).read_text(encoding="utf-8"))
+    assert dict(page.tables["sources"])["Skipped features"] == "null_class 1, unknown_class 2"
+
+
+@pytest.mark.parametrize("background", ["background", 0, "0"])
+def test_background_counts_the_pixels_outside_every_polygon(text_inputs, tmp_path, background):
+    class_map, polygons, values = text_inputs
+    result, messages = run(tmp_path, map=class_map, reference=polygons, class_field="fclass", background=background)
+    metrics = result["metrics"]
+    assert_counts(metrics, expected_counts(class_map, polygons, values, TEXT, background=0))
+    assert metrics["classes"][0]["support"] > 0
+    # the pixels of skipped polygons (parking, Building, null) are neither background nor counted
+    counted = burnt(class_map, polygons, "fclass IN ('building', 'road')") | ~burnt(class_map, polygons)
+    assert metrics["samples"] == int(((values != 255) & counted).sum()) < int((values != 255).sum())
+    assert metrics["background"] == 0 and metrics["skipped_features"]["unknown_class"] == 2
+    assert any("outside every polygon: class 0" in m.get("message", "") for m in messages)
+
+
+def test_background_inside_a_mask_only(text_inputs, tmp_path):
+    class_map, polygons, values = text_inputs
+    left = "POLYGON ((1000 1800, 1200 1800, 1200 2000, 1000 2000, 1000 1800))"  # the left 20 x 20 pixels
+    mask = class_layer(tmp_path / "mask.gpkg", [(left, 1)], geometry=ogr.wkbPolygon)
+    result, _ = run(tmp_path, map=class_map, reference=polygons, class_field="fclass", background="background",
+                    mask=mask)
+    assert_counts(result["metrics"], expected_counts(class_map, polygons, values, TEXT, background=0, mask=mask))
+    assert result["metrics"]["samples"] < 20 * 20
+
+
+@pytest.mark.parametrize("background", [None, "background"])
+def test_an_integer_class_field_with_and_without_background(text_inputs, tmp_path, background):
+    class_map, _, values = text_inputs
+    coded = [(wkt, {"building": 1, "road": 2}.get(name)) for wkt, name in FOOTPRINTS]  # other classes: null
+    polygons = class_layer(tmp_path / "coded.gpkg", coded, "fclass", ogr.OFTInteger, ogr.wkbPolygon)
+    result, _ = run(tmp_path, map=class_map, reference=polygons, class_field="fclass", background=background)
+    wheres = {1: "fclass = 1", 2: "fclass = 2"}
+    expected = expected_counts(class_map, polygons, values, wheres, background=0 if background else None)
+    assert_counts(result["metrics"], expected)
+    assert result["metrics"]["background"] == (0 if background else None)
+    assert result["metrics"]["skipped_features"] is None
+
+
+def test_text_names_fall_back_to_the_spec_classes(text_inputs, tmp_path):
+    class_map, polygons, values = text_inputs
+    unnamed = small_map(tmp_path / "unnamed.tif", values, nodata=255)
+    given = [{"value": v, "name": n} for v, n in enumerate(CATEGORIES)]
+    result, _ = run(tmp_path, map=unnamed, reference=polygons, class_field="fclass", classes=given,
+                    background="background")
+    assert_counts(result["metrics"], expected_counts(class_map, polygons, values, TEXT, background=0))
+    # the map's names first, then the spec's (e.g. its style's labels) for names the map does not have
+    result, _ = run(tmp_path, map=class_map, reference=polygons, class_field="fclass",
+                    classes=[{"value": 1, "name": "Building"}])
+    assert result["metrics"]["skipped_features"]["unknown_class"] == 1  # parking
+    either = {1: "fclass IN ('building', 'Building')", 2: "fclass = 'road'"}
+    assert_counts(result["metrics"], expected_counts(class_map, polygons, values, either))
+
+
+def test_a_text_field_of_no_class_name_is_refused(text_inputs, tmp_path):
+    class_map, _, _ = text_inputs
+    landuse = ["forest", "water", "forest", None, "meadow", "farmland"]
+    polygons = class_layer(tmp_path / "landuse.gpkg", [(wkt, name) for (wkt, _), name in zip(FOOTPRINTS, landuse)],
+                           "fclass", ogr.OFTString, ogr.wkbPolygon)
+    with pytest.raises(EngineError, match=r"landuse\.gpkg: no text of the class field 'fclass' is a class name: "
+                                          r"it holds 'farmland', 'forest', 'meadow', 'water'; the class names "
+                                          r"are 'background', 'building', 'road'"):
+        run(tmp_path, map=class_map, reference=polygons, class_field="fclass")
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_background_errors(text_inputs, tmp_path):
+    class_map, polygons, _ = text_inputs
+    with pytest.raises(InvalidSpec, match=r"background 'parking' .* is not a class name of the class map .*map\.tif; "
+                                          r"its class names: 'background', 'building', 'road'; give one"):
+        run(tmp_path, map=class_map, reference=polygons, class_field="fclass", background="parking")
+    with pytest.raises(InvalidSpec, match=r"is a raster: 'background' .* is for a polygon reference"):
+        run(tmp_path, map=class_map, reference=class_map, background=0)
+    points = points_layer(tmp_path / "points.gpkg", [(1005.0, 1995.0, 1)])
+    with pytest.raises(InvalidSpec, match=r"holds points: 'background' .* is for a polygon reference"):
+        run(tmp_path, map=class_map, reference=points, class_field="class", background="background")
+    for wrong in ("", " ", True, 1.5, ["background"]):
+        with pytest.raises(InvalidSpec, match=r"'background' is the class of the pixels outside every reference"):
+            run(tmp_path, map=class_map, reference=polygons, class_field="fclass", background=wrong)
+    assert not (tmp_path / "evaluation").exists()

@@ -134,6 +134,13 @@ def world(data_dir, tmp_path_factory) -> dict[str, str]:
     gdal.Translate(str(folder / "far.tif"), w["strata"], outputBounds=[0, 2000, 2000, 0])
     w["far_raster"] = str(folder / "far.tif")
     w["one_band"] = crop(nc / "lsat7_2000_10.tif", folder / "one_band.tif", (300, 300, 64, 64))
+    named = gdal.Open(crop(nc / "strata.tif", folder / "named_strata.tif", (300, 300, 64, 64), gdal.GDT_Byte), 1)
+    named.GetRasterBand(1).SetCategoryNames(["", "developed", "agriculture", "herbaceous", "shrubland", "forest",
+                                             "water", "sediment"])
+    w["named_strata"], named = named.GetDescription(), None
+    w["parking"] = str(folder / "parking.gpkg")  # OSM-like polygons whose text is not a class of the map
+    gdal.VectorTranslate(w["parking"], w["points"], SQLDialect="SQLITE", geometryType="POLYGON",
+                         SQLStatement="SELECT ST_Buffer(geom, 40) AS geom, 'parking' AS fclass FROM points")
     return w
 
 
@@ -266,6 +273,12 @@ CASES = [
     ("everything-ignored", EM, {**EVALUATE, "IGNORE_VALUES": "0,1,2,3,4,5,6,7"}, "no valid pixel in common"),
     ("far-reference-raster", EM, {**EVALUATE, "REFERENCE_RASTER": "{far_raster}"},
      "{far_raster} does not overlap the class map"),
+    ("text-of-no-class-name-evaluatemap", EM, {"INPUT": "{named_strata}", "REFERENCE_VECTOR": "{parking}",
+                                               "CLASS_FIELD": "fclass", "OUTPUT_FOLDER": "{out}/evaluation"},
+     "{parking}: no text of the class field 'fclass' is a class name: it holds 'parking'; the class names are "
+     "'agriculture', 'developed', 'forest', 'herbaceous', 'sediment' and 2 more"),
+    ("background-with-a-reference-raster", EM, {**EVALUATE, "BACKGROUND": "0"},
+     "(BACKGROUND) is for reference polygons"),
     # datasets
     ("dataset-missing", TM, {**TRAIN, "DATASET": "{missing}"}, "{missing} is not a DeepField dataset"),
     ("dataset-is-a-file", TM, {**TRAIN, "DATASET": "{user_file}"}, "{user_file}"),

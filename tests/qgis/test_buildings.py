@@ -18,6 +18,7 @@ from demo_data import building_inputs
 from osgeo import gdal, ogr
 
 from ..conftest import REPO
+from ..rasterised import burnt
 
 MODEL_FILE = REPO / "processing_models" / "building_workflow.model3"
 GRID, SEGMENTATION = 3, 1  # Select samples strategy, Extract patches label kind (enum indices)
@@ -28,16 +29,6 @@ BUILDING, BACKGROUND = 1, 0  # class values: the text class 'building' gets 1, t
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     return building_inputs(tmp_path_factory.mktemp("atlanta"))
-
-
-def burnt(like: gdal.Dataset, polygons: str, value: int = 1, fill: int = 0) -> np.ndarray:
-    """``polygons`` burnt (pixel centres inside) on the grid of ``like``: ``value`` inside, ``fill`` outside."""
-    target = gdal.GetDriverByName("MEM").Create("", like.RasterXSize, like.RasterYSize, 1, gdal.GDT_Int16)
-    target.SetGeoTransform(like.GetGeoTransform())
-    target.SetProjection(like.GetProjection())
-    target.GetRasterBand(1).Fill(fill)
-    gdal.Rasterize(target, polygons, burnValues=[value])
-    return target.ReadAsArray()
 
 
 def regions(mask: np.ndarray, like: gdal.Dataset, min_area: float) -> list[float]:
@@ -105,7 +96,7 @@ def test_the_default_chain_on_the_pan_image_alone(qgis_process, inputs, tmp_path
         "OUTPUT": tmp_path / "test_blocks.gpkg"})
     # the reference: building 1 inside the footprints, background 0 elsewhere
     image = gdal.Open(pan)
-    reference = burnt(image, inputs["buildings"], BUILDING, BACKGROUND)
+    reference = np.where(burnt(image, inputs["buildings"]), BUILDING, BACKGROUND)
     copy = gdal.Translate(str(tmp_path / "reference.tif"), pan, outputType=gdal.GDT_Int16, noData=-1)
     copy.GetRasterBand(1).WriteArray(reference)
     copy = None
@@ -115,7 +106,7 @@ def test_the_default_chain_on_the_pan_image_alone(qgis_process, inputs, tmp_path
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     support = {row["value"]: row["support"] for row in metrics["classes"]}
     # independently: the pixels of the test blocks (burnt), per reference class
-    in_test = burnt(image, test_blocks["OUTPUT"]).astype(bool)
+    in_test = burnt(image, test_blocks["OUTPUT"])
     assert support == {BACKGROUND: int((in_test & (reference == 0)).sum()),
                        BUILDING: int((in_test & (reference == 1)).sum())}
     assert 0 < support[BUILDING] < support[BACKGROUND]

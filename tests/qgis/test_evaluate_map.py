@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from demo_data import building_inputs  # scripts/, put on sys.path by conftest.py
+from osgeo import gdal, ogr
+
+from ..rasterised import burnt
 
 NC = "nc_landsat7_landcover"
 ALG = "deepfield:evaluatemap"
@@ -75,6 +80,8 @@ def test_reference_must_be_exactly_one_and_a_vector_needs_its_field(qgis_app, nc
         processing.run(ALG, {**common, "REFERENCE_VECTOR": str(nc / "landsat96_points.shp")})
     with pytest.raises(QgsProcessingException, match="integers separated by commas"):
         processing.run(ALG, {**common, "REFERENCE_RASTER": str(nc / "strata.tif"), "IGNORE_VALUES": "1, x"})
+    with pytest.raises(QgsProcessingException, match=r"\(BACKGROUND\) is for reference polygons"):
+        processing.run(ALG, {**common, "REFERENCE_RASTER": str(nc / "strata.tif"), "BACKGROUND": "0"})
     assert not (tmp_path / "report" / "metrics.json").exists()
 
 
@@ -110,3 +117,75 @@ def test_qgis_process_with_polygons_and_a_mask(qgis_process, nc, tmp_path):
     assert results["REPORT"] == str(folder / "report.html") and (folder / "confusion_matrix.png").stat().st_size > 1000
     assert 0 < metrics["samples"] < 2264  # the polygons' pixels in the top half only
     assert metrics["mask"] == str(mask)
+
+
+@pytest.fixture(scope="module")
+def footprints(tmp_path_factory):
+    """The SpaceNet Atlanta footprints (text field ``class`` = building) and two more features,
+    a 'parking' and one without class; a class map on the 2 m grid of the pan image, as a model
+    trained from them with a background writes it: 0 background, 1 building (the footprints
+    burnt one pixel off, so the map is wrong along their edges), category names, nodata 255."""
+    folder = tmp_path_factory.mktemp("footprints")
+    inputs = building_inputs(folder)
+    source = ogr.Open(inputs["buildings"], 1)
+    layer = source.GetLayer(0)
+    xmin, xmax, ymin, ymax = layer.GetExtent()
+    for name, (x, y) in (("parking", (xmin, ymin)), (None, (xmax - 20, ymax - 20))):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        if name:
+            feature.SetField("class", name)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x} {y}, {x + 20} {y}, {x + 20} {y + 20}, "
+                                                      f"{x} {y + 20}, {x} {y}))"))
+        layer.CreateFeature(feature)
+    source = None
+    values = np.roll(burnt(inputs["coarse"], inputs["buildings"], "\"class\" = 'building'"), 1, axis=1).astype(np.uint8)
+    values[:4, :] = 255
+    class_map = gdal.Translate(str(folder / "building_map.tif"), inputs["coarse"], outputType=gdal.GDT_Byte,
+                               noData=255)
+    class_map.GetRasterBand(1).WriteArray(values)
+    class_map.GetRasterBand(1).SetCategoryNames(["background", "building"])
+    class_map = None
+    return {"map": str(folder / "building_map.tif"), "buildings": inputs["buildings"], "values": values}
+
+
+def test_in_process_with_text_polygons_and_a_background(qgis_app, footprints, tmp_path):
+    """OSM-like labels as users have them: Processing with the footprints' text field and background."""
+    import processing
+
+    folder = tmp_path / "report"
+    results = processing.run(ALG, {"INPUT": footprints["map"], "REFERENCE_VECTOR": footprints["buildings"],
+                                   "CLASS_FIELD": "class", "BACKGROUND": "background", "OUTPUT_FOLDER": str(folder)})
+    metrics = read_metrics(folder)
+    assert results["OA"] == metrics["overall_accuracy"] and results["REPORT"] == str(folder / "report.html")
+    assert metrics["background"] == 0
+    assert metrics["skipped_features"] == {"no_geometry": 0, "null_class": 1, "unknown_class": 1}
+    # independently: building inside the footprints, background outside every polygon, nodata left out
+    values = footprints["values"]
+    building = burnt(footprints["map"], footprints["buildings"], "\"class\" = 'building'")
+    outside = ~burnt(footprints["map"], footprints["buildings"])
+    valid = values != 255
+    expected = [[int((valid & outside & (values == v)).sum()) for v in (0, 1)],
+                [int((valid & building & (values == v)).sum()) for v in (0, 1)]]
+    assert [(c["value"], c["name"]) for c in metrics["classes"]] == [(0, "background"), (1, "building")]
+    assert metrics["confusion_matrix"] == expected
+    assert 0 < expected[1][0] < expected[1][1] and expected[0][1] > 0  # the one-pixel shift: errors both ways
+    # without a background, only the footprints' pixels count
+    processing.run(ALG, {"INPUT": footprints["map"], "REFERENCE_VECTOR": footprints["buildings"],
+                         "CLASS_FIELD": "class", "OUTPUT_FOLDER": str(tmp_path / "footprints_only")})
+    inside = read_metrics(tmp_path / "footprints_only")
+    assert inside["background"] is None and inside["samples"] == sum(expected[1])
+
+
+def test_a_text_field_of_no_class_name_is_refused(qgis_app, footprints, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    houses = str(tmp_path / "houses.gpkg")
+    gdal.VectorTranslate(houses, footprints["buildings"], format="GPKG", SQLDialect="SQLITE",
+                         SQLStatement="SELECT geometry, 'house' AS class FROM buildings")
+    with pytest.raises(QgsProcessingException, match=r"houses\.gpkg: no text of the class field 'class' is a class "
+                                                     r"name: it holds 'house'; the class names are 'background', "
+                                                     r"'building'"):
+        processing.run(ALG, {"INPUT": footprints["map"], "REFERENCE_VECTOR": houses, "CLASS_FIELD": "class",
+                             "OUTPUT_FOLDER": str(tmp_path / "report")})
+    assert not (tmp_path / "report").exists()
