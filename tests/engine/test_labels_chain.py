@@ -17,6 +17,8 @@ from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.modelfolder import read_metadata
 from deepfield.engine.protocol import Reporter
 
+from ..rasterised import burnt
+
 NC = "nc_landsat7_landcover"
 
 
@@ -64,8 +66,4 @@ def test_text_class_polygons_through_the_chain(data_dir, tmp_path):
     class_map = gdal.Open(str(tmp_path / "map.tif"))
     valid = class_map.ReadAsArray() != class_map.GetRasterBand(1).GetNoDataValue()
     for name in names:
-        burnt = gdal.GetDriverByName("MEM").Create("", class_map.RasterXSize, class_map.RasterYSize, 1, gdal.GDT_Byte)
-        burnt.SetGeoTransform(class_map.GetGeoTransform())
-        burnt.SetProjection(class_map.GetProjection())
-        gdal.Rasterize(burnt, polygons, burnValues=[1], where=f"label = '{name}'")
-        assert support.get(name, 0) == int((burnt.ReadAsArray().astype(bool) & valid).sum()), name
+        assert support.get(name, 0) == int((burnt(class_map, polygons, f"label = '{name}'") & valid).sum()), name

@@ -94,18 +94,15 @@ def test_the_default_chain_on_the_pan_image_alone(qgis_process, inputs, tmp_path
     test_blocks = qgis_process.run("native:extractbyattribute", {
         "INPUT": samples["BLOCKS"], "FIELD": "split", "OPERATOR": 0, "VALUE": "test",
         "OUTPUT": tmp_path / "test_blocks.gpkg"})
-    # the reference: building 1 inside the footprints, background 0 elsewhere
-    image = gdal.Open(pan)
-    reference = np.where(burnt(image, inputs["buildings"]), BUILDING, BACKGROUND)
-    copy = gdal.Translate(str(tmp_path / "reference.tif"), pan, outputType=gdal.GDT_Int16, noData=-1)
-    copy.GetRasterBand(1).WriteArray(reference)
-    copy = None
+    # the reference: the footprints themselves (text class "building"), background outside them
     qgis_process.run("deepfield:evaluatemap", {
-        "INPUT": applied["OUTPUT"], "REFERENCE_RASTER": tmp_path / "reference.tif", "MASK": test_blocks["OUTPUT"],
-        "OUTPUT_FOLDER": tmp_path / "evaluation"})
+        "INPUT": applied["OUTPUT"], "REFERENCE_VECTOR": inputs["buildings"], "CLASS_FIELD": "class",
+        "BACKGROUND": "background", "MASK": test_blocks["OUTPUT"], "OUTPUT_FOLDER": tmp_path / "evaluation"})
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     support = {row["value"]: row["support"] for row in metrics["classes"]}
-    # independently: the pixels of the test blocks (burnt), per reference class
+    # independently: the pixels of the test blocks (burnt), per class burnt from the footprints
+    image = gdal.Open(pan)
+    reference = np.where(burnt(image, inputs["buildings"]), BUILDING, BACKGROUND)
     in_test = burnt(image, test_blocks["OUTPUT"])
     assert support == {BACKGROUND: int((in_test & (reference == 0)).sum()),
                        BUILDING: int((in_test & (reference == 1)).sum())}

@@ -10,6 +10,8 @@ from pathlib import Path
 from deepfield.algorithms.train_model import ARCHITECTURES
 from osgeo import gdal, ogr, osr
 
+from ..rasterised import burnt
+
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"
 POLYGONS, SEGMENTATION = 1, 1  # Select samples strategy, Extract patches label kind (enum indices)
@@ -72,12 +74,9 @@ def test_text_class_polygons_through_the_chain_with_qgis_process(qgis_process, d
     support = {row["name"]: row["support"] for row in metrics["classes"]}
     # independently: the pixels whose centre is in a building footprint, on the map's valid pixels
     class_map = gdal.Open(applied["OUTPUT"])
-    burnt = gdal.GetDriverByName("MEM").Create("", class_map.RasterXSize, class_map.RasterYSize, 1, gdal.GDT_Byte)
-    burnt.SetGeoTransform(class_map.GetGeoTransform())
-    burnt.SetProjection(class_map.GetProjection())
-    gdal.Rasterize(burnt, str(data_dir / SPACENET / "geotiff_labels.geojson"), burnValues=[1])
+    footprints = burnt(class_map, data_dir / SPACENET / "geotiff_labels.geojson")
     valid = class_map.ReadAsArray() != class_map.GetRasterBand(1).GetNoDataValue()
-    assert support["building"] == int((burnt.ReadAsArray().astype(bool) & valid).sum()) > 0
+    assert support["building"] == int((footprints & valid).sum()) > 0
     assert support["ground"] > support["building"]
 
 
