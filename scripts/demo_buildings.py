@@ -44,6 +44,7 @@ GRID, SEGMENTATION = 3, 1  # Select samples strategy, Extract patches label kind
 #: The workflow's defaults (scripts/workflows/buildings.py) and a small version for a quick run.
 SETTINGS = {"full": {"time_budget": 10.0, "epochs": 100, "grid_step": 0, "hyperparameters": ""},
             "quick": {"time_budget": 0.0, "epochs": 1, "grid_step": 64, "hyperparameters": '{"depth": 2, "width": 4}'}}
+QUICK_TREES = 10  # the forests' trees in a quick run (forest_baseline.TREES otherwise)
 MIN_AREA = 10.0  # m², the workflow's default
 MAPS = ("two sources (pan + pan 2 m)", "pan only", "forest (value)", "forest (value + 3x3, 7x7 means)")
 
@@ -87,8 +88,9 @@ def run_chains(out: Path, quick: bool = False, minutes: float | None = None, log
     maps = {MAPS[0]: fusion / "building_map.tif", MAPS[1]: pan / "building_map.tif"}
     forests = {}
     if forest.forest_available():
-        log(f"[{time.strftime('%H:%M:%S')}] random forests ({forest.TREES} trees) ...")
-        forests = forest_maps(out / "forest", data, pan / "blocks.gpkg")
+        trees = QUICK_TREES if quick else forest.TREES
+        log(f"[{time.strftime('%H:%M:%S')}] random forests ({trees} trees) ...")
+        forests = forest_maps(out / "forest", data, pan / "blocks.gpkg", trees)
         maps.update({MAPS[2]: forests["value"]["map"], MAPS[3]: forests["means"]["map"]})
     scores = {}
     for name, class_map in maps.items():
@@ -123,8 +125,8 @@ def _field(path: Path, name: str) -> list:
     return [feature.GetField(name) for feature in source.GetLayer(0)]
 
 
-def forest_maps(work: Path, data: dict, blocks: Path) -> dict:
-    """The two forests' class maps of the whole image (GeoTIFFs in ``work``, 1 building, 0 background)."""
+def forest_maps(work: Path, data: dict, blocks: Path, trees: int) -> dict:
+    """The two forests' (``trees`` trees each) class maps of the whole image (GeoTIFFs in ``work``, 1 building, 0 background)."""
     from osgeo import gdal
 
     work.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,7 @@ def forest_maps(work: Path, data: dict, blocks: Path) -> dict:
     splits = forest.rasterized_splits(str(blocks), data["pan"])
     maps = {}
     for key, features in (("value", stack), ("means", forest.neighbourhood_means(stack))):
-        fitted, pixels = forest.train_forest(features, labels, splits)
+        fitted, pixels = forest.train_forest(features, labels, splits, trees=trees)
         predicted = fitted.predict(features.reshape(-1, features.shape[-1])).reshape(labels.shape) - 1
         path = work / f"forest_{key}.tif"
         written = gdal.Translate(str(path), pan, outputType=gdal.GDT_Byte, noData=255)

@@ -86,16 +86,16 @@ def scores(reference: np.ndarray, predicted: np.ndarray, classes) -> dict:
     return {"classes": present, **summarize(confusion_matrix(reference, predicted, present))}
 
 
-def train_forest(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, seed: int = 0):
-    """The forest fitted on (at most :data:`TRAIN_PIXELS`) labelled (> 0) train pixels of the
-    features ``stack`` ``[rows, cols, features]``; returns (forest, number of training pixels)."""
+def train_forest(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, seed: int = 0, trees: int = TREES):
+    """The forest of ``trees`` trees fitted on (at most :data:`TRAIN_PIXELS`) labelled (> 0) train
+    pixels of the features ``stack`` ``[rows, cols, features]``; returns (forest, number of training pixels)."""
     from sklearn.ensemble import RandomForestClassifier
 
     train = np.flatnonzero((splits.ravel() == SPLIT_CODES["train"]) & (reference.ravel() > 0))
     rng = np.random.default_rng(seed)
     if len(train) > TRAIN_PIXELS:
         train = np.sort(rng.choice(train, TRAIN_PIXELS, replace=False))
-    forest = RandomForestClassifier(n_estimators=TREES, n_jobs=2, random_state=seed)
+    forest = RandomForestClassifier(n_estimators=trees, n_jobs=2, random_state=seed)
     forest.fit(stack.reshape(-1, stack.shape[-1])[train], reference.ravel()[train])
     return forest, int(len(train))
 

@@ -1,10 +1,11 @@
-"""`make demo`'s chain (scripts/demo.py --quick): five algorithms through qgis_process.bin."""
+"""`make demo`'s chains (scripts/demo.py --quick, and --app for each other application), through qgis_process.bin."""
 
 import json
 import re
 import subprocess
 import sys
 
+import pytest
 from osgeo import gdal
 
 from ..conftest import REPO
@@ -38,3 +39,29 @@ def test_quick_demo_runs_the_chain_and_prints_the_scores(tmp_path, data_dir):
     assert class_map.GetRasterBand(1).GetCategoryNames()[5] == "forest"
     assert (out / "landcover.qml").exists() and (out / "landcover_confidence.tif").exists()
     assert (out / "model" / "training_curves.png").exists() and (out / "evaluation" / "report.html").exists()
+
+
+#: Per application of ``make demo APP=...``: a line its score table prints, and files it writes.
+APP_DEMOS = {
+    "buildings": (r"^pan only\s+building\s+[\d.]+\s+[\d.]+\s+[\d.]+$",
+                  ["two_sources/building_map.tif", "two_sources/footprints.gpkg", "pan_only/building_map.tif",
+                   "forest/forest_value.tif"]),
+    "translation": (r"^gan\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+\s+\d+$",
+                    ["strata_rendered.tif", "gan/translated.tif", "l1_only/translated.tif", "quicklook.png"]),
+    "enhancement": (r"^L1 \+ GAN\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$",
+                    ["gan/enhanced.tif", "l1_enhanced.tif", "scores.json", "quicklook.png"]),
+}
+
+
+@pytest.mark.parametrize("app", sorted(APP_DEMOS))
+def test_each_application_demo_runs_quick(app, tmp_path, data_dir):
+    """``make demo APP=<app>`` (``--quick``): the chain runs, prints its scores and writes its products."""
+    out = tmp_path / app
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--app", app, "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    score_line, products = APP_DEMOS[app]
+    assert re.search(score_line, done.stdout, re.M), done.stdout
+    for product in products:
+        assert (out / product).stat().st_size > 0, product
+        assert str(out / product) in done.stdout, f"{product} is not in the printed list of outputs"
