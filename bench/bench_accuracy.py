@@ -17,8 +17,16 @@ grid patches, random crops, flips/rotations, AdamW with a cosine schedule over t
 the best epoch by validation macro F1, test-time augmentation in Apply model. ``DEEPFIELD_BENCH_MINUTES``
 overrides the training time budget (minutes), ``DEEPFIELD_BENCH_SPLITS`` the splits (e.g.
 ``blocks32``). Macro F1 averages the classes present in the test pixels or the map
-(scikit-learn's rule, as the issue's reference figures). Targets (issue 11): macro F1 >= forest + 0.10 and
+(scikit-learn's rule). Targets (issue 11): macro F1 >= forest + 0.10 and
 OA >= forest + 0.05 on both splits, macro F1 >= 0.58 on blocks32.
+
+Also reported on blocks32: the macro F1 over the classes present in the test pixels only
+(``macro_f1_test_classes``). blocks32's test pixels hold no sediment (174 train pixels, 20
+validation), so a network mapping sediment on a handful of test pixels scores that class F 0 and
+loses 1/7 of its macro F1. An independent re-implementation of the issue's reference U-Net (its
+description, 12 min on this machine, seed 0) scored OA 0.763 / macro F1 0.484 unweighted and
+0.752 / 0.498 with sqrt weights by scikit-learn's rule, and 0.565 / 0.581 over the test classes:
+the issue's 0.559 / 0.576 match the second view.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ import forest_baseline as forest  # noqa: E402
 CLASSES = [{"value": v, "name": n, "color": c} for v, n, c in NC_CLASSES]
 #: Issue 11's "Done when", per measure.
 TARGETS = {"macro F1, DeepField - forest": ">= 0.10", "OA, DeepField - forest": ">= 0.05",
-           "DeepField macro F1": ">= 0.58"}
+           "DeepField macro F1": ">= 0.58",
+           "DeepField macro F1, test classes": ">= 0.58 (the issue's reference figures' average, see above)"}
 VALUES = [v for v, _, _ in NC_CLASSES]
 MINUTES = float(os.environ.get("DEEPFIELD_BENCH_MINUTES", RECIPE["time_budget"]))
 #: The splits to run (``DEEPFIELD_BENCH_SPLITS``, comma-separated; default both).
@@ -165,7 +174,9 @@ def run() -> dict:
                     ours["overall_accuracy"] - theirs["overall_accuracy"], 4)
             print(name, {k: brief(v) for k, v in result.items() if isinstance(v, dict)}, flush=True)
     if "blocks32" in details:
-        ratios["blocks32: DeepField macro F1"] = round(details["blocks32"]["deepfield"]["macro_f1"], 4)
+        ours = details["blocks32"]["deepfield"]
+        ratios["blocks32: DeepField macro F1"] = round(ours["macro_f1"], 4)
+        ratios["blocks32: DeepField macro F1, test classes"] = round(ours["macro_f1_test_classes"], 4)
     return {"ratios": ratios, "targets": {k: TARGETS[k.split(": ", 1)[1]] for k in ratios}, "details": details}
 
 

@@ -81,9 +81,14 @@ def block_split(rows: int, cols: int, block: int = 32, seed: int = 0, train: int
 def scores(reference: np.ndarray, predicted: np.ndarray, classes) -> dict:
     """OA, kappa, macro F1 ... of ``predicted`` against ``reference`` (class values), over the
     ``classes`` present in the reference or the prediction (scikit-learn's macro average: a class
-    neither in the test pixels nor in the map does not count as an F-score of 0)."""
+    neither in the test pixels nor in the map does not count as an F-score of 0). Also
+    ``macro_f1_test_classes``: the mean F-score of the classes present in the reference only (a
+    class mapped on a few test pixels but absent from them then costs precision, not a whole class)."""
     present = [c for c in classes if (reference == c).any() or (predicted == c).any()]
-    return {"classes": present, **summarize(confusion_matrix(reference, predicted, present))}
+    summary = summarize(confusion_matrix(reference, predicted, present))
+    tested = [present.index(c) for c in present if (reference == c).any()]
+    return {"classes": present, **summary,
+            "macro_f1_test_classes": float(np.mean(np.array(summary["per_class"]["f1"])[tested]))}
 
 
 def train_forest(stack: np.ndarray, reference: np.ndarray, splits: np.ndarray, seed: int = 0, trees: int = TREES):
