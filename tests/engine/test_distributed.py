@@ -87,11 +87,17 @@ def threaded(data, tmp_path_factory):
     return {kind: read(path) for kind, path in result["outputs"].items()}
 
 
-def assert_identical(result, threaded):
+def assert_identical(result, threaded, rounding: float = 0.0):
+    """The same outputs as the threaded reference: class maps equal, confidences equal (or within
+    ``rounding``, relative: another tile size lets oneDNN round the last bit differently on CPUs
+    without AVX-512)."""
     for kind, path in result["outputs"].items():
         array = read(path)
         assert array.dtype == threaded[kind].dtype
-        np.testing.assert_array_equal(array, threaded[kind])
+        if rounding and array.dtype.kind == "f":
+            np.testing.assert_allclose(array, threaded[kind], rtol=rounding, atol=0)
+        else:
+            np.testing.assert_array_equal(array, threaded[kind])
 
 
 def tile_files(folder):
@@ -195,7 +201,7 @@ def test_a_changed_job_starts_over_with_a_message(data, threaded, tmp_path):
             runs.append(serve_model_tiles(loaded.model, loaded.metadata.geometry, [data["scene"]], output,
                                           model_folder=data["model"], executor=executor, products=products,
                                           reporter=Reporter(stream), tile=tile))
-        assert_identical(runs[-1], threaded)
+        assert_identical(runs[-1], threaded, rounding=0.0 if tile == TILE else 1e-6)
     assert "holds tiles of another job (tile, tiles differ): starting over" in stream.getvalue()
     assert runs[1]["resumed_tiles"] == 0 and runs[1]["computed_tiles"] == 5 * 5
     assert len(tile_files(runs[1]["tiles_folder"])) == 25  # the 11 px tiles are gone
