@@ -61,6 +61,11 @@ class TrainModel(EngineAlgorithm):
         "jumps; the default suits batch-normalised zoo networks.\n"
         "- Augment (flips/90-degree rotations) is right for overhead images; turn it off only when "
         "orientation carries meaning (shadows, sun-synchronous illumination).\n"
+        "- Weight averaging momentum (advanced): validates and writes a moving average of the weights over "
+        "about the last 1 / (1 - momentum) steps instead of the last step's. On NC Landsat (one seed, 2 CPU "
+        "cores, 14 minutes) 0.99 lifted the 32 px block split's macro F-score from 0.47 to 0.55 (the average "
+        "no longer mapped a few pixels of an absent class) at the same overall accuracy (0.78-0.79). Leave it "
+        "at 0 for runs of a few hundred steps: their average still holds the first steps.\n"
         "- Validity channel: gives the network a band saying where the inputs are nodata, for sources with "
         "large nodata areas; nodata is filled after normalisation in any case, the same way as in Apply model.\n"
         "The loss and the validation scores count labelled pixels only; the best epoch (highest validation "
@@ -106,6 +111,10 @@ class TrainModel(EngineAlgorithm):
                                        defaultValue=0),
             QgsProcessingParameterNumber("WEIGHT_DECAY", "Weight decay (AdamW)", QgsProcessingParameterNumber.Double,
                                          defaultValue=1e-4, minValue=0.0),
+            QgsProcessingParameterNumber(
+                "EMA_MOMENTUM", "Weight averaging momentum (per step, 0 = off; the model written is the average)",
+                QgsProcessingParameterNumber.Double, defaultValue=TrainModelSpec.ema_momentum, minValue=0.0,
+                maxValue=0.9999),
             QgsProcessingParameterBoolean("VALIDITY_CHANNEL", "Validity channel (nodata mask as an input band)",
                                           defaultValue=False),
             QgsProcessingParameterBoolean("RESUME", "Resume from the checkpoint", defaultValue=False),
@@ -153,6 +162,7 @@ class TrainModel(EngineAlgorithm):
             "crop_size": self.parameterAsInt(parameters, "CROP_SIZE", context),
             "schedule": LR_SCHEDULES[self.parameterAsEnum(parameters, "SCHEDULE", context)],
             "weight_decay": self.parameterAsDouble(parameters, "WEIGHT_DECAY", context),
+            "ema_momentum": self.parameterAsDouble(parameters, "EMA_MOMENTUM", context),
             "validity_channel": self.parameterAsBoolean(parameters, "VALIDITY_CHANNEL", context),
             "seed": self.parameterAsInt(parameters, "SEED", context),
             "early_stopping_patience": self.parameterAsInt(parameters, "EARLY_STOPPING", context),

@@ -461,8 +461,11 @@ class TrainModelSpec(JobSpec):
     spent; ``crop_size`` (pixels of the first source, 0 = whole patches) trains on a random crop
     of every patch at every step; ``schedule`` (:data:`LR_SCHEDULES`) decays the learning rate
     over ``epochs`` or ``time_budget``, whichever ends first; ``weight_decay`` is AdamW's
-    (decoupled, per step, times the learning rate); ``validity_channel`` gives the network one
-    more band per source: 1 where the pixel is valid, 0 where it is nodata.
+    (decoupled, per step, times the learning rate); ``ema_momentum`` (0 = off, else in (0, 1);
+    0.99 averages about the last 100 steps) validates and writes an exponential moving average of
+    the weights (:mod:`engine.training.averaging`; single-process, non-adversarial runs);
+    ``validity_channel`` gives the network one more band per source: 1 where the pixel is valid,
+    0 where it is nodata.
     """
 
     JOB: ClassVar[str] = "train_model"
@@ -480,6 +483,7 @@ class TrainModelSpec(JobSpec):
     crop_size: int = 0
     schedule: str = "cosine"
     weight_decay: float = 1e-4
+    ema_momentum: float = 0.0
     validity_channel: bool = False
     seed: int = 0
     resume: bool = False
@@ -519,6 +523,9 @@ class TrainModelSpec(JobSpec):
         if not isinstance(self.crop_size, int) or self.crop_size < 0:
             raise InvalidSpec(f"train_model: 'crop_size' must be 0 (whole patches) or a size in pixels, "
                               f"got {self.crop_size!r}")
+        if not 0 <= float(self.ema_momentum) < 1:
+            raise InvalidSpec(f"train_model: 'ema_momentum' must be 0 (no weight averaging) or in (0, 1), e.g. 0.99; "
+                              f"got {self.ema_momentum!r}")
         if not float(self.weight_decay) >= 0:
             raise InvalidSpec(f"train_model: 'weight_decay' must be >= 0, got {self.weight_decay!r}")
         check_choice(self.loss, IMAGE_LOSSES, "'loss'", self.JOB)

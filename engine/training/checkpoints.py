@@ -29,7 +29,7 @@ BEST = "best.npz"
 def fingerprint(config: TrainConfig) -> dict:
     """What must not change between a checkpoint and a resumed run."""
     return {key: getattr(config, key) for key in
-            ("dataset", "architecture", "custom_model", "hyperparameters", "gan", "loss")}
+            ("dataset", "architecture", "custom_model", "hyperparameters", "gan", "loss", "ema_momentum")}
 
 
 def checkpoint_folder(output: str | Path) -> Path:
@@ -83,13 +83,16 @@ class Checkpoint:
         self.folder.mkdir(parents=True)
         return RunState(fingerprint(config))
 
-    def save(self, state: RunState, best: bool) -> None:
+    def save(self, state: RunState) -> None:
+        """The last epoch: weights, optimizer state, history and run state."""
         self._save(LAST, with_optimizers=True)
-        if best:
-            self._save(BEST, with_optimizers=False)
         write_history(self.folder / HISTORY, state.history)
         with atomic_output(self.folder / STATE) as temp:
             temp.write_text(json.dumps(asdict(state), default=_plain), encoding="utf-8")
+
+    def save_best(self) -> None:
+        """The models' weights as they are now, as the best epoch's."""
+        self._save(BEST, with_optimizers=False)
 
     def restore_best(self) -> None:
         self._load(BEST, with_optimizers=False)

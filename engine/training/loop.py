@@ -3,8 +3,10 @@
 :func:`train` is the library's entry point (the ``train_model`` job calls it). Per epoch,
 :class:`EpochEnd` validates, logs, saves the last and best checkpoints and stops early. Best
 epoch: highest validation macro F1 (classifiers) or PSNR (super-resolution); early stopping
-watches the same number. An epoch whose network outputs are not finite scores NaN (with a
-warning); when every epoch does, training diverged: :func:`train` fails and writes no model folder.
+watches the same number. With ``ema_momentum`` the validated and written weights are the moving
+average of the trained ones (:mod:`.averaging`). An epoch whose network outputs are not finite
+scores NaN (with a warning); when every epoch does, training diverged: :func:`train` fails and
+writes no model folder.
 Mixed precision: float16 compute with float32 variables, softmax and outputs, and dynamic loss
 scaling (:func:`.network.make_optimizer`). A run ends after ``epochs`` or its ``time_budget``,
 whichever comes first; the learning rate follows :mod:`.schedule` over the same span.
@@ -26,6 +28,7 @@ from ..errors import EngineError, JobCancelled
 from ..fields import derive_geometry
 from ..protocol import Reporter
 from .architecture import resolve_architecture
+from .averaging import averaged_weights
 from .checkpoints import Checkpoint, RunState, checkpoint_folder
 from .config import Task, TrainConfig, check_dataset
 from .export import training_info, write_model_folder
@@ -51,21 +54,24 @@ class EpochEnd:
     def __call__(self, epoch: int, logs: dict) -> None:
         if self.reporter.cancelled:
             return  # a partial epoch: keep the last complete one
-        metrics = validate(self.view, self.valid_batches, self.task, self.loss)
+        state = self.state
+        with averaged_weights(self.view.model.optimizer):
+            metrics = validate(self.view, self.valid_batches, self.task, self.loss)
+            value = metrics[self.task.score]
+            improved = value > state.best_value
+            if improved:
+                self.checkpoint.save_best()
         scalars = {f"val_{k}": float(metrics[k]) for k in VALIDATION_SCALARS if k in metrics}
         logs.update(scalars)
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                "learning_rate": float(self.view.model.optimizer.learning_rate.numpy()),
                "seconds": round(time.monotonic() - self.started, 3)}
         self.started = time.monotonic()
-        state = self.state
         state.history.append(row)
-        value = metrics[self.task.score]
         if math.isnan(value):
             self.reporter.warning(f"epoch {epoch + 1}: the validation {self.task.score} is NaN (the network's outputs "
                                   f"are not finite: training diverged); lower the learning rate "
                                   f"(now {self.config.learning_rate:g})")
-        improved = value > state.best_value
         if improved:
             state.best_epoch, state.best_value, state.wait = epoch + 1, value, 0
             state.best_metrics = {**scalars, **({"confusion": metrics["confusion"].tolist()}
@@ -73,7 +79,7 @@ class EpochEnd:
         else:
             state.wait += 1
         state.epochs_done = epoch + 1
-        self.checkpoint.save(state, best=improved)
+        self.checkpoint.save(state)
         write_scalars(self.checkpoint.folder / LOGS, epoch + 1, row)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
         self.reporter.log(f"epoch {epoch + 1}/{self.config.epochs}: {shown}" + (" (best)" if improved else ""))
@@ -152,7 +158,7 @@ def build_models(config: TrainConfig, task: Task, reporter: Reporter) -> Models:
                 view = adversarial_view(network, load_discriminator(task, config), task, config)
                 return Models(network, geometry, view, loss, [network, view.model.critic],
                               [view.model.optimizer, view.model.critic_optimizer])
-            view.model.compile(optimizer=make_optimizer(config), loss=loss)
+            view.model.compile(optimizer=make_optimizer(config, averaged=True), loss=loss)
             view.model.optimizer.build(view.model.trainable_variables)
             return Models(network, geometry, view, loss, [network], [view.model.optimizer])
     finally:
@@ -173,6 +179,8 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
     task = Task.from_manifest(reader.manifest)
     config = resolve_architecture(config, task, reporter.log)
     check_dataset(reader, task, config)
+    if config.gan and float(config.ema_momentum):
+        reporter.log("ema_momentum: adversarial runs keep their raw weights (no weight averaging)")
     set_seed(int(config.seed))
     import keras
 

@@ -91,10 +91,12 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
     if config.gan or config.resume or config.mixed_precision:
         raise EngineError("multi-worker training does not support gan, resume or mixed_precision yet; "
                           "train with workers 1 for those")
+    chief = int(cluster["task"]["index"]) == 0
+    if chief and float(config.ema_momentum):
+        reporter.log("ema_momentum: multi-worker runs write their last weights (no weight averaging)")
     tf = tensorflow()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow work
     workers = strategy.num_replicas_in_sync
-    chief = int(cluster["task"]["index"]) == 0
     reader = open_dataset(config.dataset)
     task = Task.from_manifest(reader.manifest)
     check_dataset(reader, task, config)

@@ -143,12 +143,14 @@ def make_loss(task: Task, config: TrainConfig):
     return keras.losses.MeanAbsoluteError() if config.loss == "l1" else keras.losses.MeanSquaredError()
 
 
-def make_optimizer(config: TrainConfig):
+def make_optimizer(config: TrainConfig, averaged: bool = False):
     """AdamW at the configured learning rate and weight decay (the schedule is set per step by
     :func:`.schedule.learning_rate_at`); in mixed precision wrapped in a ``LossScaleOptimizer``
     (dynamic loss scaling against float16 gradient underflow: a custom train step must scale its
     loss with ``optimizer.scale_loss`` before taking gradients; ``apply_gradients`` unscales them)."""
     import keras
 
-    optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=float(config.weight_decay))
+    momentum = float(config.ema_momentum) if averaged else 0.0
+    optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=float(config.weight_decay),
+                                       use_ema=momentum > 0, ema_momentum=momentum or 0.99)
     return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer

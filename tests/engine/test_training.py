@@ -16,7 +16,7 @@ from deepfield.engine.geometry import Window
 from deepfield.engine.jobs.extract_patches import run as extract_patches_job
 from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
-from deepfield.engine.training.checkpoints import LAST
+from deepfield.engine.training.checkpoints import BEST, LAST
 from deepfield.engine.training.loop import build_models
 from deepfield.engine.dataset import random_crops
 from deepfield.engine.training.network import class_weights
@@ -201,6 +201,7 @@ def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, o
     ({"dataset": "d", "output": "x", "architecture": "unet", "crop_size": -4}, "'crop_size'"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "time_budget": -1}, "'time_budget' is in minutes"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "schedule": "step"}, "'schedule'"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "ema_momentum": 1.0}, "'ema_momentum' must be 0"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown spec key.*epoch"),
 ])
 def test_bad_specs_name_the_field(spec, message):
@@ -300,6 +301,40 @@ def test_resume_continues_from_the_checkpoint(class_dataset, work):
     assert any("resuming after epoch 1" in m.get("message", "") for m in messages(reporter))
     with pytest.raises(EngineError, match="cannot resume"):
         train({**spec, "epochs": 3, "resume": True, "hyperparameters": {"width": 8}})
+
+
+def test_weight_averaging_validates_and_writes_the_moving_average_and_trains_as_without(class_dataset, work):
+    """One step per epoch (the whole training split in a batch), a constant learning rate: runs of
+    1, 2 and 3 epochs without averaging give the weights w1, w2, w3 after each step; with momentum m
+    the best checkpoint must hold a1 = w1, a2 = m a1 + (1 - m) w2 or a3 = m a2 + (1 - m) w3 (its
+    epoch's), and the last checkpoint w3 itself."""
+    batch = open_dataset(class_dataset).size("train")
+    spec = {"dataset": str(class_dataset), "architecture": "patch_classifier", "batch_size": batch,
+            "schedule": "constant", "learning_rate": 3e-2}
+
+    def weights(folder, name):
+        with np.load(checkpoint_folder(folder) / name) as arrays:
+            return [arrays[f"m0_{j}"] for j in range(len([k for k in arrays.files if k.startswith("m0_")]))]
+
+    raw = []
+    for epochs in (1, 2, 3):
+        train({**spec, "epochs": epochs, "output": str(work / f"raw{epochs}")})
+        raw.append(weights(work / f"raw{epochs}", LAST))
+    assert not np.array_equal(raw[1][0], raw[2][0])  # the steps move the weights
+    m = 0.6
+    averages = [raw[0]]
+    for step in raw[1:]:
+        averages.append([m * a + (1 - m) * w for a, w in zip(averages[-1], step)])
+    result = train({**spec, "epochs": 3, "ema_momentum": m, "output": str(work / "averaged")})
+    for a, b in zip(weights(work / "averaged", LAST), raw[2]):
+        np.testing.assert_array_equal(a, b)
+    best = weights(work / "averaged", BEST)
+    for a, b in zip(best, averages[result["best_epoch"] - 1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    if result["best_epoch"] > 1:
+        assert max(np.abs(a - w).max() for a, w in zip(best, raw[result["best_epoch"] - 1])) > 1e-4
+    rows = history(work / "averaged")
+    assert result["best"]["val_macro_f1"] == pytest.approx(max(float(r["val_macro_f1"]) for r in rows))
 
 
 def test_early_stopping_stops_when_the_score_stalls(class_dataset, work):
