@@ -43,6 +43,15 @@ from deepfield.engine.protocol import Reporter  # noqa: E402
 from deepfield.engine.jobs.select_samples import run as select_samples_job  # noqa: E402
 from mosaics import mosaic  # noqa: E402
 
+def raster_bytes(path) -> int:
+    """The size of a raster's pixels in memory, in its own data type (bytes)."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(str(path))
+    band = dataset.GetRasterBand(1)
+    return dataset.RasterXSize * dataset.RasterYSize * dataset.RasterCount * gdal.GetDataTypeSize(band.DataType) // 8
+
+
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {plugins!r})
@@ -137,7 +146,7 @@ def run() -> dict:
         grid_positions(large, work / "grid_mosaic.gpkg")
         mosaic_run = extract(large, work / "grid_mosaic.gpkg", work / "dataset_mosaic")
     n = len(origins)
-    image_bytes = 1933 * 1947 * 4 * 2
+    image_bytes = raster_bytes(IMAGE)
     extra_bytes = (measured["peak_kb"] - measured["before_kb"]) * 1024
     mosaic_extra_bytes = (mosaic_run["peak_kb"] - mosaic_run["before_kb"]) * 1024
     ours = n / measured["seconds"]

@@ -11,12 +11,17 @@ from osgeo import gdal
 from ..conftest import REPO
 
 
+def run_demo(out, *arguments) -> str:
+    """``scripts/demo.py --quick --out <out> <arguments>``: what it printed (it must succeed)."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--quick", "--out", str(out),
+                           *arguments], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 def test_quick_demo_runs_the_chain_and_prints_the_scores(tmp_path, data_dir):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    printed = done.stdout
+    printed = run_demo(out)
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     # the table names every class and repeats the JSON's numbers
     for row in metrics["classes"]:
@@ -57,11 +62,9 @@ APP_DEMOS = {
 def test_each_application_demo_runs_quick(app, tmp_path, data_dir):
     """``make demo APP=<app>`` (``--quick``): the chain runs, prints its scores and writes its products."""
     out = tmp_path / app
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--app", app, "--quick",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    printed = run_demo(out, "--app", app)
     score_line, products = APP_DEMOS[app]
-    assert re.search(score_line, done.stdout, re.M), done.stdout
+    assert re.search(score_line, printed, re.M), printed
     for product in products:
         assert (out / product).stat().st_size > 0, product
-        assert str(out / product) in done.stdout, f"{product} is not in the printed list of outputs"
+        assert str(out / product) in printed, f"{product} is not in the printed list of outputs"
