@@ -12,19 +12,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 
-def averaging(optimizer):
-    """The optimizer that holds the moving averages (inside a ``LossScaleOptimizer``), or None."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return inner if getattr(inner, "use_ema", False) else None
-
-
 @contextmanager
 def averaged_weights(optimizer):
     """Inside the block the trained variables hold ``optimizer``'s moving averages, and the
     averages the weights; both are swapped back exactly (value copies) on leaving. A no-op for an
-    optimizer without averaging."""
-    inner = averaging(optimizer)
-    if inner is None:
+    optimizer without averaging (in mixed precision the averages are the inner optimizer's)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # inside a LossScaleOptimizer
+    if not getattr(inner, "use_ema", False):
         yield
         return
     # Keras keeps the averages in step with the optimizer's variables (the pairing its own

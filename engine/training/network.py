@@ -152,5 +152,5 @@ def make_optimizer(config: TrainConfig, averaged: bool = False):
 
     momentum = float(config.ema_momentum) if averaged else 0.0
     optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=float(config.weight_decay),
-                                       use_ema=momentum > 0, ema_momentum=momentum or 0.99)
+                                       use_ema=momentum > 0, ema_momentum=momentum)
     return keras.optimizers.LossScaleOptimizer(optimizer) if config.mixed_precision else optimizer
