@@ -10,10 +10,13 @@ writes no model folder.
 Mixed precision: float16 compute with float32 variables, softmax and outputs, and dynamic loss
 scaling (:func:`.network.make_optimizer`). A run ends after ``epochs`` or its ``time_budget``,
 whichever comes first; the learning rate follows :mod:`.schedule` over the same span.
+``jit_compile`` compiles the training step (and validation's forward pass) with XLA; without it
+Keras decides (XLA on GPUs).
 
 Repeatability: ``seed`` seeds Python, numpy, TensorFlow, the shuffling and the augmentation;
-on a CPU TensorFlow's kernels are made deterministic, so a seeded run repeats exactly (a
-resumed run restarts the shuffling order, so it does not repeat an uninterrupted one).
+on a CPU TensorFlow's kernels are made deterministic (XLA's, with ``jit_compile``, are without
+being asked), so a seeded run repeats exactly (a resumed run restarts the shuffling order, so it
+does not repeat an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -111,15 +114,29 @@ def distribution_strategy():
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow; on CPU also make TensorFlow's kernels deterministic."""
-    from ..device import gpu_names, tensorflow
+    """Seed Python, numpy and TensorFlow."""
+    from ..device import tensorflow
 
-    tf = tensorflow()
+    tensorflow()
     import keras
 
     keras.utils.set_random_seed(seed)
-    if not gpu_names():
-        tf.config.experimental.enable_op_determinism()
+
+
+def deterministic_kernels(enabled: bool = True) -> None:
+    """On a CPU, switch TensorFlow's op determinism (process-wide): on for TensorFlow's kernels,
+    off for XLA-compiled runs (the switch refuses XLA's pooling gradients, and XLA's CPU kernels
+    are deterministic without it). Keras compiles without XLA while it is on."""
+    from ..device import gpu_names, tensorflow
+
+    if gpu_names():
+        return
+    if enabled:
+        tensorflow().config.experimental.enable_op_determinism()
+    else:
+        from tensorflow.python.framework import config  # the switch's off side is not public
+
+        config.disable_op_determinism()
 
 
 @dataclass
@@ -158,7 +175,10 @@ def build_models(config: TrainConfig, task: Task, reporter: Reporter) -> Models:
                 view = adversarial_view(network, load_discriminator(task, config), task, config)
                 return Models(network, geometry, view, loss, [network, view.model.critic],
                               [view.model.optimizer, view.model.critic_optimizer])
-            view.model.compile(optimizer=make_optimizer(config, averaged=True), loss=loss)
+            view.model.compile(optimizer=make_optimizer(config, averaged=True), loss=loss,
+                               jit_compile=True if config.jit_compile else "auto")  # auto: XLA on GPUs
+            if config.jit_compile and not view.model.jit_compile:
+                reporter.log("jit_compile: a layer of this network does not support XLA; trained without it")
             view.model.optimizer.build(view.model.trainable_variables)
             return Models(network, geometry, view, loss, [network], [view.model.optimizer])
     finally:
@@ -179,14 +199,19 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
     task = Task.from_manifest(reader.manifest)
     config = resolve_architecture(config, task, reporter.log)
     check_dataset(reader, task, config)
-    if config.gan and float(config.ema_momentum):
-        reporter.log("ema_momentum: adversarial runs keep their raw weights (no weight averaging)")
+    if config.gan and (float(config.ema_momentum) or config.jit_compile):
+        reporter.log("ema_momentum, jit_compile: adversarial runs keep their raw weights and are not compiled "
+                     "with XLA")
     set_seed(int(config.seed))
+    xla = config.jit_compile and not config.gan
+    deterministic_kernels(not xla)
     import keras
 
     reporter.log(f"training on {compute_device()} with {reader.size('train')} training and "
                  f"{reader.size('valid')} validation patches ({task.kind})")
     models = build_models(config, task, reporter)
+    if xla and not models.view.model.jit_compile:  # a layer without XLA
+        deterministic_kernels()
     checkpoint = Checkpoint(checkpoint_folder(config.output), models.saved, models.optimizers)
     state = checkpoint.start(config, reporter)
     weights = None

@@ -35,7 +35,7 @@ from ..fields import derive_geometry
 from ..modelfolder import ModelMetadata, save_model_folder
 from ..protocol import EngineError, JobCancelled, Reporter
 from .config import Task, TrainConfig, check_dataset
-from .loop import check_crop, set_seed
+from .loop import check_crop, deterministic_kernels, set_seed
 from .network import build_network, class_weights, make_optimizer
 from .schedule import RunClock, learning_rate_at
 from .view import label_mapper, training_view
@@ -92,8 +92,9 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
         raise EngineError("multi-worker training does not support gan, resume or mixed_precision yet; "
                           "train with workers 1 for those")
     chief = int(cluster["task"]["index"]) == 0
-    if chief and float(config.ema_momentum):
-        reporter.log("ema_momentum: multi-worker runs write their last weights (no weight averaging)")
+    if chief and (float(config.ema_momentum) or config.jit_compile):
+        reporter.log("ema_momentum, jit_compile: multi-worker runs write their last weights and are not "
+                     "compiled with XLA")
     tf = tensorflow()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow work
     workers = strategy.num_replicas_in_sync
@@ -101,6 +102,7 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
     task = Task.from_manifest(reader.manifest)
     check_dataset(reader, task, config)
     set_seed(int(config.seed))
+    deterministic_kernels()
     with strategy.scope():
         network = build_network(task, config)
         geometry = derive_geometry(network, task.scales)
