@@ -81,7 +81,8 @@ def train_and_map(work: Path, image: str, positions: str, labels: str) -> tuple[
                                   "crop_size": RECIPE["crop"], "time_budget": MINUTES,
                                   "learning_rate": RECIPE["learning_rate"], "seed": 0,
                                   "class_weighting": RECIPE["class_weighting"],
-                                  "ema_momentum": EMA_MOMENTUM,
+                                  "ema_momentum": EMA_MOMENTUM, "jit_compile": RECIPE["jit_compile"],
+                                  "early_stopping_patience": RECIPE["patience"],
                                   "hyperparameters": RECIPE["hyperparameters"], "output": str(work / "model")})
     seconds = time.perf_counter() - started
     job("apply_model", {"model": str(work / "model"), "sources": [image], "output": str(work / "map.tif"),

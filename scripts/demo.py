@@ -39,7 +39,8 @@ CLASS_MAP, CONFIDENCE = 0, 1
 SETTINGS = {
     "full": RECIPE,
     "quick": {"patch": 32, "step": 32, "crop": 0, "epochs": 2, "batch_size": 16, "learning_rate": 1e-3,
-              "time_budget": 0.0, "class_weighting": "none", "ema_momentum": 0.0, "tta": False,
+              "time_budget": 0.0, "class_weighting": "none", "ema_momentum": 0.0, "jit_compile": False,
+              "patience": 0, "tta": False,
               "hyperparameters": {"depth": 2, "width": 4}},
 }
 
@@ -74,6 +75,7 @@ def run_chain(out: Path, quick: bool = False, log=print) -> dict:
         "TIME_BUDGET": settings["time_budget"], "CROP_SIZE": settings["crop"],
         "BATCH_SIZE": settings["batch_size"], "LEARNING_RATE": settings["learning_rate"], "AUGMENT": True,
         "CLASS_WEIGHTING": CLASS_WEIGHTING.index(settings["class_weighting"]), "EMA_MOMENTUM": settings["ema_momentum"],
+        "JIT_COMPILE": settings["jit_compile"], "EARLY_STOPPING": settings["patience"],
         "SEED": 0, "HYPERPARAMETERS": json.dumps(settings["hyperparameters"]), "OUTPUT": out / "model"})
     applied = step("apply model", "deepfield:applymodel", {
         "MODEL": trained["MODEL"], "SOURCES": image, "OUTPUTS": f"{CLASS_MAP},{CONFIDENCE}", "TTA": settings["tta"],

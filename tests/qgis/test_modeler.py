@@ -56,8 +56,10 @@ def test_the_chain_trains_serves_and_evaluates_on_the_test_blocks(chain, nc):
     assert (config["architecture"], config["epochs"], config["hyperparameters"]) == ("unet", 3, {"depth": 2, "width": 8})
     load_workflows()
     recipe = importlib.import_module("workflows.landcover").RECIPE  # the measured recipe reached Train model
-    assert (config["learning_rate"], config["class_weighting"], config["time_budget"], config["ema_momentum"]) == (
-        recipe["learning_rate"], recipe["class_weighting"], recipe["time_budget"], recipe["ema_momentum"])
+    assert (config["learning_rate"], config["class_weighting"], config["time_budget"], config["ema_momentum"],
+            config["jit_compile"], config["early_stopping_patience"]) == (
+        recipe["learning_rate"], recipe["class_weighting"], recipe["time_budget"], recipe["ema_momentum"],
+        recipe["jit_compile"], recipe["patience"])
 
     image, class_map = gdal.Open(str(nc / "lsat7_2000_6band.vrt")), gdal.Open(str(folder / "class_map.tif"))
     assert class_map.GetGeoTransform() == image.GetGeoTransform()
