@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..engine.outputs import remove_leftovers
+from ..engine.protocol import PARENT_PID_ENV
 
 PLUGIN_DIR = Path(__file__).parent.parent  # not resolved: a symlinked plugin folder keeps its name
 PACKAGE = __name__.split(".")[0]
@@ -58,6 +59,7 @@ def worker_environment() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
+    env[PARENT_PID_ENV] = str(os.getpid())  # the worker notices when this process died before it started
     env["PYTHONSAFEPATH"] = "1"  # Python >= 3.11: modules in the working folder cannot shadow the engine's
     return env
 

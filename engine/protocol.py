@@ -34,6 +34,10 @@ __all__ = ["EngineError", "JobCancelled", "Reporter"]
 #: Seconds an orphaned worker has to stop cleanly before it exits anyway; its exit code then.
 PARENT_GRACE_S = 3.0
 EXIT_ORPHANED = 4
+#: The environment variable holding the pid of the process the worker serves (set by the plugin's
+#: runner): a parent that dies before the worker arms its watch is seen too, even where orphans are
+#: adopted by a subreaper rather than by pid 1.
+PARENT_PID_ENV = "DEEPFIELD_PARENT_PID"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -108,7 +112,7 @@ class Reporter:
         a daemon thread sees the parent change. Either asks the job to stop (so its ``.part``
         outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended.
         """
-        parent = os.getppid()
+        parent = int(os.environ.get(PARENT_PID_ENV) or os.getppid())
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent or parent == 1:  # the parent died before the signal was armed
             self.cancel()

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from deepfield.engine.outputs import atomic_output, part_path
+from deepfield.engine.protocol import PARENT_PID_ENV
 
 from ..conftest import PLUGINPATH
 
@@ -112,6 +113,7 @@ def test_replacing_an_output_removes_the_old_outputs_side_files(tmp_path):
 ORPHAN = """
 import sys, time
 from deepfield.engine.protocol import Reporter
+time.sleep(float(sys.argv[3]))  # the worker still starting (importing) when its parent dies
 reporter = Reporter()
 reporter.install_signal_handlers()
 reporter.exit_with_parent(grace_s=float(sys.argv[2]))
@@ -123,25 +125,38 @@ time.sleep(60)  # a job that does not reach its next check: ended after the grac
 """
 PARENT = """
 import subprocess, sys
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]], stdout=subprocess.PIPE, text=True)
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3], "0"], stdout=subprocess.PIPE, text=True)
 assert child.stdout.readline().strip() == "armed"
+print(child.pid, flush=True)
+"""
+#: Dies at once, as the plugin's runner would: the worker arms its watch a second later, adopted
+#: by whatever process adopts orphans here (pid 1 or a subreaper).
+EARLY_PARENT = f"""
+import os, subprocess, sys
+env = {{**os.environ, "{PARENT_PID_ENV}": str(os.getpid())}}
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3], "1.0"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
 """
 
 
-def test_the_worker_stops_when_its_parent_dies(tmp_path):
-    """qgis_process killed: the worker is asked to stop at once and ends after the grace period."""
+@pytest.mark.parametrize("parent", [PARENT, EARLY_PARENT], ids=["while-running", "before-armed"])
+def test_the_worker_stops_when_its_parent_dies(tmp_path, parent):
+    """qgis_process killed: the worker is asked to stop at once and ends after the grace period,
+    also when its parent died while the worker was still starting."""
     import os
     import time
 
     flag = tmp_path / "cancelled"
-    done = subprocess.run([sys.executable, "-c", PARENT, ORPHAN, str(flag), "1.0"], cwd=PLUGINPATH,
+    done = subprocess.run([sys.executable, "-c", parent, ORPHAN, str(flag), "1.0"], cwd=PLUGINPATH,
                           capture_output=True, text=True, timeout=60)
     orphan = int(done.stdout.strip())
     started = time.monotonic()
     while time.monotonic() - started < 10 and not flag.exists():
         time.sleep(0.05)
-    assert flag.exists(), "the orphaned worker was not asked to stop"
+    if not flag.exists():
+        os.kill(orphan, 9)
+        pytest.fail("the orphaned worker was not asked to stop")
     while time.monotonic() - started < 10:
         try:
             os.kill(orphan, 0)
