@@ -112,7 +112,7 @@ class Reporter:
         a daemon thread sees the parent change. Either asks the job to stop (so its ``.part``
         outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended.
         """
-        parent = int(os.environ.get(PARENT_PID_ENV) or os.getppid())
+        parent = int(os.environ.pop(PARENT_PID_ENV, "") or os.getppid())  # popped: not the worker's children's
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent or parent == 1:  # the parent died before the signal was armed
             self.cancel()

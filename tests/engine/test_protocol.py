@@ -110,8 +110,8 @@ def test_replacing_an_output_removes_the_old_outputs_side_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["map.tif", "map.tif.aux.xml"] + [p.name for p in keep])
 
 
-ORPHAN = """
-import sys, time
+ORPHAN = f"""
+import os, sys, time
 from deepfield.engine.protocol import Reporter
 time.sleep(float(sys.argv[3]))  # the worker still starting (importing) when its parent dies
 reporter = Reporter()
@@ -120,7 +120,7 @@ reporter.exit_with_parent(grace_s=float(sys.argv[2]))
 print("armed", flush=True)
 while not reporter.cancelled:
     time.sleep(0.05)
-open(sys.argv[1], "w").write("cancelled")
+open(sys.argv[1], "w").write("cancelled" + os.environ.get("{PARENT_PID_ENV}", ""))  # not for its children
 time.sleep(60)  # a job that does not reach its next check: ended after the grace period
 """
 PARENT = """
@@ -166,4 +166,5 @@ def test_the_worker_stops_when_its_parent_dies(tmp_path, parent):
     else:
         os.kill(orphan, 9)
         pytest.fail("the orphaned worker was still running 10 s after its parent died")
+    assert flag.read_text() == "cancelled"
     assert time.monotonic() - started < 5
