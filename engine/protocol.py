@@ -34,6 +34,9 @@ __all__ = ["EngineError", "JobCancelled", "Reporter"]
 #: Seconds an orphaned worker has to stop cleanly before it exits anyway; its exit code then.
 PARENT_GRACE_S = 3.0
 EXIT_ORPHANED = 4
+#: Seconds after the grace period at which the kernel ends an orphaned worker that could not end
+#: itself (a thread holding the GIL in C code, an interpreter exit that hangs).
+HARD_STOP_MARGIN_S = 2.0
 #: The environment variable holding the pid of the process the worker serves (set by the plugin's
 #: runner): a parent that dies before the worker arms its watch is seen too, even where orphans are
 #: adopted by a subreaper rather than by pid 1.
@@ -51,6 +54,13 @@ def _set_parent_death_signal(sig: int) -> None:
         pass
 
 
+def _end_after(seconds: float) -> None:
+    """Have the kernel end this process in ``seconds`` (SIGALRM's default action), whatever its
+    threads hold; no-op where there is no ``setitimer`` (Windows)."""
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 class Reporter:
     """Writes protocol lines; thread-safe; rate-limits progress lines."""
 
@@ -60,6 +70,9 @@ class Reporter:
         self._cancel = threading.Event()
         self._min_interval_s = min_interval_s
         self._last_progress = (-1.0, 0.0)  # (percent, time)
+        self._parent: int | None = None  # set by exit_with_parent
+        self._grace_s = PARENT_GRACE_S
+        self._hard_stop_armed = False
 
     # -- output -----------------------------------------------------------
     def emit(self, message: dict[str, Any]) -> None:
@@ -103,24 +116,41 @@ class Reporter:
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT ask the job to stop at its next check."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.cancel())
+            signal.signal(sig, lambda *_: self._stop_requested())
+
+    def _stop_requested(self) -> None:
+        self.cancel()
+        if self._parent is not None and os.getppid() != self._parent:  # the parent-death signal
+            self._stop_orphan()
+
+    def _stop_orphan(self) -> None:
+        """The parent died: ask the job to stop, and have the kernel end the process if the job
+        and the watch cannot (C code holding the GIL, an interpreter exit that hangs)."""
+        self.cancel()
+        if not self._hard_stop_armed:  # no lock: a signal handler may run while emit() holds one
+            self._hard_stop_armed = True
+            _end_after(self._grace_s + HARD_STOP_MARGIN_S)
 
     def exit_with_parent(self, grace_s: float = PARENT_GRACE_S, poll_s: float = 0.2) -> None:
         """Stop when the process that started the worker dies (``qgis_process`` killed, QGIS crashed).
 
         On Linux the kernel sends SIGTERM at the parent's death (``PR_SET_PDEATHSIG``); everywhere,
         a daemon thread sees the parent change. Either asks the job to stop (so its ``.part``
-        outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended.
+        outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended, by
+        the kernel ``HARD_STOP_MARGIN_S`` later still if the watch itself cannot run then.
         """
         parent = int(os.environ.pop(PARENT_PID_ENV, "") or os.getppid())  # popped: not the worker's children's
+        self._parent, self._grace_s = parent, grace_s
+        if hasattr(signal, "SIGALRM"):
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # _end_after's alarm ends the process
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent or parent == 1:  # the parent died before the signal was armed
-            self.cancel()
+            self._stop_orphan()
 
         def watch() -> None:
             while os.getppid() == parent:
                 time.sleep(poll_s)
-            self.cancel()
+            self._stop_orphan()
             time.sleep(grace_s)
             os._exit(EXIT_ORPHANED)
 

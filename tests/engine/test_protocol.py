@@ -111,7 +111,7 @@ def test_replacing_an_output_removes_the_old_outputs_side_files(tmp_path):
 
 
 ORPHAN = f"""
-import os, sys, time
+import ctypes, os, sys, time
 from deepfield.engine.protocol import Reporter
 time.sleep(float(sys.argv[3]))  # the worker still starting (importing) when its parent dies
 reporter = Reporter()
@@ -121,11 +121,15 @@ print("armed", flush=True)
 while not reporter.cancelled:
     time.sleep(0.05)
 open(sys.argv[1], "w").write("cancelled" + os.environ.get("{PARENT_PID_ENV}", ""))  # not for its children
-time.sleep(60)  # a job that does not reach its next check: ended after the grace period
+HOLD  # a job that does not reach its next check: ended after the grace period
 """
+#: How the orphan holds on: in Python, or in C code that keeps the GIL (the watch cannot run then).
+SLEEPS = "time.sleep(60)"
+HOLDS_THE_GIL = "ctypes.PyDLL(None).sleep(60)"
 PARENT = """
 import subprocess, sys
-child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3], "0"], stdout=subprocess.PIPE, text=True)
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3], "0"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)  # run() returns when this parent dies
 assert child.stdout.readline().strip() == "armed"
 print(child.pid, flush=True)
 """
@@ -140,15 +144,17 @@ print(child.pid, flush=True)
 """
 
 
-@pytest.mark.parametrize("parent", [PARENT, EARLY_PARENT], ids=["while-running", "before-armed"])
-def test_the_worker_stops_when_its_parent_dies(tmp_path, parent):
+@pytest.mark.parametrize("parent, hold", [(PARENT, SLEEPS), (EARLY_PARENT, SLEEPS), (PARENT, HOLDS_THE_GIL)],
+                         ids=["while-running", "before-armed", "gil-held"])
+def test_the_worker_stops_when_its_parent_dies(tmp_path, parent, hold):
     """qgis_process killed: the worker is asked to stop at once and ends after the grace period,
-    also when its parent died while the worker was still starting."""
+    also when its parent died while the worker was still starting, and when the worker is stuck
+    in C code holding the GIL (the kernel ends it)."""
     import os
     import time
 
     flag = tmp_path / "cancelled"
-    done = subprocess.run([sys.executable, "-c", parent, ORPHAN, str(flag), "1.0"], cwd=PLUGINPATH,
+    done = subprocess.run([sys.executable, "-c", parent, ORPHAN.replace("HOLD", hold), str(flag), "1.0"], cwd=PLUGINPATH,
                           capture_output=True, text=True, timeout=60)
     orphan = int(done.stdout.strip())
     started = time.monotonic()
