@@ -323,6 +323,18 @@ def live_processes() -> list[tuple[int, int, int, bytes]]:
     return found
 
 
+def threads_of(pid: int) -> str:
+    """Each thread of ``pid`` as name:state:kernel wait channel (why a process lives on)."""
+    found = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            found.append(f"{(task / 'comm').read_text().strip()}:{state}:{(task / 'wchan').read_text()}")
+        except OSError:
+            continue
+    return ", ".join(found)
+
+
 def engine_workers() -> list[int]:
     """Engine workers started by this process; each leads a process group with its children."""
     return [pid for pid, ppid, _, cmdline in live_processes() if ppid == os.getpid() and b"deepfield.engine" in cmdline]
@@ -398,10 +410,10 @@ def test_killing_qgis_process_stops_its_worker(qgis_process, s2_model, data_dir,
     killed = time.monotonic()
     while time.monotonic() - killed < 15 and any(pid in workers for pid, *_ in live_processes()):
         time.sleep(0.1)
-    alive = [pid for pid, *_ in live_processes() if pid in workers]
+    alive = {pid: f"parent {ppid}, threads {threads_of(pid)}" for pid, ppid, *_ in live_processes() if pid in workers}
     for pid in alive:
         os.kill(pid, 9)
-    assert not alive, "the engine worker outlived qgis_process by 15 s"
+    assert not alive, f"the engine worker outlived qgis_process by 15 s: {alive}"
     assert time.monotonic() - killed < 8, f"the worker stopped {time.monotonic() - killed:.1f} s after qgis_process"
 
 
