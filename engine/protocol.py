@@ -67,7 +67,7 @@ class Reporter:
     def __init__(self, stream: IO[str] | None = None, min_interval_s: float = 0.1):
         self._stream = stream if stream is not None else sys.stdout
         self._lock = threading.Lock()
-        self._cancel = threading.Event()
+        self._cancelled = False  # a plain flag: set from signal handlers, which must take no lock
         self._min_interval_s = min_interval_s
         self._last_progress = (-1.0, 0.0)  # (percent, time)
         self._parent: int | None = None  # set by exit_with_parent
@@ -102,15 +102,15 @@ class Reporter:
 
     # -- cancellation -----------------------------------------------------
     def cancel(self) -> None:
-        self._cancel.set()
+        self._cancelled = True
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     def check_cancelled(self) -> None:
         """Raise :class:`JobCancelled` if the job was asked to stop."""
-        if self._cancel.is_set():
+        if self._cancelled:
             raise JobCancelled("cancelled")
 
     def install_signal_handlers(self) -> None:
@@ -120,16 +120,20 @@ class Reporter:
 
     def _stop_requested(self) -> None:
         self.cancel()
-        if self._parent is not None and os.getppid() != self._parent:  # the parent-death signal
+        if self._orphaned():  # the parent-death signal
             self._stop_orphan()
+
+    def _orphaned(self) -> bool:
+        """The process :meth:`exit_with_parent` watches has died."""
+        return self._parent is not None and os.getppid() != self._parent
 
     def _stop_orphan(self) -> None:
         """The parent died: ask the job to stop, and have the kernel end the process if the job
         and the watch cannot (C code holding the GIL, an interpreter exit that hangs)."""
-        self.cancel()
-        if not self._hard_stop_armed:  # no lock: a signal handler may run while emit() holds one
+        if not self._hard_stop_armed:  # no lock: a signal handler may run while one is held
             self._hard_stop_armed = True
             _end_after(self._grace_s + HARD_STOP_MARGIN_S)
+        self.cancel()
 
     def exit_with_parent(self, grace_s: float = PARENT_GRACE_S, poll_s: float = 0.2) -> None:
         """Stop when the process that started the worker dies (``qgis_process`` killed, QGIS crashed).
@@ -139,16 +143,17 @@ class Reporter:
         outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended, by
         the kernel ``HARD_STOP_MARGIN_S`` later still if the watch itself cannot run then.
         """
-        parent = int(os.environ.pop(PARENT_PID_ENV, "") or os.getppid())  # popped: not the worker's children's
+        announced = os.environ.pop(PARENT_PID_ENV, "")  # popped: not the worker's children's
+        parent = int(announced or os.getppid())
         self._parent, self._grace_s = parent, grace_s
         if hasattr(signal, "SIGALRM"):
             signal.signal(signal.SIGALRM, signal.SIG_DFL)  # _end_after's alarm ends the process
         _set_parent_death_signal(signal.SIGTERM)
-        if os.getppid() != parent or parent == 1:  # the parent died before the signal was armed
+        if self._orphaned() or (not announced and parent == 1):  # it died before the signal was armed
             self._stop_orphan()
 
         def watch() -> None:
-            while os.getppid() == parent:
+            while not self._orphaned():
                 time.sleep(poll_s)
             self._stop_orphan()
             time.sleep(grace_s)

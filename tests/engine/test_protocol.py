@@ -174,3 +174,71 @@ def test_the_worker_stops_when_its_parent_dies(tmp_path, parent, hold):
         pytest.fail("the orphaned worker was still running 10 s after its parent died")
     assert flag.read_text() == "cancelled"
     assert time.monotonic() - started < 5
+
+
+RUNNER_AS_PID_1 = f"""
+import os, subprocess, sys
+worker = '''
+import time
+from deepfield.engine.protocol import Reporter
+reporter = Reporter()
+reporter.install_signal_handlers()
+reporter.exit_with_parent(grace_s=0.5)
+time.sleep(1.5)
+print("cancelled" if reporter.cancelled else "running")
+'''
+assert os.getpid() == 1
+env = {{**os.environ, "{PARENT_PID_ENV}": str(os.getpid())}}
+print(subprocess.run([sys.executable, "-c", worker], env=env, capture_output=True, text=True).stdout)
+"""
+
+
+def test_a_runner_that_is_pid_1_keeps_its_worker():
+    """qgis_process as a container's first process (pid 1): its worker is not taken for an orphan."""
+    import shutil
+
+    command = [shutil.which("unshare") or "unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", RUNNER_AS_PID_1]
+    try:
+        done = subprocess.run(command, cwd=PLUGINPATH, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare here")
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"cannot make a PID namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "running"
+
+
+SIGNALLED_WHILE_CANCELLING = """
+import time
+from deepfield.engine.protocol import Reporter
+reporter = Reporter()
+reporter.install_signal_handlers()
+print("ready", flush=True)
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    reporter.cancel()  # the signal handler may run inside this call: it must take no lock
+print("done", flush=True)
+"""
+
+
+def test_a_stop_signal_while_the_job_cancels_does_not_hang_or_kill_it():
+    """SIGTERM (the runner's cancel, the parent-death signal) arriving while the main thread is
+    inside ``cancel()``: a lock taken there made the handler deadlock or recurse (once in CI, a
+    worker that outlived qgis_process with every thread waiting on a futex)."""
+    import os
+    import signal
+    import time
+
+    worker = subprocess.Popen([sys.executable, "-c", SIGNALLED_WHILE_CANCELLING], cwd=PLUGINPATH,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    while worker.poll() is None and time.monotonic() - started < 1.5:  # over before its loop ends
+        os.kill(worker.pid, signal.SIGTERM)
+        time.sleep(0.0005)
+    try:
+        out, err = worker.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        pytest.fail("the worker hung in its stop signal's handler")
+    assert (worker.returncode, out.strip()) == (0, "done"), err[-2000:]
