@@ -2,8 +2,9 @@
 
 A failed or cancelled job leaves neither a half-written file nor a stale one:
 ``<path>.part`` (a file or a folder) is removed on error, and the QGIS side
-removes it too after killing a worker (:func:`remove_leftovers`). Standard library only, so
-QGIS imports it.
+removes it too after killing a worker (:func:`remove_leftovers`), and a worker that must exit
+without unwinding its job (its parent died) removes what it was still writing
+(:func:`remove_unfinished`). Standard library only, so QGIS imports it.
 
 Outputs never replace what the user did not ask to replace: a folder output is written
 only where nothing is, into an empty folder, or over a folder DeepField wrote itself
@@ -30,6 +31,8 @@ from .errors import EngineError
 MARKER = ".deepfield"
 #: Folders written before the marker existed: (file, its "format") of a model folder and a dataset.
 UNMARKED_FORMATS = (("deepfield.json", "deepfield-model"), ("manifest.json", "deepfield-dataset"))
+#: The temporary paths of the outputs this process is writing now (:func:`atomic_output`).
+_UNFINISHED: set[Path] = set()
 
 
 def part_path(path: str | os.PathLike) -> Path:
@@ -78,16 +81,17 @@ def atomic_output(path: str | os.PathLike, folder: bool = False) -> Iterator[Pat
     remove_path(temp)
     if folder:
         temp.mkdir()
+    _UNFINISHED.add(temp)
     try:
         yield temp
         if folder:
             (temp / MARKER).write_text("written by DeepField: this folder is replaced when its job runs again\n",
                                        encoding="utf-8")
     except BaseException:
-        remove_path(temp)
-        for side in _side_files(temp):
-            remove_path(side)
+        _remove_temporary(temp)
         raise
+    finally:
+        _UNFINISHED.discard(temp)
     if folder:
         _replace_folder(temp, final)
     else:
@@ -96,6 +100,23 @@ def atomic_output(path: str | os.PathLike, folder: bool = False) -> Iterator[Pat
         os.replace(temp, final)
     for side in _side_files(temp):
         os.replace(side, final.with_name(final.name + side.name[len(temp.name):]))
+
+
+def remove_unfinished() -> None:
+    """Remove every output this process is still writing (``<path>.part`` and its side files),
+    for an exit that cannot unwind the job writing them: an orphaned worker's grace exit. Written
+    outputs are untouched (theirs are already renamed)."""
+    for temp in list(_UNFINISHED):
+        try:
+            _remove_temporary(temp)
+        except OSError:  # best effort: the caller exits next
+            pass
+
+
+def _remove_temporary(temp: Path) -> None:
+    remove_path(temp)
+    for side in _side_files(temp):
+        remove_path(side)
 
 
 #: What GDAL keeps next to a raster ``<name>``: statistics/metadata, external overviews, masks.

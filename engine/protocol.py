@@ -27,6 +27,7 @@ import time
 from typing import IO, Any
 
 from .errors import EngineError, JobCancelled
+from .outputs import remove_unfinished
 
 __all__ = ["EngineError", "JobCancelled", "Reporter"]
 
@@ -140,8 +141,9 @@ class Reporter:
 
         On Linux the kernel sends SIGTERM at the parent's death (``PR_SET_PDEATHSIG``); everywhere,
         a daemon thread sees the parent change. Either asks the job to stop (so its ``.part``
-        outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended, by
-        the kernel ``HARD_STOP_MARGIN_S`` later still if the watch itself cannot run then.
+        outputs are removed); a job that has not stopped ``grace_s`` seconds later is ended (its
+        ``.part`` outputs removed first), by the kernel ``HARD_STOP_MARGIN_S`` later still if the
+        watch itself cannot run then.
         """
         announced = os.environ.pop(PARENT_PID_ENV, "")  # popped: not the worker's children's
         parent = int(announced or os.getppid())
@@ -157,6 +159,7 @@ class Reporter:
                 time.sleep(poll_s)
             self._stop_orphan()
             time.sleep(grace_s)
+            remove_unfinished()  # the job did not unwind: its .part outputs would outlive it
             os._exit(EXIT_ORPHANED)
 
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()

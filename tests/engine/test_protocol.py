@@ -126,6 +126,12 @@ HOLD  # a job that does not reach its next check: ended after the grace period
 #: How the orphan holds on: in Python, or in C code that keeps the GIL (the watch cannot run then).
 SLEEPS = "time.sleep(60)"
 HOLDS_THE_GIL = "ctypes.PyDLL(None).sleep(60)"
+#: Or while writing an output (and a GDAL side file): the grace exit removes both.
+WRITES = """from deepfield.engine.outputs import atomic_output
+with atomic_output(sys.argv[1] + ".tif") as temp:
+    temp.write_text("half")
+    temp.with_name(temp.name + ".aux.xml").write_text("<half/>")
+    time.sleep(60)"""
 PARENT = """
 import subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3], "0"], stdout=subprocess.PIPE,
@@ -144,12 +150,13 @@ print(child.pid, flush=True)
 """
 
 
-@pytest.mark.parametrize("parent, hold", [(PARENT, SLEEPS), (EARLY_PARENT, SLEEPS), (PARENT, HOLDS_THE_GIL)],
-                         ids=["while-running", "before-armed", "gil-held"])
+@pytest.mark.parametrize("parent, hold", [(PARENT, SLEEPS), (EARLY_PARENT, SLEEPS), (PARENT, HOLDS_THE_GIL),
+                                          (PARENT, WRITES)],
+                         ids=["while-running", "before-armed", "gil-held", "writing"])
 def test_the_worker_stops_when_its_parent_dies(tmp_path, parent, hold):
     """qgis_process killed: the worker is asked to stop at once and ends after the grace period,
     also when its parent died while the worker was still starting, and when the worker is stuck
-    in C code holding the GIL (the kernel ends it)."""
+    in C code holding the GIL (the kernel ends it); what it was writing does not outlive it."""
     import os
     import time
 
@@ -174,6 +181,7 @@ def test_the_worker_stops_when_its_parent_dies(tmp_path, parent, hold):
         pytest.fail("the orphaned worker was still running 10 s after its parent died")
     assert flag.read_text() == "cancelled"
     assert time.monotonic() - started < 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cancelled"]  # no .part, no side file
 
 
 RUNNER_AS_PID_1 = f"""

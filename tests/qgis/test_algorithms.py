@@ -393,7 +393,7 @@ def test_cancel_stops_serving_and_leaves_no_output(qgis_app, s2_model, data_dir,
 
 def test_killing_qgis_process_stops_its_worker(qgis_process, s2_model, data_dir, tmp_path):
     """qgis_process killed while serving: its engine worker sees its parent die and is gone within
-    seconds (it used to serve on, orphaned, for 10-15 s)."""
+    seconds (it used to serve on, orphaned, for 10-15 s), and leaves no ``.part`` output."""
     output = tmp_path / "s2_classes.tif"
     run = subprocess.Popen(["qgis_process.bin", "run", "deepfield:applymodel", "--", f"MODEL={s2_model}",
                             f"SOURCES={data_dir / S2_10M}", f"OUTPUT={output}"], env=qgis_process.env,
@@ -415,6 +415,7 @@ def test_killing_qgis_process_stops_its_worker(qgis_process, s2_model, data_dir,
         os.kill(pid, 9)
     assert not alive, f"the engine worker outlived qgis_process by 15 s: {alive}"
     assert time.monotonic() - killed < 8, f"the worker stopped {time.monotonic() - killed:.1f} s after qgis_process"
+    assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name]
 
 
 # -- 4. styling of served images ---------------------------------------------------------------
