@@ -42,7 +42,9 @@ HELP = {
     "block_size": "Side of the squares (map units) that go wholly to one split; a few patches wide.",
     "epochs": "Training epochs at most (the best one on the validation split is kept).",
     "time_budget": "Training time (minutes); training stops when it is spent or after the epochs, whichever "
-                   "comes first. The main knob: more time, a better map, up to about 15 minutes on 2 cores here.",
+                   "comes first. More time pays until the validation score stops rising: on NC Landsat's 32 px block "
+                   "split, 2 cores of an AVX-512 CPU, the map's macro F-score was 0.54-0.55 after 1.5, 3, 4 and 14 "
+                   "minutes alike; a slower CPU or a bigger network needs more.",
     "crop_size": "Every step trains on a random crop of this size (pixels) of each patch: smaller than the "
                  "patch size, a multiple of 8; 0 = whole patches.",
     "hyperparameters": 'U-Net hyper-parameters as JSON, e.g. {"depth": 2, "width": 8}.',
