@@ -90,7 +90,7 @@ def atomic_output(path: str | os.PathLike, folder: bool = False) -> Iterator[Pat
     except BaseException:
         _remove_temporary(temp)
         raise
-    finally:
+    finally:  # before the rename: an output being moved into place is never removed
         _UNFINISHED.discard(temp)
     if folder:
         _replace_folder(temp, final)
