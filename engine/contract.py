@@ -454,6 +454,9 @@ class TrainModelSpec(JobSpec):
     (``image`` datasets): one of :data:`IMAGE_LOSSES`. ``gan`` (``image`` datasets): add an
     adversarial loss, weighted ``adversarial_weight`` against the content loss on the normalised target
     (1e-2: pix2pix's L1 weight of 100 to the adversarial 1), against the zoo's patch discriminator.
+    ``focal_gamma`` (classifiers): 0 trains on the cross-entropy, > 0 on the focal loss of that
+    exponent (:func:`.training.network.pixel_crossentropy`; 2 is its paper's value), on top of
+    ``class_weighting``.
     ``hyperparameters`` go to the model builder unchanged. ``workers``: local training processes
     (> 1: a MultiWorkerMirroredStrategy loop). A key given as ``null`` takes its default.
 
@@ -481,6 +484,7 @@ class TrainModelSpec(JobSpec):
     batch_size: int = 16
     learning_rate: float = 1e-3
     class_weighting: str = "sqrt"
+    focal_gamma: float = 0.0
     augment: bool = True
     time_budget: float = 0.0
     crop_size: int = 0
@@ -530,6 +534,9 @@ class TrainModelSpec(JobSpec):
         if not 0 <= float(self.ema_momentum) < 1:
             raise InvalidSpec(f"train_model: 'ema_momentum' must be 0 (no weight averaging) or in (0, 1), e.g. 0.99; "
                               f"got {self.ema_momentum!r}")
+        if not float(self.focal_gamma) >= 0:
+            raise InvalidSpec(f"train_model: 'focal_gamma' must be >= 0 (0: cross-entropy; 2: the focal loss's usual "
+                              f"value), got {self.focal_gamma!r}")
         if not float(self.weight_decay) >= 0:
             raise InvalidSpec(f"train_model: 'weight_decay' must be >= 0, got {self.weight_decay!r}")
         if not isinstance(self.jit_compile, bool):

@@ -36,7 +36,7 @@ from ..modelfolder import ModelMetadata, save_model_folder
 from ..protocol import EngineError, JobCancelled, Reporter
 from .config import Task, TrainConfig, check_dataset
 from .loop import check_crop, deterministic_kernels, set_seed
-from .network import build_network, class_weights, make_optimizer
+from .network import build_network, class_weights, make_optimizer, pixel_crossentropy
 from .schedule import RunClock, learning_rate_at
 from .view import label_mapper, training_view
 
@@ -64,13 +64,12 @@ def loopback_addresses(count: int) -> list[str]:
 
 
 def per_example_loss(task: Task, config: TrainConfig, outputs, labels, weights):
-    """One loss value per patch (mean over its pixels): sparse cross-entropy weighted by the
-    label weights (0 = ignored label) for classifiers, L1/L2 for images."""
+    """One loss value per patch (mean over its pixels): :func:`.network.pixel_crossentropy`
+    weighted by the label weights (0 = ignored label) for classifiers, L1/L2 for images."""
     tf = tensorflow()
-    import keras
 
     if task.is_classifier:
-        per_pixel = keras.losses.sparse_categorical_crossentropy(labels, outputs)
+        per_pixel = pixel_crossentropy(labels, outputs, config.focal_gamma)
         if weights is not None:
             per_pixel = per_pixel * weights
             return tf.reduce_sum(per_pixel, [1, 2]) / tf.maximum(tf.reduce_sum(weights, [1, 2]), 1e-6)

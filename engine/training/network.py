@@ -134,12 +134,31 @@ def class_weights(counts, mode: str) -> np.ndarray:
     return (np.sqrt(weights) if mode == "sqrt" else weights).astype(np.float32)
 
 
+def pixel_crossentropy(labels, probabilities, focal_gamma: float = 0.0):
+    """Per-pixel loss of class ``probabilities`` (softmax over the last axis) for integer ``labels``:
+    the cross-entropy ``-log p`` (``p``: the probability of the true class), or with ``focal_gamma``
+    > 0 the focal loss ``-(1 - p) ** focal_gamma * log p`` (Lin et al. 2017), which lowers the
+    weight of pixels the network already classifies well, so that rare and hard ones count more."""
+    import keras
+
+    crossentropy = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+    if not focal_gamma:
+        return crossentropy
+    return keras.ops.power(1.0 - keras.ops.exp(-crossentropy), float(focal_gamma)) * crossentropy
+
+
 def make_loss(task: Task, config: TrainConfig):
-    """Classifiers: sparse cross-entropy weighted per label (weight 0 = ignored); images: L1 or L2."""
+    """Classifiers: :func:`pixel_crossentropy` at ``config.focal_gamma``, averaged with the
+    per-label weights (weight 0 = ignored); images: L1 or L2."""
     import keras
 
     if task.is_classifier:
-        return keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+        class PixelCrossentropy(keras.losses.Loss):
+            def call(self, labels, probabilities):
+                return pixel_crossentropy(labels, probabilities, config.focal_gamma)
+
+        name = "focal_crossentropy" if config.focal_gamma else "sparse_categorical_crossentropy"
+        return PixelCrossentropy(name=name, reduction="mean_with_sample_weight")
     return keras.losses.MeanAbsoluteError() if config.loss == "l1" else keras.losses.MeanSquaredError()
 
 

@@ -177,6 +177,23 @@ def test_loss_counts_labelled_pixels_only():
     assert float(loss(clean, probabilities, sample_weight=sample)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_the_classifier_loss_is_the_weighted_mean_cross_entropy_or_focal_loss(gamma):
+    """make_loss on labelled pixels with per-pixel weights (0: ignored) against numpy's
+    ``-(1 - p) ** gamma * log p`` (gamma 0: the cross-entropy), weighted mean."""
+    from deepfield.engine.training.network import make_loss
+
+    task = Task("segmentation", ({"name": "x", "bands": 1, "patch_size": 2},), {"patch_size": 2})
+    config = TrainConfig.from_dict({"dataset": "d", "output": "o", "architecture": "unet", "focal_gamma": gamma})
+    labels = np.array([[[0, 0], [1, 1]]], np.int32)
+    sample = np.array([[[1, 0], [3, 3]]], np.float32)
+    probabilities = np.array([[[[0.9, 0.1], [0.5, 0.5]], [[0.2, 0.8], [0.6, 0.4]]]], np.float32)
+    p = np.array([0.9, 0.8, 0.4])
+    expected = np.sum(np.array([1, 3, 3]) * -(1 - p) ** gamma * np.log(p)) / 7
+    loss = make_loss(task, config)
+    assert float(loss(labels, probabilities, sample_weight=sample)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_psnr_of_a_known_error():
     assert psnr(mse=1.0, data_range=255.0) == pytest.approx(48.1308, abs=1e-4)
     assert psnr(mse=0.0, data_range=1.0) == float("inf")
@@ -203,6 +220,7 @@ def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, o
     ({"dataset": "d", "output": "x", "architecture": "unet", "schedule": "step"}, "'schedule'"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "ema_momentum": 1.0}, "'ema_momentum' must be 0"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "jit_compile": "yes"}, "'jit_compile' must be true or false"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "focal_gamma": -1}, "'focal_gamma' must be >= 0"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown spec key.*epoch"),
 ])
 def test_bad_specs_name_the_field(spec, message):
@@ -284,6 +302,19 @@ def test_seeded_runs_on_cpu_repeat_exactly(class_dataset, work):
     for a, b in zip(*runs):
         for column in ("loss", "val_loss", "val_overall_accuracy"):
             assert a[column] == b[column]
+
+
+def test_the_focal_loss_trains_below_the_cross_entropy(class_dataset, work):
+    """Same seed and batches: each pixel's focal term (1 - p) ** 2 * -log p is below its
+    cross-entropy, so the run's training loss is too, and the run validates as usual."""
+    losses = {}
+    for gamma in (0.0, 2.0):
+        train({"dataset": str(class_dataset), "architecture": "patch_classifier", "focal_gamma": gamma,
+               "output": str(work / f"focal_{gamma:g}")})
+        (row,) = history(work / f"focal_{gamma:g}")
+        losses[gamma] = float(row["loss"])
+        assert 0 <= float(row["val_overall_accuracy"]) <= 1
+    assert 0 < losses[2.0] < losses[0.0]
 
 
 def test_xla_compiled_runs_repeat_exactly_and_compute_otherwise(segmentation_dataset, work):
