@@ -19,7 +19,7 @@ from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
 from deepfield.engine.training.checkpoints import BEST, LAST
 from deepfield.engine.training.loop import build_models
 from deepfield.engine.dataset import random_crops
-from deepfield.engine.training.network import class_weights
+from deepfield.engine.training.network import class_weights, make_loss
 from deepfield.engine.training.schedule import WARMUP, learning_rate_at, run_progress
 from deepfield.engine.training.validation import psnr
 from deepfield.engine.training.view import TrainingView, centre_output_pixel, label_mapper
@@ -161,10 +161,8 @@ def test_random_crops_cut_the_same_window_of_sources_and_labels():
 
 
 def test_loss_counts_labelled_pixels_only():
-    """The mapped weights are 0 on ignored (-1) pixels; the loss equals numpy's mean cross-entropy
-    over the labelled pixels, weighted per class."""
-    import keras
-
+    """The mapped weights are 0 on ignored (-1) pixels; the training loss (make_loss, default
+    spec) equals numpy's mean cross-entropy over the labelled pixels, weighted per class."""
     task = Task("segmentation", ({"name": "x", "bands": 1, "patch_size": 2},), {"patch_size": 2})
     weights = np.array([1.0, 3.0], np.float32)
     mapper = label_mapper(task, TrainingView(None, None), weights)
@@ -172,17 +170,15 @@ def test_loss_counts_labelled_pixels_only():
     _, clean, sample = mapper({"x": np.zeros((1, 2, 2, 1), np.float32)}, labels)
     np.testing.assert_array_equal(np.asarray(sample), [[[1, 0], [3, 3]]])
     probabilities = np.array([[[[0.9, 0.1], [0.5, 0.5]], [[0.2, 0.8], [0.6, 0.4]]]], np.float32)
-    loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+    loss = make_loss(task, TrainConfig.from_dict({"dataset": "d", "output": "o", "architecture": "unet"}))
     expected = (1 * -np.log(0.9) + 3 * -np.log(0.8) + 3 * -np.log(0.4)) / 7
     assert float(loss(clean, probabilities, sample_weight=sample)) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("gamma", [0.0, 2.0])
-def test_the_classifier_loss_is_the_weighted_mean_cross_entropy_or_focal_loss(gamma):
-    """make_loss on labelled pixels with per-pixel weights (0: ignored) against numpy's
-    ``-(1 - p) ** gamma * log p`` (gamma 0: the cross-entropy), weighted mean."""
-    from deepfield.engine.training.network import make_loss
-
+def test_the_focal_loss_is_the_weighted_mean_focal_term():
+    """make_loss with focal_gamma 2 on labelled pixels with per-pixel weights (0: ignored) against
+    numpy's ``-(1 - p) ** 2 * log p``, weighted mean."""
+    gamma = 2.0
     task = Task("segmentation", ({"name": "x", "bands": 1, "patch_size": 2},), {"patch_size": 2})
     config = TrainConfig.from_dict({"dataset": "d", "output": "o", "architecture": "unet", "focal_gamma": gamma})
     labels = np.array([[[0, 0], [1, 1]]], np.int32)
