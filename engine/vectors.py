@@ -348,7 +348,11 @@ def class_polygons(path, class_field: str, target_wkt: str, border_distance: flo
     codes = {c.value: k for k, c in enumerate(coding.classes, start=1)}
     transform = crs_transform(crs_or_target(layer, path, target_wkt, warn), target_wkt)
     memory = gdal.GetDriverByName("Memory").Create("polygons", 0, 0, 0, gdal.GDT_Unknown)
-    burn = memory.CreateLayer("polygons", None, ogr.wkbMultiPolygon)
+    srs = None
+    if target_wkt:  # the layer's CRS, so that GDAL burns it without warning of an unknown one
+        srs = osr.SpatialReference(wkt=target_wkt)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    burn = memory.CreateLayer("polygons", srs, ogr.wkbMultiPolygon)
     burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
     for feature in layer:
         geometry = feature.GetGeometryRef()
