@@ -44,11 +44,14 @@ class ExtractPatches(EngineAlgorithm):
         "patches of a target image. Class names: value=name pairs such as "
         "1=developed:#e31a1c,2=agriculture (colours optional); without them, the label raster's paletted "
         "style in QGIS, else the values; only listed classes are learnt. Positions whose patches leave a source, "
-        "are more than MAX NODATA nodata, or have no label are rejected and counted in the log. Patches partly "
-        "nodata are kept as they are: training and Apply model treat nodata alike (filled after normalisation), "
-        "so the map has no edge effect along nodata borders; label pixels on nodata are not learnt. The output "
-        "folder is a "
-        "DeepField dataset (manifest.json, .npy shards per split, positions.gpkg) for Train model."
+        "are more than MAX NODATA nodata, or have no label are rejected and counted in the log. Split zones "
+        "(optional, segmentation): polygons with a text field 'split' (train, valid or test), such as Select "
+        "samples' blocks or zones you draw; a patch's label pixels outside the zones of its own split are "
+        "ignored, so patches larger than the zones, or crossing their borders, never learn or validate on "
+        "another split's labels. Patches partly nodata are kept as they are: training and Apply model treat "
+        "nodata alike (filled after normalisation), so the map has no edge effect along nodata borders; label "
+        "pixels on nodata are not learnt. The output folder is a DeepField dataset (manifest.json, .npy shards "
+        "per split, positions.gpkg) for Train model."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
@@ -81,6 +84,9 @@ class ExtractPatches(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "CLASSES", "Class names (value=name or value=name:#colour, comma-separated; "
             "default: the label raster's paletted style, else the values)", defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "SPLIT_ZONES", "Split zones (segmentation: polygons whose 'split' field is train, valid or test; a patch "
+            "learns only the labels inside its own split's zones)", [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "MAX_NODATA", "Max nodata per patch (fraction of its pixels, 0-1)", QgsProcessingParameterNumber.Double,
             defaultValue=0.5, minValue=0.0, maxValue=1.0))
@@ -153,6 +159,9 @@ class ExtractPatches(EngineAlgorithm):
             "max_nodata": self.parameterAsDouble(parameters, "MAX_NODATA", context),
             "output": output,
         }
+        if parameters.get("SPLIT_ZONES"):
+            spec["split_zones"], spec["split_zones_layer"] = self.vector_path(parameters, "SPLIT_ZONES", context,
+                                                                              feedback)
         return spec, [output]
 
     def make_results(self, result, parameters, context, feedback):

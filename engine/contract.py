@@ -397,8 +397,13 @@ class ExtractPatchesSpec(JobSpec):
     first is the reference; ``positions``: a point layer (``layer`` optional); ``class_field``
     for class labels; ``split_field`` absent from the layer -> every position is train;
     ``read_tile`` in reference pixels; ``max_nodata``: the largest fraction (0-1) of a source
-    patch's pixels that may be nodata (more: the position is rejected). ``sources`` and ``label`` are parsed into
-    :class:`PatchSourceSpec` / :class:`PatchLabelSpec` (unnamed sources become ``source<i>``)."""
+    patch's pixels that may be nodata (more: the position is rejected). ``split_zones``
+    (segmentation labels): a polygon layer whose ``split_field`` names the split of each zone
+    (e.g. Select samples' blocks); a patch's label pixels outside the zones of its own split are
+    ignored, so patches may cross zone borders without learning or validating on another split's
+    labels (``split_zones_layer``: its layer, default the first). ``sources`` and ``label`` are
+    parsed into :class:`PatchSourceSpec` / :class:`PatchLabelSpec` (unnamed sources become
+    ``source<i>``)."""
 
     JOB: ClassVar[str] = "extract_patches"
     sources: tuple
@@ -411,6 +416,8 @@ class ExtractPatchesSpec(JobSpec):
     shard_size: int = 1024
     read_tile: int = 512
     max_nodata: float = 0.5
+    split_zones: str | None = None
+    split_zones_layer: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.sources, (list, tuple)) or not all(isinstance(s, (dict, PatchSourceSpec))
@@ -441,6 +448,9 @@ class ExtractPatchesSpec(JobSpec):
                               f"got {self.max_nodata!r}")
         if self.label.kind == "class" and not self.class_field:
             raise InvalidSpec("a class label needs 'class_field': the positions' class field (integers or text)")
+        if self.split_zones and self.label.kind != "segmentation":
+            raise InvalidSpec(f"split_zones {self.split_zones}: split zones mask segmentation label pixels; "
+                              f"{self.label.kind!r} labels have none to mask: leave split_zones out")
 
 # -- spec: train_model ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,10 @@ Vocabulary:
   targets). Segmentation labels may also be class polygons, rasterised per read group on the
   reference source's grid (:class:`_PolygonCut`): pixels outside every polygon are ignored (-1),
   or are the label's ``background`` class (:func:`polygon_table`).
+- **Split zones** (optional, segmentation): polygons naming a split each (Select samples' blocks,
+  or zones drawn by hand). A patch's label pixels outside the zones of its position's split are
+  ignored (-1), rasterised per read group like polygon labels (:func:`split_zones`), so a patch
+  crossing into a validation or test zone never learns or validates on that zone's labels.
 - Every raster is cut as serving reads it: a raster whose CRS or grid does not line up with the
   reference lattice at its ``scale`` (:func:`spacing_scale`) is warped on the fly onto it
   (:func:`engine.rasters.align_source`, a logged VRT; bilinear, nearest for segmentation labels).
@@ -26,10 +30,10 @@ Vocabulary:
 A position is rejected, and counted per reason, when a patch leaves its raster (``outside``),
 more than ``max_nodata`` of a source patch's pixels are nodata (``nodata``: a pixel is nodata
 when any of its bands is nodata or NaN), or its label is missing (``label_nodata``: every label
-pixel nodata, any target-image pixel nodata, or no class). Patches partly nodata are kept as
-they are (the reader and serving turn nodata into NaN alike, :mod:`engine.nodata`); segmentation
-label pixels on a nodata pixel of the first source are ignored (-1) when the label patch shares
-its grid, as serving maps no class there.
+pixel nodata or outside its split's zones, any target-image pixel nodata, or no class). Patches
+partly nodata are kept as they are (the reader and serving turn nodata into NaN alike,
+:mod:`engine.nodata`); segmentation label pixels on a nodata pixel of the first source are
+ignored (-1) when the label patch shares its grid, as serving maps no class there.
 
 Reading: positions are grouped by reference-source tiles of ``read_tile`` pixels; each raster
 is read once per group (the bounding window of the group's patches), so a raster is read about
@@ -48,7 +52,7 @@ from typing import Sequence
 import numpy as np
 
 from .classes import ClassStyle, class_color, class_styles
-from .contract import PatchLabelSpec, PatchSourceSpec
+from .contract import SPLITS, PatchLabelSpec, PatchSourceSpec
 from .crs import bounds_in, crs_equivalent
 from .dataset import IGNORE_INDEX, DatasetWriter
 from .errors import EngineError, InvalidSpec, NoOverlap
@@ -270,12 +274,15 @@ def place_patches(rasters: list[tuple[str, RasterInfo, int, Window]], positions:
 
 
 def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, positions: Positions, output,
-                    reporter: Reporter, shard_size: int, read_tile: int, max_nodata: float = 0.5) -> dict:
+                    reporter: Reporter, shard_size: int, read_tile: int, max_nodata: float = 0.5,
+                    zones: str | None = None, split_field: str = "split", zones_layer: str | None = None) -> dict:
     """Cut the patches of ``sources`` (the first is the reference) and their ``label`` at
     ``positions`` (in the reference source's CRS) into the dataset folder ``output``
     (see :mod:`.dataset`): ``shard_size`` patches per shard, positions read in groups by
     reference tiles of ``read_tile`` pixels, ``max_nodata`` the largest nodata fraction of a
-    source patch (defaults: :class:`.contract.ExtractPatchesSpec`).
+    source patch (defaults: :class:`.contract.ExtractPatchesSpec`); ``zones``: the split zones
+    layer (its ``split_field`` names each zone's split; ``zones_layer``: its layer, default the
+    first) masking segmentation labels.
 
     Returns {output, splits {split: n}, rejected {reason: n}, class_counts}.
     """
@@ -310,6 +317,10 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
         label_cut = _PolygonCut(**vars(label_cut), burn=burn, lookup=lookup)
     else:
         table = _classes(label, positions, label_info)
+    zone_cut = None
+    if zones:  # the zones' split indices, cut on the label's grid
+        burn, lookup = split_zones(zones, split_field, reference, reporter, zones_layer)
+        zone_cut = _PolygonCut(**{**vars(label_cut), "burn": burn, "lookup": lookup})
     rejected = dict.fromkeys(REASONS, 0)
     inside = np.logical_and.reduce([cut.inside() for cut in all_cuts])
     rejected["outside"] = int((~inside).sum())
@@ -331,20 +342,24 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
             reporter.check_cancelled()
             patches = {cut.name: cut.read_group(members) for cut in cuts}
             labels = label_cut.read_group(members) if label_cut else {}
+            zoned = zone_cut.read_group(members) if zone_cut else {}
             for m in members:
                 sample = {name: patches[name][m] for name in patches}
                 invalid = [invalid_pixels(p, info.nodata) for p, info in zip(sample.values(), infos)]
                 if any(bad.mean() > max_nodata for bad in invalid):
                     rejected["nodata"] += 1
                     continue
+                split = str(positions.splits[m])
                 value = _label_value(label, labels.get(m), positions, m, label_info, table)
-                if value is not None and on_reference_grid:
-                    value = np.where(invalid[0], IGNORE_INDEX, value)
+                if value is not None and (on_reference_grid or zone_cut):
+                    if on_reference_grid:
+                        value = np.where(invalid[0], IGNORE_INDEX, value)
+                    if zone_cut:
+                        value = np.where(zoned[m][..., 0] == SPLITS.index(split), value, IGNORE_INDEX)
                     value = None if (value < 0).all() else value
                 if value is None:
                     rejected["label_nodata"] += 1
                     continue
-                split = str(positions.splits[m])
                 accepted_row.append(writer.add(split, sample, value))
                 accepted_index.append(m)
                 accepted_split.append(split)
@@ -401,6 +416,27 @@ def label_polygons(label: PatchLabelSpec, reference: RasterInfo, reporter: Repor
                  + ", ".join(f"{c.value}={c.name}" for c in coding.classes) + "; outside every polygon: "
                  + (f"class {label.background!r}" if label.background else "ignored"))
     return burn, coding
+
+
+def split_zones(path, split_field: str, reference: RasterInfo, reporter: Reporter,
+                layer: str | None = None) -> tuple[object, np.ndarray]:
+    """The split zones ``path`` (polygons whose text field ``split_field`` is train, valid or test)
+    as ``(burn layer, lookup)``: the layer in the reference CRS (:func:`engine.vectors.class_polygons`)
+    and the split index (in :data:`.contract.SPLITS`) of each burn code, -1 outside every zone and
+    in zones of another name (``reporter`` warns about those)."""
+    try:
+        burn, coding = class_polygons(path, split_field, reference.crs_wkt, layer_name=layer, warn=reporter.warning)
+    except EngineError as error:
+        raise type(error)(f"split zones: {error}") from None
+    names = [c.name for c in coding.classes]
+    if not set(names) & set(SPLITS):
+        raise EngineError(f"split zones {path}: field {split_field!r} names no split ({', '.join(SPLITS)}); "
+                          f"it holds {', '.join(map(repr, names[:5])) or 'nothing'}: choose the field that does")
+    if set(names) - set(SPLITS):
+        reporter.warning(f"split zones {path}: zones named {', '.join(sorted(set(names) - set(SPLITS)))} are no "
+                         "split; their label pixels are ignored")
+    reporter.log(f"split zones from {path}: label pixels outside the zones of their patch's split are ignored")
+    return burn, np.array([-1] + [SPLITS.index(n) if n in SPLITS else -1 for n in names], dtype=np.int32)
 
 
 def polygon_table(classes: Sequence[ClassStyle], background: str | None) -> tuple[list[dict], np.ndarray]:

@@ -17,7 +17,8 @@ def run(spec: dict, reporter: Reporter) -> dict:
     manifest's class table), skipped (position features without geometry or class, per reason)}.
     """
     job = ExtractPatchesSpec.from_dict(spec)
-    check_outputs([job.output], [*(s.path for s in job.sources), job.label.path, job.positions], folder=True)
+    check_outputs([job.output], [*(s.path for s in job.sources), job.label.path, job.positions, job.split_zones],
+                  folder=True)
     reference = raster_info(job.sources[0].path)
     positions = read_positions(job.positions, job.layer, reference.crs_wkt, job.class_field or None,
                                job.split_field, reporter.warning, job.label.classes)
@@ -25,4 +26,4 @@ def run(spec: dict, reporter: Reporter) -> dict:
         raise EngineError(f"no positions in {job.positions}: the layer is empty or its points have no "
                           "geometry; give the points Select samples wrote")
     return extract_patches(job.sources, job.label, positions, job.output, reporter, job.shard_size, job.read_tile,
-                           float(job.max_nodata))
+                           float(job.max_nodata), job.split_zones, job.split_field, job.split_zones_layer)

@@ -8,12 +8,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr
+from osgeo import gdal, ogr, osr
 
 from deepfield.engine.dataset import open_dataset
 from deepfield.engine.geometry import Window, patch_start, snap
 from deepfield.engine.jobs.extract_patches import run as extract_patches_job
-from deepfield.engine.errors import InvalidSpec, NoOverlap
+from deepfield.engine.errors import EngineError, InvalidSpec, NoOverlap
 from deepfield.engine.protocol import Reporter
 from deepfield.engine.rasters import align_source, raster_info, read_window
 from deepfield.engine.jobs.select_samples import run as select_samples_job
@@ -443,3 +443,94 @@ def test_a_background_class_needs_polygons_and_a_name(label, message):
     with pytest.raises(InvalidSpec, match=message):
         extract_patches_job({"sources": [{"path": "x.tif", "patch_size": 8}], "positions": "p.gpkg",
                              "output": "out", "label": label}, Reporter(io.StringIO()))
+
+
+def write_zones(path, crs_wkt, zones, field="split"):
+    """A GeoPackage of rectangles ``(left, top, right, bottom, split)`` with the text field ``field``."""
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference(wkt=crs_wkt)
+    layer = source.CreateLayer("zones", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn(field, ogr.OFTString))
+    for left, top, right, bottom, split in zones:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField(field, split)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))"))
+        layer.CreateFeature(feature)
+    source = None
+    return str(path)
+
+
+def test_split_zones_hide_the_labels_of_other_splits(data_dir, tmp_path):
+    """Split zones: the scene's west part is train, the east valid, a strip test; every patch keeps
+    the label pixels whose centre lies in a zone of its own split, the others are -1; a patch
+    with none left is rejected. Reference: the label raster's window read with GDAL, masked by
+    the image's nodata and by the pixel centres' x against the zone borders."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    strata = str(data_dir / NC / "strata.tif")
+    dataset = gdal.Open(image)
+    gt, wkt, width, height = dataset.GetGeoTransform(), dataset.GetProjection(), dataset.RasterXSize, dataset.RasterYSize
+    west, east = gt[0], gt[0] + width * gt[1]
+    top, bottom = gt[3], gt[3] + height * gt[5]
+    x1, x2 = gt[0] + 200.3 * gt[1], gt[0] + 230.3 * gt[1]  # borders through pixels, not on their edges
+    zones = write_zones(tmp_path / "zones.gpkg", wkt, [(west, top, x1, bottom, "train"), (x1, top, x2, bottom, "test"),
+                                                        (x2, top, east, bottom, "valid"),
+                                                        (east, top, east + 10 * gt[1], bottom, "other")])  # off the scene
+    run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 32, "step": 24,
+                             "split": {"train": 0.5, "valid": 0.5}, "seed": 0, "output": str(tmp_path / "grid.gpkg")})
+    classes = [{"value": v} for v in range(1, 8)]
+    result, messages = run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 32, "name": "landsat"}], "positions": str(tmp_path / "grid.gpkg"),
+        "label": {"kind": "segmentation", "path": strata, "classes": classes}, "split_zones": zones,
+        "output": str(tmp_path / "dataset")})
+    assert any("split zones from" in m.get("message", "") for m in messages)
+    assert any("zones named other are no split" in m.get("message", "") for m in messages)
+    reader = open_dataset(tmp_path / "dataset")
+    labels = {split: reader.arrays(split)[1] for split in ("train", "valid")}
+    centres_x = gt[0] + (np.arange(width) + 0.5) * gt[1]
+    zone_of = np.select([centres_x < x1, centres_x < x2], ["train", "test"], "valid")
+    nodata_values = [dataset.GetRasterBand(b + 1).GetNoDataValue() for b in range(dataset.RasterCount)]
+    rows = accepted_positions(tmp_path / "dataset")
+    seen = {"train": 0, "valid": 0}
+    for x, y, _, split, index in rows:
+        raw, (col, row), _ = gdal_window(strata, x, y, 32)
+        pixels, _, _ = gdal_window(image, x, y, 32)
+        nodata = (pixels == np.array(nodata_values)).any(axis=-1)
+        expected = np.where((raw[..., 0] >= 1) & (raw[..., 0] <= 7) & ~nodata, raw[..., 0] - 1, -1)
+        expected = np.where(zone_of[col:col + 32][None, :] == split, expected, -1)
+        np.testing.assert_array_equal(labels[split][index], expected)
+        seen[split] += int((zone_of[col:col + 32] != split).any())
+    assert min(seen.values()) > 0  # patches of each split crossed a zone border
+    assert len(rows) + result["rejected"]["label_nodata"] + result["rejected"]["outside"] + \
+        result["rejected"]["nodata"] == feature_count(tmp_path / "grid.gpkg")
+    run(extract_patches_job, {
+        "sources": [{"path": image, "patch_size": 32, "name": "landsat"}], "positions": str(tmp_path / "grid.gpkg"),
+        "label": {"kind": "segmentation", "path": strata, "classes": classes}, "output": str(tmp_path / "plain")})
+    plain = open_dataset(tmp_path / "plain")
+    assert plain.size("train") + plain.size("valid") > len(rows)  # the zones left some patches no label
+
+
+@pytest.mark.parametrize("zones, label, message", [
+    ("zones.gpkg", {"kind": "class"}, "split zones mask segmentation label pixels"),
+    ("no_split_field", {"kind": "segmentation"}, "split zones: .*no field 'split'"),
+    ("no_split_names", {"kind": "segmentation"}, "field 'split' names no split .*'north', 'south'"),
+])
+def test_split_zones_need_segmentation_labels_and_split_names(data_dir, tmp_path, zones, label, message):
+    """Zones with class labels, without the split field or naming no split: a clear error, no output."""
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    wkt = gdal.Open(image).GetProjection()
+    gt = gdal.Open(image).GetGeoTransform()
+    box = (gt[0], gt[3], gt[0] + 100 * gt[1], gt[3] + 100 * gt[5])
+    if zones == "no_split_field":
+        zones = write_zones(tmp_path / "z.gpkg", wkt, [(*box, "train")], field="zone")
+    elif zones == "no_split_names":
+        zones = write_zones(tmp_path / "z.gpkg", wkt, [(*box, "north"), (*box, "south")])
+    run(select_samples_job, {"raster": image, "strategy": "grid", "patch_size": 32, "step": 24,
+                             "split": {"train": 1.0}, "output": str(tmp_path / "grid.gpkg")})
+    spec = {"sources": [{"path": image, "patch_size": 32}], "positions": str(tmp_path / "grid.gpkg"),
+            "class_field": "class" if label["kind"] == "class" else None, "split_zones": zones,
+            "output": str(tmp_path / "out"),
+            "label": {**label, "path": str(data_dir / NC / "strata.tif")} if label["kind"] != "class" else label}
+    with pytest.raises(EngineError, match=message):
+        run(extract_patches_job, spec)
+    assert not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ from ..rasterised import burnt
 
 SPACENET = "spacenet_solaris"
 NC = "nc_landsat7_landcover"
-POLYGONS, SEGMENTATION = 1, 1  # Select samples strategy, Extract patches label kind (enum indices)
+POLYGONS, GRID, SEGMENTATION = 1, 3, 1  # Select samples strategies, Extract patches label kind (enum indices)
 
 
 def building_labels(data_dir: Path, path: Path) -> str:
@@ -91,3 +91,47 @@ def test_a_text_class_field_is_extracted_in_process(qgis_app, data_dir, tmp_path
     names = sorted({f.GetField("label") for f in source.GetLayer(0)})
     manifest = json.loads(Path(done["MANIFEST"]).read_text())
     assert [(c["value"], c["name"]) for c in manifest["label"]["classes"]] == list(enumerate(names, start=1))
+
+
+def test_split_zones_from_a_memory_layer_keep_each_split_to_its_labels(qgis_app, data_dir, tmp_path):
+    """Extract patches in-process with split zones drawn as a QGIS memory layer (west half
+    ``train``, east half ``valid``): no train patch holds a label east of the border, no
+    validation patch one west of it, and patches crossing it keep their own side's labels."""
+    import numpy as np
+    import processing
+    from qgis.core import QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsVectorLayer
+
+    image = str(data_dir / NC / "lsat7_2000_6band.vrt")
+    opened = gdal.Open(image)
+    gt, width, height = opened.GetGeoTransform(), opened.RasterXSize, opened.RasterYSize
+    border = gt[0] + 220.5 * gt[1]
+    x0, x1, y0, y1 = gt[0], gt[0] + width * gt[1], gt[3], gt[3] + height * gt[5]
+    zones = QgsVectorLayer("Polygon?field=split:string", "zones", "memory")
+    zones.setCrs(QgsCoordinateReferenceSystem.fromWkt(opened.GetProjection()))
+    for split, left, right in (("train", x0, border), ("valid", border, x1)):
+        feature = QgsFeature(zones.fields())
+        feature.setAttribute("split", split)
+        feature.setGeometry(QgsGeometry.fromWkt(
+            f"POLYGON (({left} {y0}, {right} {y0}, {right} {y1}, {left} {y1}, {left} {y0}))"))
+        zones.dataProvider().addFeature(feature)
+    samples = processing.run("deepfield:selectsamples", {
+        "INPUT": image, "STRATEGY": GRID, "PATCH_SIZE": 32, "STEP": 32, "SPLIT_MODE": 0, "TRAIN": 0.5, "VALID": 0.5,
+        "TEST": 0.0, "OUTPUT": str(tmp_path / "grid.gpkg")})
+    done = processing.run("deepfield:extractpatches", {
+        "SOURCES": [image], "PATCH_SIZES": "32", "NAMES": "landsat", "POSITIONS": samples["OUTPUT"],
+        "LABEL_KIND": SEGMENTATION, "LABEL_RASTER": str(data_dir / NC / "strata.tif"), "SPLIT_ZONES": zones,
+        "OUTPUT": str(tmp_path / "dataset")})
+    from deepfield.engine.dataset import open_dataset
+
+    reader = open_dataset(done["OUTPUT"])
+    source = ogr.Open(done["ACCEPTED"])
+    crossing = 0
+    for feature in source.GetLayer(0):
+        split, index = feature.GetField("split"), feature.GetField("index")
+        labels = reader.arrays(split)[1][index]
+        centres = feature.GetGeometryRef().GetX() + (np.arange(32) - 16 + 0.5) * gt[1]
+        east = centres > border
+        own_side = ~east if split == "train" else east
+        assert (labels[:, ~own_side] == -1).all()
+        crossing += int(own_side.any() and not own_side.all() and (labels[:, own_side] >= 0).any())
+    assert crossing > 0 and done["TRAIN"] > 0 and done["VALID"] > 0
