@@ -8,8 +8,9 @@ Both are trained on the same training pixels and scored on the same test pixels 
   70/15/15, seed 0); DeepField also scores its map with its own Evaluate map job.
 - **blocks32**: the issue's split: 32 x 32 px blocks, row-major (14 x 16 = 224),
   ``numpy.random.default_rng(0).permutation(224)``: 134 train, 45 validation, the rest test.
-  Patches are centred in train and validation blocks; label pixels of test blocks are removed
-  from the label raster the patches are cut from (the network never learns a test label).
+  Patches are centred in train and validation blocks; the blocks are Extract patches' split
+  zones, so a train patch learns the labels of train blocks only (the forest's training pixels)
+  and a validation patch is scored on validation blocks only.
 
 DeepField runs its jobs with the recipe of the Land cover workflow and ``make demo``
 (``scripts/workflows/landcover.py``: ``RECIPE``, those defaults):
@@ -48,7 +49,7 @@ sys.path.insert(0, str(HERE.parent / "scripts"))
 
 from deepfield.engine.jobs import get_job  # noqa: E402
 from deepfield.engine.protocol import Reporter  # noqa: E402
-from deepfield.engine.vectors import Positions, write_positions  # noqa: E402
+from deepfield.engine.vectors import Positions, write_features, write_positions  # noqa: E402
 from workflows.landcover import RECIPE  # noqa: E402
 from demo_data import NC_CLASSES, nc_landsat_folder  # noqa: E402
 import forest_baseline as forest  # noqa: E402
@@ -70,11 +71,13 @@ def job(name: str, spec: dict) -> dict:
     return get_job(name)(spec, Reporter(io.StringIO()))
 
 
-def train_and_map(work: Path, image: str, positions: str, labels: str) -> tuple[str, dict, float]:
-    """Extract, train (the recipe), apply: the class map, the training result, training seconds."""
+def train_and_map(work: Path, image: str, positions: str, labels: str,
+                  zones: str | None = None) -> tuple[str, dict, float]:
+    """Extract (label pixels masked by the split ``zones``, if any), train (the recipe), apply: the
+    class map, the training result, training seconds."""
     job("extract_patches", {"sources": [{"path": image, "patch_size": RECIPE["patch"], "name": "landsat"}],
                             "label": {"kind": "segmentation", "path": labels, "classes": CLASSES},
-                            "positions": positions, "output": str(work / "dataset")})
+                            "positions": positions, "split_zones": zones, "output": str(work / "dataset")})
     started = time.perf_counter()
     trained = job("train_model", {"dataset": str(work / "dataset"), "architecture": "unet",
                                   "epochs": RECIPE["epochs"], "batch_size": RECIPE["batch_size"],
@@ -91,16 +94,10 @@ def train_and_map(work: Path, image: str, positions: str, labels: str) -> tuple[
 
 
 def test_reference(labels: np.ndarray, splits: np.ndarray, like: str, path: Path) -> str:
-    """A copy of the reference holding the test pixels only (0 = nodata elsewhere)."""
-    values = np.where(splits == forest.SPLIT_CODES["test"], labels, 0).astype(np.int16)
-    return write_like(like, path, values, 0)
-
-
-def write_like(like: str, path: Path, values: np.ndarray, nodata: float) -> str:
-    """``values`` as a one-band GeoTIFF on the grid of ``like`` (a copy of its first band, overwritten)."""
-    kind = gdal.GDT_Int16 if values.dtype == np.int16 else gdal.GDT_Float32
-    copy = gdal.Translate(str(path), like, bandList=[1], outputType=kind, noData=nodata)
-    copy.GetRasterBand(1).WriteArray(values)
+    """A one-band Int16 GeoTIFF on the grid of ``like`` holding the test pixels' labels only
+    (0 = nodata elsewhere)."""
+    copy = gdal.Translate(str(path), like, bandList=[1], outputType=gdal.GDT_Int16, noData=0)
+    copy.GetRasterBand(1).WriteArray(np.where(splits == forest.SPLIT_CODES["test"], labels, 0).astype(np.int16))
     copy = None
     return str(path)
 
@@ -120,7 +117,9 @@ def demo_split(work: Path, image: str, strata: str, stack, reference) -> dict:
 
 
 def blocks32_split(work: Path, image: str, strata: str, stack, reference) -> dict:
-    """Grid positions re-split by the block of their centre; test-block labels removed."""
+    """Grid positions re-split by the block of their centre; the blocks as Extract patches' split
+    zones, so a patch learns (or validates on) the labels of its own split's blocks only: the
+    forest's training pixels for train patches."""
     rows, cols = reference.shape
     splits = forest.block_split(rows, cols)
     job("select_samples", {"raster": image, "strategy": "grid", "patch_size": RECIPE["patch"],
@@ -138,11 +137,27 @@ def blocks32_split(work: Path, image: str, strata: str, stack, reference) -> dic
     write_positions(work / "positions.gpkg", Positions(x[keep], y[keep], None,
                                                        np.array([names[c] for c in code[keep]], dtype=object)),
                     dataset.GetProjection())
-    labels = gdal.Open(strata).ReadAsArray().astype(np.float32)
-    labels[splits == forest.SPLIT_CODES["test"]] = -99999
-    masked = write_like(strata, work / "labels_without_test.tif", labels, -99999)
-    class_map, trained, seconds = train_and_map(work, image, str(work / "positions.gpkg"), masked)
+    write_block_zones(work / "zones.gpkg", splits, gt, dataset.GetProjection())
+    class_map, trained, seconds = train_and_map(work, image, str(work / "positions.gpkg"), strata,
+                                                zones=str(work / "zones.gpkg"))
     return compare(class_map, trained, seconds, stack, reference, splits)
+
+
+def write_block_zones(path: Path, splits: np.ndarray, gt, crs_wkt: str, block: int = 32) -> None:
+    """The ``block`` px blocks of ``splits`` (:data:`forest.SPLIT_CODES` per pixel) as polygons
+    with a ``split`` field, clipped to the raster (geotransform ``gt``)."""
+    rows, cols = splits.shape
+    names = {c: n for n, c in forest.SPLIT_CODES.items()}
+
+    def zones():
+        for r in range(0, rows, block):
+            for c in range(0, cols, block):
+                left, right = gt[0] + c * gt[1], gt[0] + min(c + block, cols) * gt[1]
+                top, bottom = gt[3] + r * gt[5], gt[3] + min(r + block, rows) * gt[5]
+                yield {"split": names[int(splits[r, c])]}, ogr.CreateGeometryFromWkt(
+                    f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))")
+
+    write_features(path, "zones", crs_wkt, ogr.wkbPolygon, {"split": ogr.OFTString}, zones())
 
 
 def compare(class_map, trained, seconds, stack, reference, splits, **extra) -> dict:
