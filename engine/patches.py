@@ -69,7 +69,7 @@ from .rasters import (
     resampling_for,
 )
 from .sampling import label_counts
-from .vectors import Positions, class_polygons, has_field, is_vector, read_points, write_positions
+from .vectors import Positions, class_polygons, has_field, is_vector, read_points, some_names, write_positions
 
 REASONS = ("outside", "nodata", "label_nodata")
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
@@ -351,12 +351,9 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
                     continue
                 split = str(positions.splits[m])
                 value = _label_value(label, labels.get(m), positions, m, label_info, table)
-                if value is not None and (on_reference_grid or zone_cut):
-                    if on_reference_grid:
-                        value = np.where(invalid[0], IGNORE_INDEX, value)
-                    if zone_cut:
-                        value = np.where(zoned[m][..., 0] == SPLITS.index(split), value, IGNORE_INDEX)
-                    value = None if (value < 0).all() else value
+                if value is not None:
+                    value = _hidden_ignored(value, invalid[0] if on_reference_grid else None,
+                                            zoned[m][..., 0] != SPLITS.index(split) if zone_cut else None)
                 if value is None:
                     rejected["label_nodata"] += 1
                     continue
@@ -418,6 +415,16 @@ def label_polygons(label: PatchLabelSpec, reference: RasterInfo, reporter: Repor
     return burn, coding
 
 
+def _hidden_ignored(value: np.ndarray, *hidden: np.ndarray | None) -> np.ndarray | None:
+    """The segmentation label ``value`` (class indices per pixel) with the pixels of every
+    ``hidden`` mask (True: hidden; None: no mask) ignored, None when no label pixel is left."""
+    masks = [mask for mask in hidden if mask is not None]
+    if not masks:
+        return value
+    value = np.where(np.logical_or.reduce(masks), IGNORE_INDEX, value)
+    return None if (value < 0).all() else value
+
+
 def split_zones(path, split_field: str, reference: RasterInfo, reporter: Reporter,
                 layer: str | None = None) -> tuple[object, np.ndarray]:
     """The split zones ``path`` (polygons whose text field ``split_field`` is train, valid or test)
@@ -431,7 +438,7 @@ def split_zones(path, split_field: str, reference: RasterInfo, reporter: Reporte
     names = [c.name for c in coding.classes]
     if not set(names) & set(SPLITS):
         raise EngineError(f"split zones {path}: field {split_field!r} names no split ({', '.join(SPLITS)}); "
-                          f"it holds {', '.join(map(repr, names[:5])) or 'nothing'}: choose the field that does")
+                          f"it holds {some_names(names) or 'nothing'}: choose the field that does")
     if set(names) - set(SPLITS):
         reporter.warning(f"split zones {path}: zones named {', '.join(sorted(set(names) - set(SPLITS)))} are no "
                          "split; their label pixels are ignored")

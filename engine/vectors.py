@@ -153,7 +153,7 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
             by_raw = {name: by_name[name] for name in names if name in by_name}
             if not by_raw:
                 raise EngineError(f"{path}: no text of the class field {field!r} is a class name: it holds "
-                                  f"{_some(names)}; the class names are {_some(sorted(by_name))}. Choose the "
+                                  f"{some_names(names)}; the class names are {some_names(sorted(by_name))}. Choose the "
                                   "field whose texts are these names (or rename its texts to them)")
         else:
             by_raw = {name: value for value, name in enumerate(names, start=1)}
@@ -175,7 +175,7 @@ def class_coding(layer, field: str, path, known: Sequence[ClassStyle] = ()) -> C
     return ClassCoding(field, by_raw, classes, dict.fromkeys(SKIP_REASONS, 0), unknown)
 
 
-def _some(names: Sequence[str], most: int = 5) -> str:
+def some_names(names: Sequence[str], most: int = 5) -> str:
     """The first ``most`` of ``names``, quoted, and how many more: ``'a', 'b' and 3 more``."""
     shown = ", ".join(repr(str(name)) for name in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
@@ -186,7 +186,7 @@ def report_skipped(path, skipped: dict, warn=None, unknown: Sequence[str] = ()) 
     the ``unknown`` classes (:attr:`ClassCoding.unknown`)."""
     if warn and any(skipped.values()):
         warn(f"{path}: features skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
-             + (f" (classes not known: {_some(unknown)})" if unknown and skipped.get("unknown_class") else ""))
+             + (f" (classes not known: {some_names(unknown)})" if unknown and skipped.get("unknown_class") else ""))
 
 
 def crs_or_target(layer, path, target_wkt: str, warn=None) -> str:
