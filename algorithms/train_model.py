@@ -71,6 +71,13 @@ class TrainModel(EngineAlgorithm):
         "jumps; the default suits batch-normalised zoo networks.\n"
         "- Augment (flips/90-degree rotations) is right for overhead images; turn it off only when "
         "orientation carries meaning (shadows, sun-synchronous illumination).\n"
+        "- Random band gains (advanced; classes): every training sample's bands are multiplied by random gains "
+        "between 1 - g and 1 + g, one per band, so that the network leans less on exact radiometry (another "
+        "date, haze, another sensor's calibration). On NC Landsat's 32 px block split (one seed, 14 minutes, "
+        "the land-cover workflow's recipe), 0.1 gave a macro F-score of 0.550 against 0.542 over the test "
+        "area's classes without class weights, and 0.573 against 0.557 with 'sqrt': gains within the run-to-run "
+        "differences of one scene, so it is off by default. Try 0.1 for a model meant to map other dates or "
+        "scenes than the one it learnt from.\n"
         "- Weight averaging momentum (advanced): validates and writes a moving average of the weights over "
         "about the last 1 / (1 - momentum) steps instead of the last step's. On NC Landsat (one seed, 2 CPU "
         "cores, 14 minutes) 0.99 lifted the 32 px block split's macro F-score from 0.47 to 0.55 (the average "
@@ -133,6 +140,10 @@ class TrainModel(EngineAlgorithm):
                 "EMA_MOMENTUM", "Weight averaging momentum (per step, 0 = off; the model written is the average)",
                 QgsProcessingParameterNumber.Double, defaultValue=TrainModelSpec.ema_momentum, minValue=0.0,
                 maxValue=0.9999),
+            QgsProcessingParameterNumber(
+                "GAIN_JITTER", "Random band gains (0 = off; 0.1: each band times 0.9 to 1.1; classes)",
+                QgsProcessingParameterNumber.Double, defaultValue=TrainModelSpec.gain_jitter, minValue=0.0,
+                maxValue=0.9),
             QgsProcessingParameterBoolean("VALIDITY_CHANNEL", "Validity channel (nodata mask as an input band)",
                                           defaultValue=False),
             QgsProcessingParameterBoolean("RESUME", "Resume from the checkpoint", defaultValue=False),
@@ -179,6 +190,7 @@ class TrainModel(EngineAlgorithm):
             "class_weighting": CLASS_WEIGHTING[self.parameterAsEnum(parameters, "CLASS_WEIGHTING", context)],
             "focal_gamma": self.parameterAsDouble(parameters, "FOCAL_GAMMA", context),
             "augment": self.parameterAsBoolean(parameters, "AUGMENT", context),
+            "gain_jitter": self.parameterAsDouble(parameters, "GAIN_JITTER", context),
             "time_budget": self.parameterAsDouble(parameters, "TIME_BUDGET", context),
             "crop_size": self.parameterAsInt(parameters, "CROP_SIZE", context),
             "schedule": LR_SCHEDULES[self.parameterAsEnum(parameters, "SCHEDULE", context)],

@@ -477,6 +477,8 @@ class TrainModelSpec(JobSpec):
     (decoupled, per step, times the learning rate); ``ema_momentum`` (0 = off, else in (0, 1);
     0.99 averages about the last 100 steps) validates and writes an exponential moving average of
     the weights (:mod:`engine.training.averaging`; single-process, non-adversarial runs);
+    ``gain_jitter`` (0 = off, else in (0, 1); classifiers) multiplies every training sample's bands
+    by random gains in ``[1 - gain_jitter, 1 + gain_jitter]`` (:func:`engine.dataset.random_gains`);
     ``validity_channel`` gives the network one more band per source: 1 where the pixel is valid,
     0 where it is nodata. ``jit_compile`` compiles the training step with XLA (single-process,
     non-adversarial runs): faster steps on a CPU after a compile of tens of seconds; TensorFlow's
@@ -496,6 +498,7 @@ class TrainModelSpec(JobSpec):
     class_weighting: str = "sqrt"
     focal_gamma: float = 0.0
     augment: bool = True
+    gain_jitter: float = 0.0
     time_budget: float = 0.0
     crop_size: int = 0
     schedule: str = "cosine"
@@ -547,6 +550,9 @@ class TrainModelSpec(JobSpec):
         if not float(self.focal_gamma) >= 0:
             raise InvalidSpec(f"train_model: 'focal_gamma' must be >= 0 (0: cross-entropy; 2: the focal loss's usual "
                               f"value), got {self.focal_gamma!r}")
+        if not 0 <= float(self.gain_jitter) < 1:
+            raise InvalidSpec(f"train_model: 'gain_jitter' must be 0 (no random band gains) or in (0, 1), e.g. 0.1 "
+                              f"(gains of 0.9 to 1.1); got {self.gain_jitter!r}")
         if not float(self.weight_decay) >= 0:
             raise InvalidSpec(f"train_model: 'weight_decay' must be >= 0, got {self.weight_decay!r}")
         if not isinstance(self.jit_compile, bool):

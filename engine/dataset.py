@@ -42,9 +42,9 @@ Reading: :func:`open_dataset` returns a :class:`DatasetReader` whose ``tf_datase
 ``({source_name: float32 [B, h, w, c]}, labels)`` batches, with global shuffling (shards are
 memory-mapped, so a dataset larger than RAM works), optional random crops and dihedral
 augmentation (flips and 90-degree rotations), the same for every source and the labels of a
-sample. The reader turns every band of a nodata pixel into NaN (:func:`engine.nodata.to_nan`,
-with the manifest's per-band ``nodata``), exactly as serving does; the train statistics
-``mean``/``std`` count valid pixels only.
+sample, and optional random band gains (:func:`random_gains`). The reader turns every band of a
+nodata pixel into NaN (:func:`engine.nodata.to_nan`, with the manifest's per-band ``nodata``),
+exactly as serving does; the train statistics ``mean``/``std`` count valid pixels only.
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ class DatasetReader:
         return self.take(split, np.arange(self.size(split)))
 
     def tf_dataset(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                   augment: bool = False, repeat: bool = False, crop: int = 0):
+                   augment: bool = False, repeat: bool = False, crop: int = 0, gain_jitter: float = 0.0):
         """A ``tf.data.Dataset`` of ``({name: float32 [B, h, w, c]}, labels)`` batches.
 
         Labels: int32 ``[B]`` (class), int32 ``[B, h, w]`` (segmentation, -1 = ignore) or
@@ -352,7 +352,8 @@ class DatasetReader:
         (seeded); ``crop`` (pixels, 0 = none) cuts one random ``crop`` x ``crop`` window per
         sample and step from its sources and label patch (:func:`random_crops`); ``augment``
         applies one random flip/90-degree rotation per sample to all its sources and its label
-        patch; the last batch may be smaller.
+        patch; ``gain_jitter`` (0 = none) multiplies each sample's bands by random gains
+        (:func:`random_gains`); the last batch may be smaller.
         """
         from .device import tensorflow
 
@@ -369,6 +370,8 @@ class DatasetReader:
                 sources, labels = random_crops(sources, labels, self.label_kind, int(crop), rng)
             if augment:
                 sources, labels = augment_batch(sources, labels, self.label_kind, rng)
+            if gain_jitter:
+                sources = random_gains(sources, float(gain_jitter), rng)
             return [sources[name] for name in names] + [labels]
 
         labels_type = tf.as_dtype(label_dtype(self.manifest["label"]))
@@ -402,6 +405,21 @@ def random_crops(sources: dict[str, np.ndarray], labels: np.ndarray, kind: str, 
     if kind != "class":
         labels = np.stack([labels[i, r:r + size, c:c + size] for i, r, c in zip(range(count), rows, cols)])
     return out, labels
+
+
+def random_gains(sources: dict[str, np.ndarray], jitter: float,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Every band of every sample times its own gain, drawn uniformly in ``[1 - jitter, 1 + jitter]``
+    (radiometric augmentation: the illumination, season and sensor differences a map meets).
+
+    One gain per sample and band, the same over the patch's pixels; nodata (NaN) stays NaN. The
+    sources of a sample get independent gains."""
+    out = {}
+    for name, array in sources.items():
+        gains = rng.uniform(1.0 - jitter, 1.0 + jitter, size=(array.shape[0],) + (1,) * (array.ndim - 2)
+                            + array.shape[-1:])
+        out[name] = array * gains.astype(array.dtype)
+    return out
 
 
 def augment_batch(sources: dict[str, np.ndarray], labels: np.ndarray, kind: str,

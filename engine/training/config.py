@@ -57,5 +57,8 @@ def check_dataset(reader, task: Task, config: TrainConfig) -> None:
     if config.gan and task.kind != "image":
         raise EngineError(f"'gan' is for image datasets (label kind 'image': super-resolution, translation), "
                           f"not {task.kind!r}")
+    if float(config.gain_jitter) and task.kind == "image":
+        raise EngineError("'gain_jitter' changes the sources' radiometry and not the target image's: use it with "
+                          "class or segmentation labels, or set it to 0")
     if task.is_classifier and not task.classes:
         raise EngineError(f"dataset {config.dataset}: the manifest lists no classes")

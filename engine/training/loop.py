@@ -223,7 +223,8 @@ def train(config: TrainConfig, reporter: Reporter) -> dict:
     check_crop(config, task, models.view, models.geometry)
     mapper = label_mapper(task, models.view, weights)
     train_batches = reader.tf_dataset("train", config.batch_size, shuffle=True, seed=int(config.seed),
-                                      augment=config.augment, crop=int(config.crop_size)).map(mapper)
+                                      augment=config.augment, crop=int(config.crop_size),
+                                      gain_jitter=float(config.gain_jitter)).map(mapper)
     valid_batches = reader.tf_dataset("valid", config.batch_size, shuffle=False).map(mapper)
     steps = math.ceil(reader.size("train") / config.batch_size)
     model = models.view.model

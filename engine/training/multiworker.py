@@ -113,7 +113,8 @@ def train_worker(spec: dict, reporter: Reporter) -> dict:
                if task.is_classifier else None)
     global_batch = config.batch_size * workers
     batches = reader.tf_dataset("train", global_batch, shuffle=True, seed=int(config.seed), augment=config.augment,
-                                repeat=True, crop=int(config.crop_size)).map(label_mapper(task, view, weights))
+                                repeat=True, crop=int(config.crop_size),
+                                gain_jitter=float(config.gain_jitter)).map(label_mapper(task, view, weights))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     iterator = iter(strategy.experimental_distribute_dataset(batches.with_options(options)))

@@ -18,7 +18,7 @@ from deepfield.engine.jobs.train_model import run as train_model_job
 from deepfield.engine.training import Task, TrainConfig, checkpoint_folder
 from deepfield.engine.training.checkpoints import BEST, LAST
 from deepfield.engine.training.loop import build_models
-from deepfield.engine.dataset import random_crops
+from deepfield.engine.dataset import random_crops, random_gains
 from deepfield.engine.training.network import class_weights, make_loss
 from deepfield.engine.training.schedule import WARMUP, learning_rate_at, run_progress
 from deepfield.engine.training.validation import psnr
@@ -160,6 +160,25 @@ def test_random_crops_cut_the_same_window_of_sources_and_labels():
     assert len(offsets) > 1  # not always the same window
 
 
+def test_random_gains_scale_each_band_of_each_sample_by_one_gain_in_range():
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).uniform(10, 20, size=(50, 4, 4, 3)).astype(np.float32)
+    image[0, 1, 2, :] = np.nan  # a nodata pixel
+    before = image.copy()
+    out = random_gains({"a": image, "b": image[..., :1]}, 0.1, rng)
+    np.testing.assert_array_equal(image, before, strict=True)  # the batch read is not changed in place
+    assert out["a"].dtype == np.float32 and out["a"].shape == image.shape
+    gains = out["a"] / image
+    assert np.isnan(out["a"][0, 1, 2]).all()
+    flat = gains.reshape(50, 16, 3)
+    valid = flat[1:]  # samples without nodata
+    np.testing.assert_allclose(valid, valid[:, :1, :].repeat(16, axis=1), rtol=1e-6)  # one gain per band
+    assert 0.9 <= np.nanmin(flat) and np.nanmax(flat) <= 1.1
+    assert np.nanstd(valid[:, 0, :]) > 0.03  # gains differ between samples and bands
+    assert not np.allclose(valid[:, 0, 0], valid[:, 0, 1])
+    assert not np.allclose(out["b"][..., 0] / image[..., 0], gains[..., 0], equal_nan=True)  # per source
+
+
 def test_loss_counts_labelled_pixels_only():
     """The mapped weights are 0 on ignored (-1) pixels; the training loss (make_loss, default
     spec) equals numpy's mean cross-entropy over the labelled pixels, weighted per class."""
@@ -217,6 +236,7 @@ def test_centre_output_pixel_holds_the_patch_centre(size, before, crop, ratio, o
     ({"dataset": "d", "output": "x", "architecture": "unet", "ema_momentum": 1.0}, "'ema_momentum' must be 0"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "jit_compile": "yes"}, "'jit_compile' must be true or false"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "focal_gamma": -1}, "'focal_gamma' must be >= 0"),
+    ({"dataset": "d", "output": "x", "architecture": "unet", "gain_jitter": 1.0}, "'gain_jitter' must be 0"),
     ({"dataset": "d", "output": "x", "architecture": "unet", "epoch": 3}, "unknown spec key.*epoch"),
 ])
 def test_bad_specs_name_the_field(spec, message):
@@ -250,6 +270,19 @@ def test_unknown_architecture_lists_the_zoo(segmentation_dataset, work):
 def test_output_may_not_replace_the_dataset(segmentation_dataset):
     with pytest.raises(EngineError, match="would overwrite the input"):
         train({"dataset": str(segmentation_dataset), "architecture": "unet", "output": str(segmentation_dataset)})
+
+
+def test_gain_jitter_changes_the_training_of_classifiers_only(segmentation_dataset, superres_dataset, work):
+    """Two seeded runs, with and without random band gains, train differently; image targets refuse them."""
+    spec = {"dataset": str(segmentation_dataset), "architecture": "unet", "hyperparameters": {"depth": 2, "width": 4}}
+    train({**spec, "output": str(work / "gains_off")})
+    train({**spec, "gain_jitter": 0.3, "output": str(work / "gains_on")})
+    plain, jittered = (float(history(work / name)[0]["loss"]) for name in ("gains_off", "gains_on"))
+    assert plain != pytest.approx(jittered, rel=1e-6)
+    with pytest.raises(EngineError, match="'gain_jitter' changes the sources' radiometry"):
+        train({"dataset": str(superres_dataset), "architecture": "superres", "gain_jitter": 0.1,
+               "output": str(work / "gains_image")})
+    assert not (work / "gains_image").exists()
 
 
 def test_gan_needs_an_image_dataset(segmentation_dataset, work):
