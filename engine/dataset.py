@@ -412,8 +412,9 @@ def random_gains(sources: dict[str, np.ndarray], jitter: float,
     """Every band of every sample times its own gain, drawn uniformly in ``[1 - jitter, 1 + jitter]``
     (radiometric augmentation: the illumination, season and sensor differences a map meets).
 
-    One gain per sample and band, the same over the patch's pixels; nodata (NaN) stays NaN. The
-    sources of a sample get independent gains."""
+    One gain per sample and band, the same over the patch's pixels, on the raw values (before the
+    model's normalisation); nodata (NaN) stays NaN. The sources of a sample get independent gains,
+    and every band is scaled: meant for radiances or reflectances, not elevations or indices."""
     out = {}
     for name, array in sources.items():
         gains = rng.uniform(1.0 - jitter, 1.0 + jitter, size=(array.shape[0],) + (1,) * (array.ndim - 2)
