@@ -50,8 +50,11 @@ class ExtractPatches(EngineAlgorithm):
         "ignored, so patches larger than the zones, or crossing their borders, never learn or validate on "
         "another split's labels. Patches partly nodata are kept as they are: training and Apply model treat "
         "nodata alike (filled after normalisation), so the map has no edge effect along nodata borders; label "
-        "pixels on nodata are not learnt. The output folder is a DeepField dataset (manifest.json, .npy shards "
-        "per split, positions.gpkg) for Train model."
+        "pixels on nodata are not learnt. A label raster on the first source's grid is checked against it: when its "
+        "class boundaries line up clearly better with the image's edges a pixel or two away (labels made from "
+        "other imagery or another base map), the log warns with the shift in pixels and map units, since a "
+        "network trained with flips and rotations cannot learn it. The output folder is a DeepField "
+        "dataset (manifest.json, .npy shards per split, positions.gpkg) for Train model."
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802

@@ -68,6 +68,7 @@ from .rasters import (
     rasterize,
     resampling_for,
 )
+from .registration import ShiftScores
 from .sampling import label_counts
 from .vectors import Positions, class_polygons, has_field, is_vector, read_points, some_names, write_positions
 
@@ -75,6 +76,9 @@ REASONS = ("outside", "nodata", "label_nodata")
 READ_CACHE_BYTES = 64 * 2**20  # GDAL block cache while extracting: each area is read about once
 MAX_SCALE_DENOMINATOR = 16  # scales are simple fractions: 2, 1/2, 3/2, 4/3 ...
 LABEL = "label"
+#: Segmentation patches (the first accepted) whose labels are checked against the image's edges
+#: (:mod:`.registration`): enough for a clear estimate, a few seconds at most.
+SHIFT_PATCHES = 1000
 
 # -- geometry --------------------------------------------------------------------------------
 
@@ -284,7 +288,11 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     layer (its ``split_field`` names each zone's split; ``zones_layer``: its layer, default the
     first) masking segmentation labels.
 
-    Returns {output, splits {split: n}, rejected {reason: n}, class_counts}.
+    A label raster on the reference grid is checked against the reference source's edges
+    (:mod:`.registration`, the first :data:`SHIFT_PATCHES` patches): a clear shift is warned of.
+
+    Returns {output, splits {split: n}, rejected {reason: n}, class_counts, classes, skipped,
+    label_shift (the labels' best shift, :class:`.registration.LabelShift` as a dict, or None)}.
     """
     infos = [raster_info(s.path) for s in sources]
     reference = infos[0]
@@ -335,6 +343,7 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     on_reference_grid = (label.kind == "segmentation" and label_size == sources[0].patch_size
                          and spacing_scale(label_aligned, reference) == 1)
     groups = read_groups(cuts[0], candidates, int(read_tile))
+    shifts = ShiftScores() if on_reference_grid and label_info is not None else None
     accepted_index, accepted_split, accepted_row = [], [], []
     with atomic_output(output, folder=True) as folder, bounded_gdal_cache():
         writer = DatasetWriter(folder, manifest_sources, manifest_label, int(shard_size))
@@ -357,6 +366,8 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
                 if value is None:
                     rejected["label_nodata"] += 1
                     continue
+                if shifts is not None and shifts.patches < SHIFT_PATCHES:
+                    shifts.add(sample[sources[0].name], invalid[0], value, value != IGNORE_INDEX)
                 accepted_row.append(writer.add(split, sample, value))
                 accepted_index.append(m)
                 accepted_split.append(split)
@@ -367,6 +378,9 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
             raise EngineError(f"no patch extracted: all {len(positions)} positions were rejected "
                               f"({', '.join(f'{k}: {v}' for k, v in rejected.items())}); check the "
                               "positions' overlap with the sources, their nodata and the patch sizes")
+        shift = shifts.best() if shifts is not None else None
+        if shift is not None and shift.clear:
+            reporter.warning(shift.advice(label.path, sources[0].path, reference.geotransform))
         keep = np.array(accepted_index)
         accepted = Positions(centre_x[keep], centre_y[keep],
                              None if positions.classes is None else positions.classes[keep],
@@ -377,7 +391,8 @@ def extract_patches(sources: Sequence[PatchSourceSpec], label: PatchLabelSpec, p
     reporter.log("patches per split: " + ", ".join(f"{k} {v}" for k, v in manifest["splits"].items()))
     reporter.progress(100)
     return {"output": str(output), "splits": manifest["splits"], "rejected": rejected,
-            "class_counts": manifest["class_counts"], "classes": table, "skipped": positions.skipped}
+            "class_counts": manifest["class_counts"], "classes": table, "skipped": positions.skipped,
+            "label_shift": dataclasses.asdict(shift) if shift is not None else None}
 
 
 def read_positions(path, layer: str | None, crs_wkt: str, class_field: str | None, split_field: str | None,
