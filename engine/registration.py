@@ -107,20 +107,20 @@ class ShiftScores:
     def add(self, image: np.ndarray, invalid: np.ndarray, labels: np.ndarray, labelled: np.ndarray) -> None:
         """One patch: ``image`` (rows x cols x bands) with its ``invalid`` pixels, ``labels`` on
         the same pixels with their ``labelled`` mask."""
-        edges, valid = edge_strength(image, invalid), _with_neighbours(~invalid)
-        boundaries, known = class_boundaries(labels, labelled), _with_neighbours(labelled)
         k = self.max_shift
         rows, cols = labels.shape
         if rows <= 2 * k or cols <= 2 * k:
             return
         self.patches += 1
+        inner = np.s_[k:rows - k, k:cols - k]  # image pixels every shift compares
+        edges, valid = edge_strength(image, invalid)[inner], _with_neighbours(~invalid)[inner]
+        boundaries, known = class_boundaries(labels, labelled), _with_neighbours(labelled)
         for i, dy in enumerate(range(-k, k + 1)):
             for j, dx in enumerate(range(-k, k + 1)):
                 # image pixel (r, c) against label pixel (r - dy, c - dx): the labels moved by (dy, dx)
-                e = edges[k:rows - k, k:cols - k]
-                b = boundaries[k - dy:rows - k - dy, k - dx:cols - k - dx]
-                use = valid[k:rows - k, k:cols - k] & known[k - dy:rows - k - dy, k - dx:cols - k - dx]
-                e, b = e[use], b[use]
+                moved = np.s_[k - dy:rows - k - dy, k - dx:cols - k - dx]
+                use = valid & known[moved]
+                e, b = edges[use], boundaries[moved][use]
                 self.sums[i, j] += (e.size, e.sum(), b.sum(), (e * b).sum(), (e * e).sum(), (b * b).sum())
 
     def correlations(self) -> np.ndarray:
