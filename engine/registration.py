@@ -21,25 +21,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .image_scores import gradient_magnitude
+
 #: A shift is reported when its correlation beats the unshifted labels' by this factor.
 CLEAR_GAIN = 1.1
 
 
 def edge_strength(image: np.ndarray, invalid: np.ndarray) -> np.ndarray:
     """Per pixel, the sum over the bands of ``image`` (rows x cols x bands) of the gradient
-    magnitude (central differences, per pixel) divided by the band's standard deviation over the
-    valid pixels; 0 on ``invalid`` pixels and their 4 neighbours."""
-    image = np.asarray(image, dtype=np.float64)
-    valid = ~invalid
-    total = np.zeros(image.shape[:2])
-    if valid.sum() < 2:
-        return total
-    for band in np.moveaxis(image, -1, 0):
-        spread = band[valid].std()
-        if spread > 0:
-            rows, cols = np.gradient(np.where(valid, band, band[valid].mean()))
-            total += np.hypot(rows, cols) / spread
-    return np.where(_with_neighbours(valid), total, 0.0)
+    magnitude (:func:`.image_scores.gradient_magnitude`) divided by the band's standard deviation
+    over the valid pixels; NaN on ``invalid`` pixels and beside them (4 neighbours)."""
+    image = np.where(invalid[..., None], np.nan, np.asarray(image, dtype=np.float64))
+    if invalid.all():
+        return image[..., 0]
+    spread = np.nanstd(image, axis=(0, 1))
+    varies = spread > 0
+    total = (gradient_magnitude(image)[..., varies] / spread[varies]).sum(axis=-1)  # NaN beside invalid
+    return np.where(invalid, np.nan, total)
 
 
 def class_boundaries(labels: np.ndarray, labelled: np.ndarray) -> np.ndarray:
@@ -113,7 +111,8 @@ class ShiftScores:
             return
         self.patches += 1
         inner = np.s_[k:rows - k, k:cols - k]  # image pixels every shift compares
-        edges, valid = edge_strength(image, invalid)[inner], _with_neighbours(~invalid)[inner]
+        edges = edge_strength(image, invalid)[inner]
+        valid = np.isfinite(edges)
         boundaries, known = class_boundaries(labels, labelled), _with_neighbours(labelled)
         for i, dy in enumerate(range(-k, k + 1)):
             for j, dx in enumerate(range(-k, k + 1)):
