@@ -53,7 +53,8 @@ class ExtractPatches(EngineAlgorithm):
         "pixels on nodata are not learnt. A label raster on the first source's grid is checked against it: when its "
         "class boundaries line up clearly better with the image's edges a pixel or two away (labels made from "
         "other imagery or another base map), the log warns with the shift in pixels and map units, since a "
-        "network trained with flips and rotations cannot learn it. The output folder is a DeepField "
+        "network trained with flips and rotations cannot learn it (Co-register image to labels moves the image "
+        "onto them). The output folder is a DeepField "
         "dataset (manifest.json, .npy shards per split, positions.gpkg) for Train model."
     )
 

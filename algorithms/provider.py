@@ -8,6 +8,7 @@ from qgis.PyQt.QtGui import QIcon
 from .apply_model import ApplyModel
 from .base import ENGINE_PYTHON_SETTING, ICONS
 from .check_environment import CheckEnvironment
+from .coregister_image import CoregisterImage
 from .describe_model import DescribeModel
 from .evaluate_map import EvaluateMap
 from .extract_patches import ExtractPatches
@@ -18,8 +19,8 @@ from .setup_engine import SetupEngine
 from .train_model import TrainModel
 from .vectorize_class_map import VectorizeClassMap
 
-ALGORITHMS = (CheckEnvironment, SetupEngine, ApplyModel, DescribeModel, SelectSamples, ExtractPatches, EvaluateMap,
-              TrainModel, ImportModel, VectorizeClassMap)
+ALGORITHMS = (CheckEnvironment, SetupEngine, ApplyModel, DescribeModel, SelectSamples, CoregisterImage, ExtractPatches,
+              EvaluateMap, TrainModel, ImportModel, VectorizeClassMap)
 #: Processing models shipped with the plugin (built by scripts/build_model3.py).
 MODELS = Path(__file__).parent.parent / "processing_models"
 

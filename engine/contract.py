@@ -698,3 +698,29 @@ class VectorizeClassMapSpec(JobSpec):
                               f"\"#rrggbb\"}}]; got {list(self.classes)!r}")
         if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
             raise InvalidSpec(f"{self.JOB}: tile_size must be a whole number of pixels >= 1; got {self.tile_size!r}")
+
+
+# -- spec: coregister_image ----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CoregisterImageSpec(JobSpec):
+    """Move ``image`` onto ``labels`` by whole pixels (see ``engine/coregistration.py``).
+
+    ``image``: the raster to move. ``labels``: a label raster (class values; its nodata:
+    unlabelled), read on the image's grid. ``output``: the moved image on the image's grid, a VRT
+    when it ends in ``.vrt`` (it reads the image), else a GeoTIFF. ``max_shift``: the largest
+    shift tried on each axis (image pixels; 0: the image unmoved, nothing measured).
+    """
+
+    JOB: ClassVar[str] = "coregister_image"
+    image: str
+    labels: str
+    output: str
+    max_shift: int = 2
+
+    def validate(self) -> None:
+        for key in ("image", "labels", "output"):
+            if not getattr(self, key):
+                raise InvalidSpec(f"{self.JOB}: the spec needs {key!r}")
+        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, int) or self.max_shift < 0:
+            raise InvalidSpec(f"{self.JOB}: max_shift must be a whole number of pixels >= 0 (0: the image "
+                              f"unmoved); got {self.max_shift!r}")

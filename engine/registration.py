@@ -78,18 +78,22 @@ class LabelShift:
         """A shift other than none that beats the unshifted labels by :data:`CLEAR_GAIN`."""
         return (self.rows, self.cols) != (0, 0) and self.score > CLEAR_GAIN * max(self.unshifted, 0.0)
 
-    def advice(self, labels: str, image: str, geotransform) -> str:
-        """A warning naming the shift in pixels and map units (``geotransform``: the image's) and
-        what to do about it."""
+    def description(self, labels: str, image: str, geotransform) -> str:
+        """The shift in pixels and map units (``geotransform``: the image's) and its correlations."""
         east, north = self.cols * geotransform[1], self.rows * geotransform[5]
         moves = [f"{abs(self.rows)} px {'down' if self.rows > 0 else 'up'}" if self.rows else "",
                  f"{abs(self.cols)} px {'right' if self.cols > 0 else 'left'}" if self.cols else ""]
         return (f"labels {labels}: their class boundaries line up best with the edges of {image} when moved "
                 f"{' and '.join(m for m in moves if m)} ({east:+g} map units east, {north:+g} north): "
-                f"correlation {self.score:.3f} against {self.unshifted:.3f} where they are. A network trained "
-                "with flips and rotations cannot learn such a shift, so the map's boundaries will sit that far "
-                "from the labels'. If the labels are misregistered, give a copy shifted by that much (e.g. "
-                "gdal_translate -a_ullr with every corner moved); if the image is, shift the image the other way")
+                f"correlation {self.score:.3f} against {self.unshifted:.3f} where they are")
+
+    def advice(self, labels: str, image: str, geotransform) -> str:
+        """A warning: :meth:`description`, why it matters and what to do about it."""
+        return (f"{self.description(labels, image, geotransform)}. A network trained with flips and rotations "
+                "cannot learn such a shift, so the map's boundaries will sit that far from the labels'. Co-register "
+                "image to labels (deepfield:coregisterimage) writes the image moved onto the labels by whole "
+                "pixels; use its output in every step (patches, the map). If the labels are the misregistered "
+                "ones, give a copy of them shifted instead (e.g. gdal_translate -a_ullr with every corner moved)")
 
 
 class ShiftScores:

@@ -1,7 +1,8 @@
 """``make demo``: the whole DeepField chain on real data, headless, through ``qgis_process.bin``.
 
 NC Landsat-7 (6 bands, 28.5 m) with the 1996 land-cover map ``strata.tif`` (7 classes):
-select samples on a grid with a spatially disjoint split -> extract patches -> train a U-Net
+co-register the image to the labels (they sit 1 px up and left of it) -> select samples on a grid
+with a spatially disjoint split -> extract patches -> train a U-Net
 (:data:`RECIPE`) -> apply it to the whole image -> evaluate the class map on the test split.
 Prints the score table next to a per-pixel random forest's, trained on the same training pixels
 and scored on the same test pixels (scripts/forest_baseline.py; skipped without scikit-learn),
@@ -46,7 +47,7 @@ SETTINGS = {
 
 
 def run_chain(out: Path, quick: bool = False, log=print) -> dict:
-    """Run the five steps; return each step's results and the evaluation metrics."""
+    """Run the six steps; return each step's results and the evaluation metrics."""
     settings = SETTINGS["quick" if quick else "full"]
     data = nc_landsat_folder()
     image, labels = data / "lsat7_2000_6band.vrt", data / "strata.tif"
@@ -61,6 +62,9 @@ def run_chain(out: Path, quick: bool = False, log=print) -> dict:
         log(f"    done in {time.monotonic() - started:.0f} s")
         return steps[name]
 
+    # the labels sit 1 px up and left of the image: every step uses the image moved onto them
+    image = Path(step("co-register image to labels", "deepfield:coregisterimage", {
+        "INPUT": image, "LABELS": labels, "OUTPUT": out / "landsat_on_labels.vrt"})["OUTPUT"])
     samples = step("select samples", "deepfield:selectsamples", {
         "INPUT": image, "STRATEGY": GRID_STRATEGY, "LABEL_RASTER": labels, "PATCH_SIZE": settings["patch"],
         "STEP": settings["step"], "SPLIT_MODE": SPATIAL_BLOCKS, "BLOCK_SIZE": 128 * 28.5,
@@ -143,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(random forest: {compared['random_forest']['training_pixels']} training pixels of the train blocks, "
               f"{compared['random_forest']['samples']} test pixels, the ones DeepField is scored on)")
     print(f"\nOutputs in {args.out}:")
-    for name in ("positions.gpkg", "dataset", "model", "landcover.tif", "landcover_confidence.tif",
-                 "evaluation/report.html"):
+    for name in ("landsat_on_labels.vrt", "positions.gpkg", "dataset", "model", "landcover.tif",
+                 "landcover_confidence.tif", "evaluation/report.html"):
         print(f"  {args.out / name}")
     print(f"Finished in {(time.monotonic() - started) / 60:.1f} min.")
     return 0

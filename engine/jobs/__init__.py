@@ -15,7 +15,8 @@ from ..errors import InvalidSpec
 
 #: The engine's jobs: each is the module ``engine/jobs/<name>.py`` (imported on demand).
 JOBS = ("check_environment", "describe_model", "apply_model", "select_samples", "extract_patches",
-        "train_model", "train_model_worker", "evaluate_map", "import_model", "vectorize_class_map")
+        "train_model", "train_model_worker", "evaluate_map", "import_model", "vectorize_class_map",
+        "coregister_image")
 
 
 def get_job(name: str) -> Callable:

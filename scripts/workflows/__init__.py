@@ -51,17 +51,20 @@ class Workflow:
     advanced: tuple[str, ...] = field(default=())
 
 
-def grid_samples_and_patches(label_kind: str, label_input: str | None, what: str, *, image: str = "image",
+def grid_samples_and_patches(label_kind: str, label_input: str | None, what: str, *, image: str | tuple = "image",
                              extract: dict | None = None) -> list[Child]:
-    """Select samples (a grid of ``patch_size`` patches every ``grid_step`` px of input ``image``,
-    split by spatial blocks of ``block_size``, the blocks written) -> Extract patches (patches of
-    ``image``, ``label_kind`` labels from the raster input ``label_input``; ``what`` names them): the
-    first two children of a workflow. ``extract`` adds Extract patches parameters or replaces those of
-    the same name (several sources, polygon labels: then ``label_input`` is None, no label raster)."""
+    """Select samples (a grid of ``patch_size`` patches every ``grid_step`` px of ``image``, split by
+    spatial blocks of ``block_size``, the blocks written) -> Extract patches (patches of ``image``,
+    ``label_kind`` labels from the raster input ``label_input``; ``what`` names them): the first two
+    children of a workflow (after any child making ``image``). ``image``: a model input's name, or a
+    tagged source (another child's output). ``extract`` adds Extract patches parameters or replaces
+    those of the same name (several sources, polygon labels: then ``label_input`` is None, no label
+    raster)."""
     from deepfield.engine.contract import LABEL_KINDS, SAMPLING_STRATEGIES, SPLIT_MODES
 
+    image = ("input", image) if isinstance(image, str) else image
     patches = {
-        "SOURCES": ("input", image), "PATCH_SIZES": ("input", "patch_size"),
+        "SOURCES": image, "PATCH_SIZES": ("input", "patch_size"),
         "POSITIONS": ("output", "selectsamples", "OUTPUT"), "LABEL_KIND": ("static", LABEL_KINDS.index(label_kind)),
         "OUTPUT": ("product", "dataset")}
     if label_input is not None:
@@ -69,7 +72,7 @@ def grid_samples_and_patches(label_kind: str, label_input: str | None, what: str
     patches.update(extract or {})
     return [
         Child("deepfield:selectsamples", "selectsamples", "Select samples (grid, spatial blocks)", {
-            "INPUT": ("input", image), "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
+            "INPUT": image, "STRATEGY": ("static", SAMPLING_STRATEGIES.index("grid")),
             "PATCH_SIZE": ("input", "patch_size"), "STEP": ("input", "grid_step"),
             "SPLIT_MODE": ("static", SPLIT_MODES.index("blocks")), "BLOCK_SIZE": ("input", "block_size"),
             "OUTPUT": ("product", "samples.gpkg"), "REPORT": ("product", "samples_balance.csv"),

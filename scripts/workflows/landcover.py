@@ -1,6 +1,7 @@
 """Land cover: ``deepfield:segmentationworkflow``, "Land cover workflow" in the toolbox.
 
-Select samples (a regular grid over the image, spatial blocks split, the blocks as polygons) ->
+Co-register image to labels (the image moved by whole pixels onto its labels, when they sit off
+it) -> Select samples (a regular grid over the image, spatial blocks split, the blocks as polygons) ->
 Extract patches (segmentation labels from the label raster) -> Train model (U-Net) ->
 Apply model (class map) -> Evaluate map (class map vs the label raster, on the test blocks only).
 """
@@ -27,11 +28,12 @@ RECIPE = {"patch": 96, "step": 16, "crop": 64, "epochs": 400, "batch_size": 16, 
 HELP = {
     "ALG_DESC": (
         "Trains a U-Net on an image and a label raster and measures it on held-out ground, in one run: "
-        "Select samples (a regular grid of patches over the image, split train/valid/test by spatial "
+        "Co-register image to labels (the image moved by whole pixels onto labels that sit a pixel or two off "
+        "it, else as it is) -> Select samples (a regular grid of patches over the image, split train/valid/test by spatial "
         "blocks, the blocks written as polygons) -> Extract patches (label raster patches) -> Train model "
         "(U-Net) -> Apply model (class map of the whole image) -> Evaluate map (class map vs the label "
         "raster inside the test blocks only: pixels no training patch saw). The output folder receives "
-        "samples.gpkg, samples_balance.csv, blocks.gpkg, test_blocks.gpkg, dataset/, model/, "
+        "image_on_labels.vrt, samples.gpkg, samples_balance.csv, blocks.gpkg, test_blocks.gpkg, dataset/, model/, "
         "class_map.tif and evaluation/ (metrics.json, report.html). Run the steps one by one for more "
         "options; edit a copy of this model in the Model Designer to change the chain."),
     "image": "The image file patches are cut from and the class map is computed on (read, never changed).",
@@ -48,6 +50,10 @@ HELP = {
     "crop_size": "Every step trains on a random crop of this size (pixels) of each patch: smaller than the "
                  "patch size, a multiple of 8; 0 = whole patches.",
     "hyperparameters": 'U-Net hyper-parameters as JSON, e.g. {"depth": 2, "width": 8}.',
+    "max_shift": "Co-register image to labels tries every shift of the labels up to this many pixels on each axis; "
+                 "when one lines their class boundaries up clearly better with the image's edges, every step uses "
+                 "the image moved onto the labels by whole pixels (image_on_labels.vrt, no resampling). 0: the "
+                 "image as it is.",
 }
 HELP["ALG_DESC"] += (
     f" Its defaults are the recipe measured on the NC Landsat scene (bench/results/accuracy.json): patches "
@@ -80,8 +86,14 @@ def definition() -> Workflow:
                defaultValue=RECIPE["crop"], minValue=0),
         QgsProcessingParameterString("hyperparameters", "U-Net hyper-parameters (JSON)",
                                      defaultValue=json.dumps(RECIPE["hyperparameters"]), optional=True),
+        number("max_shift", "Co-registration: largest shift of the labels tried (pixels, 0 = image unmoved)",
+               number.Integer, defaultValue=2, minValue=0, maxValue=16),
     ]
-    children = grid_samples_and_patches("segmentation", "labels", "segmentation labels") + [
+    moved = ("output", "coregister", "OUTPUT")
+    children = [Child("deepfield:coregisterimage", "coregister", "Co-register image to labels", {
+        "INPUT": ("input", "image"), "LABELS": ("input", "labels"), "MAX_SHIFT": ("input", "max_shift"),
+        "OUTPUT": ("product", "image_on_labels.vrt")})]
+    children += grid_samples_and_patches("segmentation", "labels", "segmentation labels", image=moved) + [
         Child("deepfield:trainmodel", "trainmodel", "Train model (U-Net)", {
             "DATASET": ("output", "extractpatches", "OUTPUT"),
             "ARCHITECTURE": ("static", ARCHITECTURES.index("unet")), "EPOCHS": ("input", "epochs"),
@@ -92,7 +104,7 @@ def definition() -> Workflow:
             "EARLY_STOPPING": ("static", RECIPE["patience"]),
             "HYPERPARAMETERS": ("input", "hyperparameters"), "OUTPUT": ("product", "model")}),
         Child("deepfield:applymodel", "applymodel", "Apply model (class map)", {
-            "MODEL": ("output", "trainmodel", "MODEL"), "SOURCES": ("input", "image"), "TTA": ("static", RECIPE["tta"]),
+            "MODEL": ("output", "trainmodel", "MODEL"), "SOURCES": moved, "TTA": ("static", RECIPE["tta"]),
             "OUTPUT": ("product", "class_map.tif")}),
         Child("native:extractbyattribute", "testblocks", "Test blocks", {
             "INPUT": ("output", "selectsamples", "BLOCKS"), "FIELD": ("static", "split"),
@@ -102,4 +114,4 @@ def definition() -> Workflow:
             "MASK": ("output", "testblocks", "OUTPUT"), "OUTPUT_FOLDER": ("product", "evaluation")}),
     ]
     return Workflow("segmentation_workflow.model3", "Land cover workflow", inputs, children, HELP,
-                    advanced=("crop_size", "hyperparameters"))
+                    advanced=("crop_size", "hyperparameters", "max_shift"))

@@ -40,6 +40,7 @@ def test_quick_demo_runs_the_chain_and_prints_the_scores(tmp_path, data_dir):
     image = gdal.Open(str(data_dir / "nc_landsat7_landcover/lsat7_2000_6band.vrt"))
     class_map = gdal.Open(str(out / "landcover.tif"))
     assert class_map.GetGeoTransform() == image.GetGeoTransform()
+    assert gdal.Open(str(out / "landsat_on_labels.vrt")).GetGeoTransform() == image.GetGeoTransform()  # the moved image
     assert (class_map.RasterXSize, class_map.RasterYSize) == (image.RasterXSize, image.RasterYSize)
     assert class_map.GetRasterBand(1).GetCategoryNames()[5] == "forest"
     assert (out / "landcover.qml").exists() and (out / "landcover_confidence.tif").exists()

@@ -1,7 +1,7 @@
 """The Processing model shipped with the plugin: the whole chain headless, in the toolbox, wirable.
 
-processing_models/segmentation_workflow.model3 (scripts/workflows/landcover.py) chains Select
-samples -> Extract patches -> Train model -> Apply model -> Evaluate map (on the test blocks).
+processing_models/segmentation_workflow.model3 (scripts/workflows/landcover.py) chains Co-register
+image to labels -> Select samples -> Extract patches -> Train model -> Apply model -> Evaluate map (on the test blocks).
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ def test_the_chain_trains_serves_and_evaluates_on_the_test_blocks(chain, nc):
 
     image, class_map = gdal.Open(str(nc / "lsat7_2000_6band.vrt")), gdal.Open(str(folder / "class_map.tif"))
     assert class_map.GetGeoTransform() == image.GetGeoTransform()
+    # every step used the image moved onto the labels (they sit 1 px up and left of it): pixel (r + 1, c + 1) at (r, c)
+    moved = gdal.Open(str(folder / "image_on_labels.vrt"))
+    assert moved.GetGeoTransform() == image.GetGeoTransform()
+    np.testing.assert_array_equal(moved.ReadAsArray()[:, :-1, :-1], image.ReadAsArray()[:, 1:, 1:])
+    assert [source["path"] for source in manifest["sources"]] == [str(folder / "image_on_labels.vrt")]
     assert (class_map.RasterXSize, class_map.RasterYSize, class_map.RasterCount) == (489, 443, 1)
     classes = class_map.ReadAsArray()
     nodata = class_map.GetRasterBand(1).GetNoDataValue()  # where a band of the image is nodata
@@ -157,8 +162,8 @@ def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_
     model = registry.createAlgorithmById(MODEL_ID)
     children = model.childAlgorithms()
     assert {c.algorithmId() for c in children.values()} == {
-        "deepfield:selectsamples", "deepfield:extractpatches", "deepfield:trainmodel", "deepfield:applymodel",
-        "native:extractbyattribute", "deepfield:evaluatemap"}
+        "deepfield:coregisterimage", "deepfield:selectsamples", "deepfield:extractpatches", "deepfield:trainmodel",
+        "deepfield:applymodel", "native:extractbyattribute", "deepfield:evaluatemap"}
     assert all(child.algorithm() is not None for child in children.values())
 
     # the outputs the chain needs exist with wirable types
@@ -184,7 +189,9 @@ def test_in_process_the_provider_holds_the_model_and_its_links_are_wirable(qgis_
              if source.source() == child_output]
     assert {(c, p, s.outputChildId(), s.outputName()) for c, p, s in links} >= {
         ("applymodel", "MODEL", "trainmodel", "MODEL"), ("evaluatemap", "INPUT", "applymodel", "OUTPUT"),
-        ("trainmodel", "DATASET", "extractpatches", "OUTPUT"), ("evaluatemap", "MASK", "testblocks", "OUTPUT")}
+        ("trainmodel", "DATASET", "extractpatches", "OUTPUT"), ("evaluatemap", "MASK", "testblocks", "OUTPUT"),
+        ("selectsamples", "INPUT", "coregister", "OUTPUT"), ("extractpatches", "SOURCES", "coregister", "OUTPUT"),
+        ("applymodel", "SOURCES", "coregister", "OUTPUT")}
     for child_id, parameter, source in links:
         assert designer_keeps(child_id, parameter, source), (child_id, parameter, source.outputName())
     assert not designer_keeps("evaluatemap", "INPUT", Source.fromChildOutput("trainmodel", "BEST_EPOCH"))  # a number
