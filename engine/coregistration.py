@@ -41,33 +41,28 @@ def tiles(width: int, height: int, tile: int = TILE, most: int = MAX_TILES) -> l
     return [every[i] for i in np.unique(np.linspace(0, len(every) - 1, most).round().astype(int))]
 
 
-def measure_shift(image: str, labels: str, max_shift: int = 2, tile: int = TILE, most: int = MAX_TILES,
-                  reporter: Reporter | None = None) -> tuple[LabelShift | None, int]:
+def measure_shift(image: str, labels: str, reporter: Reporter, max_shift: int = 2, tile: int = TILE,
+                  most: int = MAX_TILES) -> tuple[LabelShift | None, int]:
     """The labels' best whole-pixel shift onto ``image`` (:meth:`.ShiftScores.best`: ``rows`` down,
     ``cols`` right, image pixels) and the number of tiles measured. ``labels`` is read on the
     image's grid (warped there, nearest neighbour, when its grid differs); its nodata and pixels
-    outside it are unlabelled."""
+    outside it (read as NaN) are unlabelled."""
     info, label_info = raster_info(image), raster_info(labels)
     grid = info.grid
-    aligned = align_source(label_info, grid, Fraction(1), resampling_for("classes"),
-                           reporter.log if reporter else None)
+    aligned = align_source(label_info, grid, Fraction(1), resampling_for("classes"), reporter.log)
     col0, row0 = aligned.offset(grid)  # the image's origin in the (aligned) labels' pixels
     scores = ShiftScores(max_shift)
     windows = tiles(info.width, info.height, tile, most)
     for number, window in enumerate(windows):
-        if reporter:
-            reporter.check_cancelled()
-            reporter.progress(90.0 * number / len(windows))
+        reporter.check_cancelled()
+        reporter.progress(90.0 * number / len(windows))
         there = Window(window.col_off + col0, window.row_off + row0, window.width, window.height)
-        values = read_window(aligned.path, there, mode="constant", fill=0)[..., 0]
-        rows = np.arange(there.row_off, there.row_off + there.height)
-        cols = np.arange(there.col_off, there.col_off + there.width)
-        inside = ((rows >= 0) & (rows < aligned.height))[:, None] & ((cols >= 0) & (cols < aligned.width))[None]
-        labelled = inside & ~invalid_pixels(values[..., None], aligned.nodata[:1])
+        values = read_window(aligned.path, there, mode="constant", fill=np.nan, dtype=np.float32)
+        labelled = ~invalid_pixels(values, aligned.nodata[:1])
         if not labelled.any():
             continue
         pixels = read_window(image, window, mode="constant", fill=np.nan, dtype=np.float32)
-        scores.add(pixels, invalid_pixels(pixels, info.nodata), values, labelled)
+        scores.add(pixels, invalid_pixels(pixels, info.nodata), values[..., 0], labelled)
     return scores.best(), scores.patches
 
 
@@ -80,7 +75,7 @@ def coregister_image(image: str, labels: str, output: str, reporter: Reporter, m
     Returns {output, rows, cols (the labels' shift, image pixels; the image moved the other way),
     score, unshifted (correlations), clear, moved, tiles}.
     """
-    shift, measured = measure_shift(image, labels, max_shift, tile, most, reporter) if max_shift else (None, 0)
+    shift, measured = measure_shift(image, labels, reporter, max_shift, tile, most) if max_shift else (None, 0)
     if max_shift and shift is None:
         raise EngineError(f"labels {labels}: no class boundary next to a valid pixel of {image} in the {measured} "
                           "tile(s) measured, so no shift can be measured; check that the label raster covers "
